@@ -1,0 +1,41 @@
+"""lcm-lite: text-to-image with a latent consistency model on OpenVINO, torch-free at inference.
+
+    from lcm_lite import LCMPipeline
+    pipe = LCMPipeline.from_pretrained("path/to/model")
+    result = pipe("a beautiful pink unicorn, 8k", seed=1234567)
+    result[0].save("unicorn.png")
+
+Importing the package loads nothing heavy and touches no network: ``LCMPipeline`` is imported
+on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import Cancelled, DeviceError, LcmLiteError, ModelError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    from .pipeline import GenerationResult, LCMPipeline, StepInfo
+
+__version__ = "0.1.0"
+__all__ = [
+    "LCMPipeline",
+    "GenerationResult",
+    "StepInfo",
+    "LcmLiteError",
+    "UsageError",
+    "ModelError",
+    "DeviceError",
+    "OutputError",
+    "Cancelled",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in ("LCMPipeline", "GenerationResult", "StepInfo"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'lcm_lite' has no attribute {name!r}")

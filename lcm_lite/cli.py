@@ -1,0 +1,333 @@
+"""``lcm-lite`` / ``python -m lcm_lite``: generate (the default), info, bench, serve.
+
+Heavy modules (numpy, openvino) are imported inside the commands, so ``--help`` is instant.
+Every failure is one line on stderr and an exit code (README: "Exit codes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from .errors import Cancelled, LcmLiteError, OutputError, UsageError
+
+PROG = "lcm-lite"
+COMMANDS = ("generate", "info", "bench", "serve")
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
+        raise UsageError(message)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        help="local model folder or hub id "
+        "(default: OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once)",
+    )
+    parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
+    parser.add_argument(
+        "--precision",
+        choices=["f32", "bf16", "f16"],
+        help="inference precision hint (default: the device's; f32 for exact parity)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not keep compiled models in the per-user cache"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Generate images from a text prompt.",
+        epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
+    )
+    parser.add_argument("prompt", nargs="?", help="the text prompt")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="a file with one prompt a line (models are compiled once)",
+    )
+    parser.add_argument("--steps", type=_positive_int, default=4, help="LCM steps (default 4)")
+    parser.add_argument(
+        "--guidance",
+        type=_number,
+        default=8.0,
+        help="guidance scale, diffusers' convention (default 8.0)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_positive_int,
+        help="0 .. 2**64-1, as torch.Generator().manual_seed (default: random)",
+    )
+    parser.add_argument("--width", type=_positive_int, default=512, help="multiple of 8")
+    parser.add_argument("--height", type=_positive_int, default=512, help="multiple of 8")
+    parser.add_argument("--num-images", type=_positive_int, default=1, help="images per prompt")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="a .png file or a folder (default: here); never overwrites",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON line per image (path, seed, prompt, timings)",
+    )
+    _model_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "generate"
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _COMMANDS[command](argv)
+    except LcmLiteError as error:
+        if isinstance(error, Cancelled):
+            print(f"{PROG}: interrupted", file=sys.stderr)
+        else:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if (args.prompt is None) == (args.prompts is None):
+        raise UsageError("give a prompt, or --prompts FILE (one of the two)")
+    if args.prompts is None:
+        return [args.prompt]
+    try:
+        lines = args.prompts.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read prompts from {args.prompts}: {error}") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise UsageError(f"{args.prompts} has no prompts")
+    return prompts
+
+
+def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
+    """Resolve ``--model`` (folder or hub id) and load it as the options say."""
+    from .hub import resolve_model
+    from .models import default_cache_dir
+    from .pipeline import LCMPipeline
+
+    return LCMPipeline.from_pretrained(
+        resolve_model(args.model, args.revision),
+        device=args.device,
+        precision=args.precision,
+        cache_dir=None if args.no_cache else default_cache_dir(),
+        keep_models=keep_models,
+    )
+
+
+def _generate(argv: list[str]) -> int:
+    args = generate_parser().parse_args(argv)
+    prompts = _read_prompts(args)
+    _configure_logging(args.quiet)
+    from .images import save_png
+    from .pipeline import check_arguments
+
+    check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
+    if args.seed is not None:
+        from .torch_rng import TorchGenerator
+
+        TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
+    pipe = open_pipeline(args, keep_models=len(prompts) > 1)
+    progress = _StepProgress(enabled=not args.quiet and sys.stderr.isatty())
+    for prompt in prompts:
+        result = pipe(
+            prompt,
+            steps=args.steps,
+            guidance_scale=args.guidance,
+            width=args.width,
+            height=args.height,
+            num_images=args.num_images,
+            seed=args.seed,
+            callback=progress,
+        )
+        for index, image in enumerate(result):
+            metadata = {
+                "prompt": prompt,
+                "seed": result.seed,
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "width": args.width,
+                "height": args.height,
+                "num_images": args.num_images,
+                "index": index,
+                "model": args.model or "default",
+            }
+            path = _save_unique(
+                save_png, image, _output_path(args, prompt, result.seed, index), metadata
+            )
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "path": str(path),
+                            **metadata,
+                            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+                        }
+                    ),
+                    flush=True,
+                )
+            else:
+                print(f"{path}  (seed {result.seed})", flush=True)
+    return 0
+
+
+def _output_path(args: argparse.Namespace, prompt: str, seed: int, index: int) -> Path:
+    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``."""
+    is_file = args.out.suffix.lower() == ".png"
+    folder = args.out.parent if is_file else args.out
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {folder}: {error.strerror}") from None
+    if is_file:
+        return args.out
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:48].strip("-") or "image"
+    suffix = f"-{index}" if args.num_images > 1 else ""
+    return args.out / f"{slug}-{seed}{suffix}.png"
+
+
+def _save_unique(
+    save: Callable[..., None], image: object, path: Path, metadata: dict[str, object]
+) -> Path:
+    """Save under ``path`` or, if taken, the first free ``stem-N.png``; never overwrite."""
+    from .images import unique_path
+
+    while True:
+        candidate = unique_path(path)
+        try:
+            save(image, candidate, metadata)
+            return candidate
+        except OutputError:
+            if not candidate.exists():
+                raise  # a real write failure, not a name taken in the meantime
+
+
+class _StepProgress:
+    """A one-line step counter on stderr, for terminals only."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, info: object) -> None:
+        if self.enabled:
+            step, total = info.step, info.num_steps  # type: ignore[attr-defined]
+            bar = "#" * step + "." * (total - step)
+            end = "\n" if step == total else ""
+            print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        level=logging.ERROR if quiet else logging.WARNING,
+        stream=sys.stderr,
+    )
+    if quiet:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _info(argv: list[str]) -> int:
+    parser = _Parser(
+        prog=f"{PROG} info",
+        description="Describe a model (components, input shapes, devices, cache) "
+        "or print the generation settings stored in an lcm-lite PNG.",
+    )
+    parser.add_argument("image", nargs="?", type=Path, help="a PNG written by lcm-lite")
+    _model_options(parser)
+    args = parser.parse_args(argv)
+    if args.image is not None:
+        from .images import read_png_metadata
+
+        if not args.image.is_file():
+            raise UsageError(f"no such file: {args.image}")
+        try:
+            metadata = read_png_metadata(args.image)
+        except OSError as error:
+            raise UsageError(f"{args.image} is not a PNG image: {error}") from None
+        if not metadata:
+            raise UsageError(f"{args.image} carries no lcm-lite metadata")
+        for key, value in metadata.items():
+            print(f"{key}: {value}")
+        return 0
+    from .hub import resolve_model
+    from .models import describe
+
+    print(
+        describe(resolve_model(args.model, args.revision), None if args.no_cache else _cache_dir())
+    )
+    return 0
+
+
+def _cache_dir() -> Path:
+    from .models import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _bench(argv: list[str]) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(argv)
+
+
+def _serve(argv: list[str]) -> int:
+    from .server import main as serve_main
+
+    return serve_main(argv)
+
+
+_COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "generate": _generate,
+    "info": _info,
+    "bench": _bench,
+    "serve": _serve,
+}

@@ -1,0 +1,60 @@
+"""Where a model comes from: a local folder, or a Hugging Face hub repository of OpenVINO IR.
+
+Only the files the runtime reads are fetched (no vae_encoder, safety_checker or
+feature_extractor). ``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
+variables and work as they do there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "OpenVINO/LCM_Dreamshaper_v7-int8-ov"
+RUNTIME_FILES = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/*.json",
+    "tokenizer/merges.txt",
+    "text_encoder/*",
+    "unet/*",
+    "vae_decoder/*",
+]
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve_model(model: str | None, revision: str | None = None) -> Path:
+    """The local folder for ``model``: itself if it is a folder, else a hub snapshot (downloaded
+    unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``)."""
+    model = model or DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if not _REPO_ID.match(model) or model.startswith((".", "/", "~")):
+        raise ModelError(f"model folder not found: {model}")
+    return _snapshot(model, revision)
+
+
+def _snapshot(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=RUNTIME_FILES, local_files_only=offline
+            )
+        )
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: download it on a connected machine"
+            f" (`hf download {repo_id}`) and copy the folder here, then pass --model FOLDER;"
+            " or convert a diffusers model with `lcm-lite-convert SOURCE FOLDER`"
+        ) from None
+    except HfHubHTTPError as error:
+        raise ModelError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,308 @@
+"""Text to image with a latent consistency model, as diffusers' ``LatentConsistencyModelPipeline``:
+
+    tokenize -> encode -> latents -> for t in timesteps: UNet, LCM step -> VAE decode -> images
+
+Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
+with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import Cancelled, UsageError
+from .guidance import guidance_scale_embedding
+from .images import to_pil
+from .models import Compiler, ModelFolder, TextEncoder, UNet, VAEDecoder
+from .scheduler import LCMScheduler, LCMSchedulerConfig
+from .tokenizer import CLIPTokenizer
+from .torch_rng import TorchGenerator, random_seed
+
+log = logging.getLogger("lcm_lite")
+
+MAX_SIZE = 2048
+MAX_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step callback sees after each LCM step; return ``False`` from it to cancel."""
+
+    step: int
+    num_steps: int
+    timestep: int
+    latents: np.ndarray
+    denoised: np.ndarray
+
+
+StepCallback = Callable[[StepInfo], "bool | None"]
+
+
+class GenerationResult(list[Image.Image]):
+    """The images of one call, in diffusers' batch order (each prompt's images together), with
+    the seed that makes them again and where the time went (seconds)."""
+
+    def __init__(
+        self,
+        images: list[Image.Image],
+        seed: int,
+        timings: dict[str, float],
+        dropped_tokens: list[int],
+    ) -> None:
+        super().__init__(images)
+        self.seed = seed
+        self.timings = timings
+        self.dropped_tokens = dropped_tokens
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return list(self)
+
+
+@dataclass
+class _Compiled:
+    """The networks compiled for one batch size and resolution (static shapes)."""
+
+    key: tuple[int, int, int, int]
+    text_encoder: TextEncoder | None = None
+    unet: UNet | None = None
+    vae_decoder: VAEDecoder | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class LCMPipeline:
+    """Load once, call many times. Calls are serialised: one inference at a time per pipeline.
+
+    ``keep_models=False`` frees the text encoder after encoding and the UNet before decoding,
+    which lowers peak memory for a one-shot run but recompiles on the next call.
+    """
+
+    def __init__(
+        self, folder: ModelFolder, compiler: Compiler, *, keep_models: bool = True
+    ) -> None:
+        self.folder = folder
+        self.compiler = compiler
+        self.keep_models = keep_models
+        self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
+        self.scheduler = LCMScheduler(
+            LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
+        )
+        self._compiled: _Compiled | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str = "CPU",
+        precision: str | None = None,
+        cache_dir: Path | None = None,
+        keep_models: bool = True,
+    ) -> LCMPipeline:
+        """Open an OpenVINO LCM folder. ``precision`` is OpenVINO's inference precision hint
+        (``"f32"`` for exact parity with diffusers; ``None`` is the device default, bf16 on AMX);
+        ``cache_dir`` keeps compiled models between processes."""
+        return cls(
+            ModelFolder.open(model_dir),
+            Compiler(device, precision, cache_dir),
+            keep_models=keep_models,
+        )
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        steps: int = 4,
+        guidance_scale: float = 8.0,
+        width: int | None = None,
+        height: int | None = None,
+        num_images: int = 1,
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+        original_inference_steps: int | None = None,
+        timesteps: Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+    ) -> GenerationResult:
+        """Generate ``num_images`` images per prompt. ``width``/``height`` default to the model's
+        native size (512 for LCM_Dreamshaper_v7). ``guidance_scale`` follows diffusers: the UNet is
+        conditioned on ``w = guidance_scale - 1`` (the LCM paper's own code uses ``w`` directly)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        width = self.folder.default_size if width is None else width
+        height = self.folder.default_size if height is None else height
+        check_arguments(prompts, steps, guidance_scale, width, height, num_images)
+        generator = TorchGenerator(random_seed() if seed is None else seed)
+        batch = len(prompts) * num_images
+        latent_shape = (
+            batch,
+            self.folder.latent_channels,
+            height // self.folder.vae_scale_factor,
+            width // self.folder.vae_scale_factor,
+        )
+        schedule = self.scheduler.timesteps(
+            None if timesteps is not None else steps,
+            original_inference_steps=original_inference_steps,
+            timesteps=timesteps,
+        )
+        with self._lock:
+            return self._generate(
+                prompts,
+                num_images,
+                schedule,
+                guidance_scale,
+                latent_shape,
+                generator,
+                latents,
+                callback,
+            )
+
+    def _generate(
+        self,
+        prompts: list[str],
+        num_images: int,
+        schedule: np.ndarray,
+        guidance_scale: float,
+        latent_shape: tuple[int, ...],
+        generator: TorchGenerator,
+        latents: np.ndarray | None,
+        callback: StepCallback | None,
+    ) -> GenerationResult:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        compiled = self._networks_for(len(prompts), latent_shape)
+
+        tokens = self.tokenizer(prompts)
+        for text, dropped in zip(prompts, tokens.dropped_tokens, strict=True):
+            if dropped:
+                log.warning(
+                    "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
+                )
+        timings["tokenize"] = _lap(clock)
+
+        clock = time.perf_counter()
+        text_encoder = compiled.text_encoder or self._text_encoder(compiled)
+        prompt_embeds = np.repeat(text_encoder(tokens.input_ids), num_images, axis=0)
+        if not self.keep_models:
+            compiled.text_encoder = None
+        timings["text_encoder"] = _lap(clock)
+
+        if latents is None:
+            latents = generator.randn(latent_shape)
+        elif latents.shape != latent_shape:
+            raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        guidance_embedding = guidance_scale_embedding(
+            guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
+        )
+
+        unet = compiled.unet or self._unet(compiled)
+        denoised = latents
+        for i, t in enumerate(schedule):
+            clock = time.perf_counter()
+            model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
+            last = i == len(schedule) - 1
+            noise = None if last else generator.randn(latent_shape)
+            latents, denoised = self.scheduler.step(
+                model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
+            )
+            timings[f"unet_step_{i + 1}"] = _lap(clock)
+            if (
+                callback is not None
+                and callback(StepInfo(i + 1, len(schedule), int(t), latents, denoised)) is False
+            ):
+                raise Cancelled(f"cancelled by the step callback after step {i + 1}")
+        if not self.keep_models:
+            compiled.unet = None
+        del unet
+
+        clock = time.perf_counter()
+        vae_decoder = compiled.vae_decoder or self._vae_decoder(compiled)
+        images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
+        timings["vae_decoder"] = _lap(clock)
+        timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})
+        compiled.seconds.clear()
+        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens)
+
+    def _networks_for(self, num_prompts: int, latent_shape: tuple[int, ...]) -> _Compiled:
+        """The networks for this batch and size: compiled on first use, compiled again (with new
+        static shapes) only when the size or batch changes."""
+        key = (num_prompts, *latent_shape)
+        if self._compiled is None or self._compiled.key != key:
+            self._compiled = None  # free the old networks before compiling new ones
+            self._compiled = _Compiled(key)
+        return self._compiled
+
+    def _text_encoder(self, compiled: _Compiled) -> TextEncoder:
+        clock = time.perf_counter()
+        network = TextEncoder(
+            self.compiler, self.folder, compiled.key[0], self.tokenizer.model_max_length
+        )
+        compiled.seconds["text_encoder"] = _lap(clock)
+        if self.keep_models:
+            compiled.text_encoder = network
+        return network
+
+    def _unet(self, compiled: _Compiled) -> UNet:
+        clock = time.perf_counter()
+        network = UNet(
+            self.compiler, self.folder, compiled.key[1:], self.tokenizer.model_max_length
+        )
+        compiled.seconds["unet"] = _lap(clock)
+        if self.keep_models:
+            compiled.unet = network
+        return network
+
+    def _vae_decoder(self, compiled: _Compiled) -> VAEDecoder:
+        clock = time.perf_counter()
+        network = VAEDecoder(self.compiler, self.folder, compiled.key[1:])
+        compiled.seconds["vae_decoder"] = _lap(clock)
+        compiled.vae_decoder = network
+        return network
+
+
+def _lap(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def check_arguments(
+    prompts: list[str], steps: int, guidance_scale: float, width: int, height: int, num_images: int
+) -> None:
+    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence."""
+    if not prompts:
+        raise UsageError("give at least one prompt")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise UsageError(f"prompts must be strings, got {type(prompt).__name__}")
+        if "\x00" in prompt:
+            raise UsageError("a prompt contains a NUL character")
+    for name, value, low, high in (
+        ("width", width, 8, MAX_SIZE),
+        ("height", height, 8, MAX_SIZE),
+        ("num_images", num_images, 1, MAX_IMAGES),
+        ("steps", steps, 1, None),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{name} must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            raise UsageError(
+                f"{name} must be from {low} to {high or 'the schedule length'}, got {value}"
+            )
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:
+            raise UsageError(f"{name} must be a multiple of 8, got {value}")
+    if (
+        not isinstance(guidance_scale, (int, float))
+        or isinstance(guidance_scale, bool)
+        or not math.isfinite(guidance_scale)
+        or guidance_scale < 0
+    ):
+        raise UsageError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")

@@ -1,0 +1,96 @@
+"""The Python API an IoT script uses: load once, call many times, reproducible by seed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from lcm_lite import Cancelled, LCMPipeline, ModelError, UsageError
+
+
+def test_a_call_returns_images_of_the_asked_size_with_seed_and_timings(f32_pipe):
+    result = f32_pipe("a red cube", steps=2, width=96, height=64, num_images=2, seed=5)
+    assert [image.size for image in result] == [(96, 64), (96, 64)]
+    assert result.images[0].mode == "RGB"
+    assert result.seed == 5
+    assert {"tokenize", "text_encoder", "unet_step_1", "unet_step_2", "vae_decoder"} <= set(
+        result.timings
+    )
+    assert np.asarray(result[0]).std() > 0  # not a blank image
+
+
+def test_without_a_seed_a_random_one_is_reported_and_reproduces_the_image(f32_pipe):
+    first = f32_pipe("a red cube", steps=2, width=64, height=64)
+    again = f32_pipe("a red cube", steps=2, width=64, height=64, seed=first.seed)
+    assert 0 <= first.seed < 2**64
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+
+
+def test_different_seeds_give_different_images(f32_pipe):
+    a = f32_pipe("a red cube", steps=1, width=64, height=64, seed=1)
+    b = f32_pipe("a red cube", steps=1, width=64, height=64, seed=2)
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+
+
+def test_the_step_callback_sees_every_step_and_can_cancel(f32_pipe):
+    seen = []
+    f32_pipe(
+        "x",
+        steps=4,
+        width=64,
+        height=64,
+        seed=0,
+        callback=lambda info: seen.append((info.step, info.num_steps, info.denoised.shape)),
+    )
+    assert seen == [(i, 4, (1, 4, 8, 8)) for i in range(1, 5)]
+    with pytest.raises(Cancelled, match="after step 2"):
+        f32_pipe("x", steps=4, width=64, height=64, seed=0, callback=lambda info: info.step < 2)
+
+
+def test_calls_from_several_threads_are_serialised_and_all_succeed(f32_pipe):
+    results, errors = [], []
+
+    def run(seed):
+        try:
+            results.append(f32_pipe("a red cube", steps=1, width=64, height=64, seed=seed))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(r.seed for r in results) == [0, 1, 2, 3]
+
+
+def test_a_long_prompt_is_truncated_and_the_dropped_tokens_are_reported(f32_pipe, caplog):
+    result = f32_pipe(" ".join(["word"] * 100), steps=1, width=64, height=64, seed=0)
+    assert result.dropped_tokens[0] > 0
+    assert "tokens dropped" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"width": 60}, "width must be a multiple of 8"),
+        ({"height": 0}, "height must be from 8"),
+        ({"steps": 0}, "steps must be from 1"),
+        ({"num_images": 0}, "num_images must be from 1"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+    ],
+)
+def test_bad_arguments_raise_a_usage_error_that_names_them(f32_pipe, kwargs, message):
+    arguments = {"steps": 1, "width": 64, "height": 64, **kwargs}
+    with pytest.raises(UsageError, match=message):
+        f32_pipe("a red cube", **arguments)
+
+
+def test_a_missing_folder_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="model folder not found"):
+        LCMPipeline.from_pretrained(tmp_path / "nothing")
