@@ -188,8 +188,8 @@ class LCMPipeline:
                 )
         timings["tokenize"] = _lap(clock)
 
-        clock = time.perf_counter()
         text_encoder = compiled.text_encoder or self._text_encoder(compiled)
+        clock = time.perf_counter()
         prompt_embeds = np.repeat(text_encoder(tokens.input_ids), num_images, axis=0)
         if not self.keep_models:
             compiled.text_encoder = None
@@ -224,8 +224,8 @@ class LCMPipeline:
             compiled.unet = None
         del unet
 
-        clock = time.perf_counter()
         vae_decoder = compiled.vae_decoder or self._vae_decoder(compiled)
+        clock = time.perf_counter()
         images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
         timings["vae_decoder"] = _lap(clock)
         timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})

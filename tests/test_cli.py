@@ -1,0 +1,236 @@
+"""``python -m lcm_lite`` as a user runs it: a real process on the tiny converted model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcm_lite.images import read_png_metadata
+
+PROMPT = "a beautiful pink unicorn, 8k"
+
+
+@pytest.fixture(scope="module")
+def compiled_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compiled-cache")
+
+
+@pytest.fixture
+def lcm(tiny_ov_dir, compiled_cache, tmp_path):
+    """Run ``python -m lcm_lite ARGS`` in ``tmp_path`` on the tiny model, at 64x64 by default."""
+
+    def run(*args, model=True, size=True, env=None, **kwargs):
+        argv = [sys.executable, "-m", "lcm_lite", *args]
+        if model:
+            argv += ["--model", str(tiny_ov_dir)]
+        if size:
+            argv += ["--width", "64", "--height", "64"]
+        environment = {**os.environ, "LCM_LITE_CACHE": str(compiled_cache), **(env or {})}
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+        return subprocess.run(argv, cwd=tmp_path, env=environment, text=True, timeout=300,
+                              **streams)
+
+    return run
+
+
+def _pixels(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_a_prompt_alone_generates_a_png_named_after_prompt_and_seed(lcm, tmp_path):
+    run = lcm(PROMPT, "--seed", "1234567")
+    assert run.returncode == 0, run.stderr
+    path = tmp_path / "a-beautiful-pink-unicorn-8k-1234567.png"
+    assert run.stdout.strip() == f"{path.name}  (seed 1234567)" or str(path) in run.stdout
+    assert _pixels(path).shape == (64, 64, 3)
+
+
+def test_the_generate_word_is_optional(lcm, tmp_path):
+    run = lcm("generate", PROMPT, "--seed", "5", "--out", "x.png")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_png_metadata_records_how_to_make_the_image_again(lcm, tmp_path, tiny_ov_dir):
+    run = lcm(PROMPT, "--seed", "42", "--steps", "2", "--guidance", "3.5", "--out", "u.png")
+    assert run.returncode == 0, run.stderr
+    metadata = read_png_metadata(tmp_path / "u.png")
+    assert metadata["prompt"] == PROMPT
+    assert metadata["seed"] == "42"
+    assert metadata["steps"] == "2"
+    assert metadata["guidance"] == "3.5"
+    assert (metadata["width"], metadata["height"]) == ("64", "64")
+    assert metadata["model"] == str(tiny_ov_dir)
+    info = lcm("info", "u.png", model=False, size=False)
+    assert info.returncode == 0, info.stderr
+    assert "seed: 42" in info.stdout.splitlines()
+    assert f"prompt: {PROMPT}" in info.stdout.splitlines()
+
+
+def test_the_same_seed_gives_the_same_image_and_another_seed_another(lcm, tmp_path):
+    for name, seed in (("a.png", "7"), ("b.png", "7"), ("c.png", "8")):
+        assert lcm(PROMPT, "--seed", seed, "--out", name).returncode == 0
+    assert np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "b.png"))
+    assert not np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "c.png"))
+
+
+def test_without_a_seed_the_random_seed_is_printed_and_reproduces_the_image(lcm, tmp_path):
+    run = lcm(PROMPT, "--out", "first.png", "--json")
+    seed = json.loads(run.stdout)["seed"]
+    assert lcm(PROMPT, "--out", "again.png", "--seed", str(seed)).returncode == 0
+    assert np.array_equal(_pixels(tmp_path / "first.png"), _pixels(tmp_path / "again.png"))
+
+
+def test_an_existing_file_is_never_overwritten(lcm, tmp_path):
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    run = lcm(PROMPT, "--seed", "1", "--out", "taken.png")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "taken.png").read_bytes() == b"mine"
+    assert _pixels(tmp_path / "taken-1.png").shape == (64, 64, 3)
+    assert "taken-1.png" in run.stdout
+
+
+def test_an_output_folder_gets_unique_names_for_repeated_runs(lcm, tmp_path):
+    for _ in range(2):
+        assert lcm(PROMPT, "--seed", "3", "--out", "gallery").returncode == 0
+    names = sorted(p.name for p in (tmp_path / "gallery").iterdir())
+    assert names == ["a-beautiful-pink-unicorn-8k-3-1.png", "a-beautiful-pink-unicorn-8k-3.png"]
+
+
+def test_num_images_writes_one_file_per_image(lcm, tmp_path):
+    run = lcm(PROMPT, "--seed", "9", "--num-images", "2", "--out", "pair", "--json")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["index"] for line in lines] == [0, 1]
+    assert {line["seed"] for line in lines} == {9}
+    paths = [tmp_path / line["path"] for line in lines]
+    assert all(p.is_file() for p in paths)
+    assert not np.array_equal(_pixels(paths[0]), _pixels(paths[1]))
+
+
+def test_json_lines_carry_path_seed_prompt_and_timings(lcm, tmp_path):
+    run = lcm(PROMPT, "--seed", "11", "--steps", "3", "--json")
+    assert run.returncode == 0, run.stderr
+    (line,) = [json.loads(text) for text in run.stdout.splitlines()]
+    assert line["prompt"] == PROMPT
+    assert line["seed"] == 11
+    assert (tmp_path / line["path"]).is_file()
+    assert {"text_encoder", "unet_step_1", "unet_step_3", "vae_decoder"} <= set(line["timings"])
+    assert all(seconds >= 0 for seconds in line["timings"].values())
+
+
+def test_a_prompts_file_runs_every_prompt_in_one_process(lcm, tmp_path):
+    (tmp_path / "prompts.txt").write_text("a red cube\n\na blue sphere\na green cone\n")
+    run = lcm("--prompts", "prompts.txt", "--seed", "4", "--json", "--out", "batch")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(text) for text in run.stdout.splitlines()]
+    assert [line["prompt"] for line in lines] == ["a red cube", "a blue sphere", "a green cone"]
+    assert len(list((tmp_path / "batch").glob("*.png"))) == 3
+
+
+def test_quiet_mode_prints_nothing_on_stderr(lcm):
+    run = lcm(" ".join(["word"] * 100), "--seed", "1", "-q")
+    assert run.returncode == 0
+    assert run.stderr == ""
+
+
+def test_a_too_long_prompt_warns_how_many_tokens_were_dropped(lcm):
+    run = lcm(" ".join(["word"] * 100), "--seed", "1")
+    assert run.returncode == 0
+    assert "tokens dropped" in run.stderr
+
+
+def test_progress_shows_each_step_on_a_terminal_only(lcm):
+    import pty
+
+    leader, follower = pty.openpty()
+    run = lcm(PROMPT, "--seed", "1", "--steps", "3", stderr=follower)
+    os.close(follower)
+    seen = os.read(leader, 65536).decode()
+    os.close(leader)
+    assert run.returncode == 0
+    assert "step 3/3" in seen
+    assert "step" not in lcm(PROMPT, "--seed", "1").stderr  # a pipe is not a terminal
+
+
+def test_the_compiled_model_cache_is_used_unless_no_cache(lcm, tmp_path):
+    cache = tmp_path / "cache"
+    assert lcm(PROMPT, "--seed", "1", env={"LCM_LITE_CACHE": str(cache)}).returncode == 0
+    assert any(cache.rglob("*"))
+    fresh = tmp_path / "fresh"
+    run = lcm(PROMPT, "--seed", "1", "--no-cache", env={"LCM_LITE_CACHE": str(fresh)})
+    assert run.returncode == 0
+    assert not fresh.exists()
+
+
+def test_f32_precision_and_the_auto_device_are_accepted(lcm):
+    run = lcm(PROMPT, "--seed", "1", "--precision", "f32", "--device", "AUTO")
+    assert run.returncode == 0, run.stderr
+
+
+def test_info_describes_the_model_its_inputs_devices_and_cache(lcm, tiny_ov_dir):
+    run = lcm("info", size=False)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert f"model: {tiny_ov_dir}" in out
+    for expected in ("text_encoder:", "unet:", "vae_decoder:", "input sample: f32",
+                     "input timestep_cond: f32", "devices: CPU", "compiled-model cache:"):
+        assert expected in out
+
+
+def test_help_lists_every_option_and_the_other_commands(lcm):
+    run = lcm("--help", model=False, size=False)
+    assert run.returncode == 0
+    for option in ("--steps", "--guidance", "--seed", "--width", "--height", "--num-images",
+                   "--out", "--prompts", "--device", "--precision", "--json", "--no-cache",
+                   "--model", "--revision", "-q", "info", "bench", "serve"):
+        assert option in run.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["x", "--width", "60"], 2, "width must be a multiple of 8"),
+    (["x", "--steps", "0"], 2, "steps must be from 1"),
+    (["x", "--seed", "-1"], 2, "seed must be an integer from 0 to 2**64-1"),
+    (["x", "--steps", "four"], 2, "expected an integer"),
+    ([], 2, "give a prompt"),
+    (["x", "--device", "NPU"], 4, "device 'NPU' is not available"),
+])
+def test_bad_input_is_one_line_and_an_exit_code(lcm, tmp_path, args, code, message):
+    run = lcm(*args, size=False)
+    assert run.returncode == code
+    assert run.stderr.startswith("lcm-lite: error: ")
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_batch_exits_with_the_signal_code_and_leaves_only_whole_pngs(
+        lcm, tiny_ov_dir, compiled_cache, tmp_path, sig, code):
+    (tmp_path / "prompts.txt").write_text("\n".join(f"prompt {i}" for i in range(200)))
+    argv = [sys.executable, "-m", "lcm_lite", "--prompts", "prompts.txt", "--model",
+            str(tiny_ov_dir), "--width", "128", "--height", "128", "--steps", "8", "--json",
+            "--seed", "1", "--out", "out"]
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "LCM_LITE_CACHE": str(compiled_cache)})
+    first = process.stdout.readline()  # the first image is written: we are mid-batch now
+    assert first, process.stderr.read()
+    time.sleep(0.05)
+    process.send_signal(sig)
+    rest, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert stderr.strip().splitlines()[-1] in ("lcm-lite: interrupted", "lcm-lite: terminated")
+    written = {json.loads(line)["path"] for line in [first, *rest.splitlines()]}
+    on_disk = {str(p.relative_to(tmp_path)) for p in (tmp_path / "out").iterdir()}
+    assert on_disk == written  # no partial or temporary file
+    for path in on_disk:
+        assert _pixels(tmp_path / path).shape == (128, 128, 3)
