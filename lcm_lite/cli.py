@@ -23,6 +23,7 @@ PROG = "lcm-lite"
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_INTERNAL = 1
 
 
 class Terminated(BaseException):
@@ -128,6 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
+    except Exception as error:  # a bug: still one line, with the way to see the traceback
+        if os.environ.get("LCM_LITE_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(error).__name__}: {error} "
+            "(set LCM_LITE_DEBUG=1 to see the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -136,7 +136,9 @@ class LCMPipeline:
         """Generate ``num_images`` images per prompt. ``width``/``height`` default to the model's
         native size (512 for LCM_Dreamshaper_v7). ``guidance_scale`` follows diffusers: the UNet is
         conditioned on ``w = guidance_scale - 1`` (the LCM paper's own code uses ``w`` directly)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)):
+            raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
         width = self.folder.default_size if width is None else width
         height = self.folder.default_size if height is None else height
         check_arguments(prompts, steps, guidance_scale, width, height, num_images)
@@ -193,6 +195,7 @@ class LCMPipeline:
         prompt_embeds = np.repeat(text_encoder(tokens.input_ids), num_images, axis=0)
         if not self.keep_models:
             compiled.text_encoder = None
+        del text_encoder  # without keep_models, this frees it before the UNet is compiled
         timings["text_encoder"] = _lap(clock)
 
         if latents is None:
@@ -284,6 +287,10 @@ def check_arguments(
             raise UsageError(f"prompts must be strings, got {type(prompt).__name__}")
         if "\x00" in prompt:
             raise UsageError("a prompt contains a NUL character")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line
+            raise UsageError("a prompt is not valid UTF-8 text") from None
     for name, value, low, high in (
         ("width", width, 8, MAX_SIZE),
         ("height", height, 8, MAX_SIZE),

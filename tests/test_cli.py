@@ -35,8 +35,9 @@ def lcm(tiny_ov_dir, compiled_cache, tmp_path):
             argv += ["--width", "64", "--height", "64"]
         environment = {**os.environ, "LCM_LITE_CACHE": str(compiled_cache), **(env or {})}
         streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
-        return subprocess.run(argv, cwd=tmp_path, env=environment, text=True, timeout=300,
-                              **streams)
+        return subprocess.run(
+            argv, cwd=tmp_path, env=environment, text=True, timeout=300, **streams
+        )
 
     return run
 
@@ -182,28 +183,55 @@ def test_info_describes_the_model_its_inputs_devices_and_cache(lcm, tiny_ov_dir)
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert f"model: {tiny_ov_dir}" in out
-    for expected in ("text_encoder:", "unet:", "vae_decoder:", "input sample: f32",
-                     "input timestep_cond: f32", "devices: CPU", "compiled-model cache:"):
+    for expected in (
+        "text_encoder:",
+        "unet:",
+        "vae_decoder:",
+        "input sample: f32",
+        "input timestep_cond: f32",
+        "devices: CPU",
+        "compiled-model cache:",
+    ):
         assert expected in out
 
 
 def test_help_lists_every_option_and_the_other_commands(lcm):
     run = lcm("--help", model=False, size=False)
     assert run.returncode == 0
-    for option in ("--steps", "--guidance", "--seed", "--width", "--height", "--num-images",
-                   "--out", "--prompts", "--device", "--precision", "--json", "--no-cache",
-                   "--model", "--revision", "-q", "info", "bench", "serve"):
+    for option in (
+        "--steps",
+        "--guidance",
+        "--seed",
+        "--width",
+        "--height",
+        "--num-images",
+        "--out",
+        "--prompts",
+        "--device",
+        "--precision",
+        "--json",
+        "--no-cache",
+        "--model",
+        "--revision",
+        "-q",
+        "info",
+        "bench",
+        "serve",
+    ):
         assert option in run.stdout
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["x", "--width", "60"], 2, "width must be a multiple of 8"),
-    (["x", "--steps", "0"], 2, "steps must be from 1"),
-    (["x", "--seed", "-1"], 2, "seed must be an integer from 0 to 2**64-1"),
-    (["x", "--steps", "four"], 2, "expected an integer"),
-    ([], 2, "give a prompt"),
-    (["x", "--device", "NPU"], 4, "device 'NPU' is not available"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["x", "--width", "60"], 2, "width must be a multiple of 8"),
+        (["x", "--steps", "0"], 2, "steps must be from 1"),
+        (["x", "--seed", "-1"], 2, "seed must be an integer from 0 to 2**64-1"),
+        (["x", "--steps", "four"], 2, "expected an integer"),
+        ([], 2, "give a prompt"),
+        (["x", "--device", "NPU"], 4, "device 'NPU' is not available"),
+    ],
+)
 def test_bad_input_is_one_line_and_an_exit_code(lcm, tmp_path, args, code, message):
     run = lcm(*args, size=False)
     assert run.returncode == code
@@ -215,13 +243,37 @@ def test_bad_input_is_one_line_and_an_exit_code(lcm, tmp_path, args, code, messa
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_batch_exits_with_the_signal_code_and_leaves_only_whole_pngs(
-        lcm, tiny_ov_dir, compiled_cache, tmp_path, sig, code):
+    lcm, tiny_ov_dir, compiled_cache, tmp_path, sig, code
+):
     (tmp_path / "prompts.txt").write_text("\n".join(f"prompt {i}" for i in range(200)))
-    argv = [sys.executable, "-m", "lcm_lite", "--prompts", "prompts.txt", "--model",
-            str(tiny_ov_dir), "--width", "128", "--height", "128", "--steps", "8", "--json",
-            "--seed", "1", "--out", "out"]
-    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "LCM_LITE_CACHE": str(compiled_cache)})
+    argv = [
+        sys.executable,
+        "-m",
+        "lcm_lite",
+        "--prompts",
+        "prompts.txt",
+        "--model",
+        str(tiny_ov_dir),
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--steps",
+        "8",
+        "--json",
+        "--seed",
+        "1",
+        "--out",
+        "out",
+    ]
+    process = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LCM_LITE_CACHE": str(compiled_cache)},
+    )
     first = process.stdout.readline()  # the first image is written: we are mid-batch now
     assert first, process.stderr.read()
     time.sleep(0.05)

@@ -1,0 +1,307 @@
+"""Every bad input gets one clear line and a documented exit code; nothing is half-written.
+
+Exit codes (README, "Exit codes"): 0 ok, 2 usage, 3 model problem, 4 device problem,
+5 output problem, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lcm_lite.errors import LcmLiteError, UsageError
+from lcm_lite.pipeline import MAX_IMAGES, MAX_SIZE
+
+
+def _run(tmp_path, *args, model):
+    argv = [sys.executable, "-m", "lcm_lite", *args, "--model", str(model), "--no-cache"]
+    return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_line_error(run, code, message):
+    assert run.returncode == code, run.stderr
+    assert run.stderr.startswith("lcm-lite: error: "), run.stderr
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert message in run.stderr
+
+
+@pytest.fixture
+def broken_copy(tiny_ov_dir, tmp_path):
+    """A copy of the tiny model for one test to damage."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_ov_dir, copy)
+    return copy
+
+
+def _truncate(path, size):
+    with open(path, "r+b") as file:
+        file.truncate(size)
+
+
+def _plain_sd_unet(path):
+    """An IR with a UNet's inputs but no ``timestep_cond``, as a plain Stable Diffusion UNet."""
+    sample = ov.opset13.parameter([-1, 4, -1, -1], ov.Type.f32, name="sample")
+    timestep = ov.opset13.parameter([-1], ov.Type.i64, name="timestep")
+    text = ov.opset13.parameter([-1, 77, 32], ov.Type.f32, name="encoder_hidden_states")
+    output = ov.opset13.multiply(sample, ov.opset13.constant(np.float32(1.0)))
+    ov.save_model(ov.Model([output], [sample, timestep, text], "unet"), path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: shutil.rmtree(m), "model folder not found"),
+        (
+            lambda m: os.remove(m / "unet" / "openvino_model.bin"),
+            "unet/openvino_model.bin is missing",
+        ),
+        (
+            lambda m: os.remove(m / "vae_decoder" / "config.json"),
+            "vae_decoder/config.json is missing",
+        ),
+        (
+            lambda m: os.remove(m / "scheduler" / "scheduler_config.json"),
+            "scheduler/scheduler_config.json is missing",
+        ),
+        (
+            lambda m: [os.remove(m / "tokenizer" / f) for f in ("tokenizer.json", "merges.txt")],
+            "merges.txt",
+        ),
+        (lambda m: _truncate(m / "unet" / "openvino_model.bin", 1000), "the IR is corrupt"),
+        (lambda m: _truncate(m / "text_encoder" / "openvino_model.xml", 3000), "the IR is corrupt"),
+        (lambda m: (m / "scheduler" / "scheduler_config.json").write_text("{"), "scheduler_config"),
+        (
+            lambda m: (m / "unet" / "config.json").write_text(json.dumps({"in_channels": 4})),
+            "not a latent consistency model",
+        ),
+        (lambda m: _plain_sd_unet(m / "unet" / "openvino_model.xml"), "no timestep_cond input"),
+        (
+            lambda m: (m / "unet" / "config.json").write_text(
+                json.dumps(
+                    {
+                        **json.loads((m / "unet" / "config.json").read_text()),
+                        "time_cond_proj_dim": 64,
+                    }
+                )
+            ),
+            "does not match",
+        ),
+        (
+            lambda m: (m / "vae_decoder" / "openvino_model.xml").write_text(
+                (m / "vae_decoder" / "openvino_model.xml")
+                .read_text()
+                .replace('version="11"', 'version="99"', 1)
+            ),
+            "IR version 99",
+        ),
+    ],
+)
+def test_a_broken_model_is_named_with_exit_code_3_and_no_image(
+    broken_copy, tmp_path, damage, message
+):
+    damage(broken_copy)
+    run = _run(
+        tmp_path,
+        "a red cube",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        "o.png",
+        model=broken_copy,
+    )
+    _assert_one_line_error(run, 3, message)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("NPU", "device 'NPU' is not available"),
+        ("HETERO:NOSUCH", "compiling the text encoder for HETERO:NOSUCH failed"),
+    ],
+)
+def test_an_unknown_or_failing_device_is_exit_code_4(tiny_ov_dir, tmp_path, device, message):
+    run = _run(
+        tmp_path, "x", "--width", "64", "--height", "64", "--device", device, model=tiny_ov_dir
+    )
+    _assert_one_line_error(run, 4, message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--width", "0"], "width must be from 8"),
+        (["--width", "-64"], "width must be from 8"),
+        (["--height", str(MAX_SIZE + 8)], f"height must be from 8 to {MAX_SIZE}"),
+        (["--steps", "51"], "original_inference_steps"),
+        (["--guidance", "nan"], "guidance_scale must be a finite number"),
+        (["--guidance", "inf"], "guidance_scale must be a finite number"),
+        (["--guidance", "-1"], "guidance_scale must be a finite number >= 0"),
+        (["--seed", str(2**64)], "seed must be an integer from 0 to 2**64-1"),
+        (["--num-images", "0"], "num_images must be from 1"),
+        (["--num-images", str(MAX_IMAGES + 1)], f"num_images must be from 1 to {MAX_IMAGES}"),
+        (["--guidance", "high"], "expected a number"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(tiny_ov_dir, tmp_path, args, message):
+    run = _run(tmp_path, "x", *args, model=tiny_ov_dir)
+    _assert_one_line_error(run, 2, message)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_prompt_of_undecodable_bytes_is_a_usage_error(tiny_ov_dir, tmp_path):
+    argv = [
+        sys.executable.encode(),
+        b"-m",
+        b"lcm_lite",
+        b"caf\xe9 \xff",
+        b"--model",
+        bytes(tiny_ov_dir),
+        b"--width",
+        b"64",
+        b"--height",
+        b"64",
+    ]
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=300)
+    _assert_one_line_error(
+        subprocess.CompletedProcess(
+            run.args, run.returncode, run.stdout.decode(), run.stderr.decode()
+        ),
+        2,
+        "not valid UTF-8",
+    )
+
+
+@pytest.mark.parametrize("prompt", ["", "   \t  ", "ünïcödé ✨ 独角兽"])
+def test_empty_whitespace_and_unicode_prompts_generate_as_in_diffusers(f32_pipe, prompt):
+    assert f32_pipe(prompt, steps=1, width=64, height=64, seed=0)[0].size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a\x00b", "NUL"),
+        (["fine", 3], "prompts must be strings"),
+        ([], "at least one prompt"),
+    ],
+)
+def test_bad_prompts_are_usage_errors(f32_pipe, prompt, message):
+    with pytest.raises(UsageError, match=message):
+        f32_pipe(prompt, steps=1, width=64, height=64)
+
+
+@contextlib.contextmanager
+def _tmpfs(path, options):
+    path.mkdir()
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_full_disk_is_exit_code_5_and_leaves_no_partial_file(tiny_ov_dir, tmp_path):
+    with _tmpfs(tmp_path / "full", "size=4k") as full:
+        (full / "filler").write_bytes(b"\0" * 3000)
+        run = _run(
+            tmp_path,
+            "x",
+            "--width",
+            "128",
+            "--height",
+            "128",
+            "--out",
+            str(full),
+            model=tiny_ov_dir,
+        )
+        _assert_one_line_error(run, 5, "No space left on device")
+        assert sorted(p.name for p in full.iterdir()) == ["filler"]
+
+
+def test_a_read_only_folder_is_exit_code_5(tiny_ov_dir, tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
+        run = _run(
+            tmp_path,
+            "x",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--out",
+            str(read_only / "o.png"),
+            model=tiny_ov_dir,
+        )
+        _assert_one_line_error(run, 5, "Read-only file system")
+        assert not list(read_only.iterdir())
+
+
+def test_an_output_folder_that_is_a_file_is_exit_code_5(tiny_ov_dir, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    run = _run(
+        tmp_path, "x", "--width", "64", "--height", "64", "--out", "taken/sub", model=tiny_ov_dir
+    )
+    _assert_one_line_error(run, 5, "cannot create taken/sub")
+
+
+_anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**65), 2**65),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    prompt=st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=2), _anything),
+    steps=st.one_of(st.integers(-1, 9), _anything),
+    guidance=st.one_of(st.floats(-2, 20), _anything),
+    width=st.one_of(st.sampled_from([64, 72, 96]), st.integers(-16, 200), _anything),
+    height=st.one_of(st.sampled_from([64, 80]), st.integers(-16, 200), _anything),
+    num_images=st.one_of(st.integers(-1, 2), _anything),
+    seed=st.one_of(st.none(), st.integers(-5, 2**64 + 5), _anything),
+)
+def test_any_parameters_either_generate_or_raise_a_documented_error(
+    f32_pipe, prompt, steps, guidance, width, height, num_images, seed
+):
+    try:
+        result = f32_pipe(
+            prompt,
+            steps=steps,
+            guidance_scale=guidance,
+            width=width,
+            height=height,
+            num_images=num_images,
+            seed=seed,
+        )
+    except LcmLiteError as error:
+        assert isinstance(error, UsageError)
+        assert str(error) and "\n" not in str(error)
+        return
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    native = f32_pipe.folder.default_size
+    assert len(result) == len(prompts) * num_images
+    assert all(image.size == (width or native, height or native) for image in result)
+    assert math.isfinite(guidance) and 0 <= result.seed < 2**64
