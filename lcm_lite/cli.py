@@ -178,6 +178,7 @@ def _generate(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     prompts = _read_prompts(args)
     _configure_logging(args.quiet)
+    from .hub import DEFAULT_MODEL as default_model
     from .images import save_png
     from .pipeline import check_arguments
 
@@ -200,17 +201,7 @@ def _generate(argv: list[str]) -> int:
             callback=progress,
         )
         for index, image in enumerate(result):
-            metadata = {
-                "prompt": prompt,
-                "seed": result.seed,
-                "steps": args.steps,
-                "guidance": args.guidance,
-                "width": args.width,
-                "height": args.height,
-                "num_images": args.num_images,
-                "index": index,
-                "model": args.model or "default",
-            }
+            metadata = result.metadata(index, model=args.model or default_model)
             path = _save_unique(
                 save_png, image, _output_path(args, prompt, result.seed, index), metadata
             )

@@ -12,8 +12,14 @@ a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather t
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import mmap
 import os
+import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +113,7 @@ class UNetPorts:
     timestep_cond: int
 
 
-def bind_unet_inputs(model: ov.Model) -> UNetPorts:
+def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
     """Find each UNet input by its name, else by its rank: sample 4-D, encoder_hidden_states 3-D,
     timestep_cond 2-D, timestep 0-D or 1-D (the one optimum-intel sometimes leaves unnamed)."""
     by_role: dict[str, int] = {}
@@ -139,19 +145,36 @@ def bind_unet_inputs(model: ov.Model) -> UNetPorts:
     return UNetPorts(**by_role)
 
 
+def _check_guidance_dim(port: ov.Output, folder: ModelFolder) -> None:
+    """The IR's ``timestep_cond`` width must be the config's ``time_cond_proj_dim``."""
+    width = port.get_partial_shape()[-1]
+    if width.is_static and width.get_length() != folder.time_cond_proj_dim:
+        raise ModelError(
+            f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it says "
+            f"time_cond_proj_dim {folder.time_cond_proj_dim}, the IR takes {width.get_length()}"
+        )
+
+
 def _timestep_shape(port: ov.Output) -> tuple[int, ...]:
     """A scalar input stays a scalar; a 1-D input takes one timestep that the graph broadcasts."""
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
 
 
 class Compiler:
-    """Reads, reshapes to static shapes and compiles IRs with one OpenVINO Core and one config."""
+    """Reads, reshapes to static shapes and compiles IRs with one OpenVINO Core and one config.
+
+    With a ``cache_dir``, each compiled network is exported there once (``export_model``) and
+    later imported from a memory-mapped file (``import_model``), so a warm start never reads the
+    IR: peak memory is the blob plus the device's weights, not the IR, the blob and the weights
+    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key).
+    """
 
     def __init__(
         self, device: str = "CPU", precision: str | None = None, cache_dir: Path | None = None
     ) -> None:
         self.core = ov.Core()
         self.device = device
+        self.cache_dir = cache_dir
         self.config: dict[str, str] = {}
         if precision is not None:
             if precision not in PRECISIONS:
@@ -159,8 +182,6 @@ class Compiler:
                     f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
                 )
             self.config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
-        if cache_dir is not None:
-            self.config["CACHE_DIR"] = str(cache_dir)
         known = [d.split(".")[0] for d in self.core.available_devices]
         if device.split(":")[0] not in (*known, "AUTO", "MULTI", "HETERO"):
             raise DeviceError(
@@ -168,27 +189,116 @@ class Compiler:
             )
 
     def read(self, xml: Path) -> ov.Model:
+        _check_ir_version(xml)
         try:
             return self.core.read_model(xml)
         except RuntimeError as error:
-            raise ModelError(f"cannot read {xml}: {_first_line(error)}") from None
+            raise ModelError(
+                f"cannot read {xml}: {_first_line(error)} (the IR is corrupt or incomplete: "
+                "download or convert the model again)"
+            ) from None
 
     def compile(
-        self, model: ov.Model, shapes: dict[int, tuple[object, ...]], name: str
+        self,
+        xml: Path,
+        shapes: Callable[[ov.Model], dict[int, tuple[object, ...]]],
+        request: tuple[object, ...],
+        name: str,
     ) -> ov.CompiledModel:
-        """Fix each listed input's shape (static shapes run faster) and compile for the device."""
+        """Compile ``xml`` with each input ``shapes(model)`` lists fixed to that shape (static
+        shapes run faster). ``request`` is what ``shapes`` depends on besides the IR: with the
+        IR's identity, the device and the config it names the blob in the cache."""
+        blob = self._blob_path(xml, request)
+        if blob is not None and blob.is_file():
+            compiled = self._import(blob)
+            if compiled is not None:
+                return compiled
+        model = self.read(xml)
         try:
-            model.reshape({model.inputs[i]: ov.PartialShape(list(s)) for i, s in shapes.items()})
+            model.reshape(
+                {model.inputs[i]: ov.PartialShape(list(s)) for i, s in shapes(model).items()}
+            )
         except RuntimeError as error:
             raise ModelError(
                 f"the {name} does not accept these shapes: {_first_line(error)}"
             ) from None
         try:
-            return self.core.compile_model(model, self.device, self.config)
+            compiled = self.core.compile_model(model, self.device, self.config)
         except RuntimeError as error:
             raise DeviceError(
                 f"compiling the {name} for {self.device} failed: {_first_line(error)}"
             ) from None
+        del model  # the IR's weights are no longer needed once compiled
+        if blob is not None:
+            _export(compiled, blob)
+        return compiled
+
+    def _blob_path(self, xml: Path, request: tuple[object, ...]) -> Path | None:
+        """``cache_dir/<component>-<digest>.blob``; the digest changes with the IR files, the
+        request, the device, the config and the OpenVINO version."""
+        if self.cache_dir is None:
+            return None
+        ir_files = [xml, xml.with_suffix(".bin")]
+        identity = [str(xml.resolve()), ov.get_version(), self.device, sorted(self.config.items())]
+        identity += [(f.stat().st_size, f.stat().st_mtime_ns) for f in ir_files]
+        identity.append(repr(request))
+        digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:24]
+        return self.cache_dir / f"{xml.parent.name}-{digest}.blob"
+
+    def _import(self, blob: Path) -> ov.CompiledModel | None:
+        """The compiled network in ``blob``, read through a copy-on-write memory map (no copy in
+        memory); ``None`` if it cannot be imported (then it is compiled and written again).
+
+        The imported network runs on some of the mapped constants in place, so the map lives as
+        long as the returned model; its pages leave memory once imported and come back on use.
+        """
+        try:
+            with blob.open("rb") as file:
+                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+            data = np.frombuffer(mapping, dtype=np.uint8)
+            compiled = self.core.import_model(
+                ov.Tensor(data, shared_memory=True), self.device, self.config
+            )
+        except (OSError, ValueError, RuntimeError):
+            return None
+        mapping.madvise(mmap.MADV_DONTNEED)
+        return ov.CompiledModel(compiled, weights=data)
+
+
+def _export(compiled: ov.CompiledModel, blob: Path) -> None:
+    """Write ``compiled`` to ``blob`` atomically; a cache that cannot be written is skipped."""
+    try:
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{blob.name}.", dir=blob.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(compiled.export_model().getbuffer())
+        os.replace(temporary, blob)
+    except (OSError, RuntimeError):
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+SUPPORTED_IR_VERSIONS = ("10", "11")
+
+
+def _check_ir_version(xml: Path) -> None:
+    """Name an IR written for another OpenVINO generation before OpenVINO tries every frontend
+    on it (and prints their noise): the ``<net version="N">`` attribute, 10 or 11 today."""
+    try:
+        with open(xml, "rb") as file:
+            head = file.read(512).decode("utf-8", "replace")
+    except OSError as error:
+        raise ModelError(f"cannot read {xml}: {error.strerror}") from None
+    match = re.search(r'<net\b[^>]*\bversion="([^"]*)"', head)
+    if match and match.group(1) not in SUPPORTED_IR_VERSIONS:
+        raise ModelError(
+            f"{xml} is IR version {match.group(1)}, which OpenVINO {ov.get_version().split('-')[0]}"
+            f" cannot read (it reads IR versions {', '.join(SUPPORTED_IR_VERSIONS)}): convert the"
+            " model again with this OpenVINO, or install the OpenVINO that wrote it"
+        )
 
 
 def _first_line(error: BaseException) -> str:
@@ -202,11 +312,13 @@ class TextEncoder:
     def __init__(
         self, compiler: Compiler, folder: ModelFolder, batch: int, max_length: int
     ) -> None:
-        model = compiler.read(folder.xml("text_encoder"))
-        self.input_type = model.inputs[0].get_element_type().to_dtype()
-        self.request = compiler.compile(
-            model, {0: (batch, max_length)}, "text encoder"
-        ).create_infer_request()
+        shape = (batch, max_length)
+        compiled = compiler.compile(
+            folder.xml("text_encoder"), lambda model: {0: shape}, shape, "text encoder"
+        )
+        self.input_type = compiled.inputs[0].get_element_type().to_dtype()
+        self.compiled = compiled  # the request needs it alive
+        self.request = compiled.create_infer_request()
 
     def __call__(self, input_ids: np.ndarray) -> np.ndarray:
         self.request.infer({0: input_ids.astype(self.input_type, copy=False)}, share_inputs=True)
@@ -223,19 +335,24 @@ class UNet:
         latent_shape: tuple[int, ...],
         text_length: int,
     ) -> None:
-        model = compiler.read(folder.xml("unet"))
-        self.ports = bind_unet_inputs(model)
-        hidden_size = model.inputs[self.ports.encoder_hidden_states].get_partial_shape()[2]
-        timestep_port = model.inputs[self.ports.timestep]
+        def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
+            ports = bind_unet_inputs(model)
+            _check_guidance_dim(model.inputs[ports.timestep_cond], folder)
+            hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
+            return {
+                ports.sample: latent_shape,
+                ports.timestep: _timestep_shape(model.inputs[ports.timestep]),
+                ports.encoder_hidden_states: (latent_shape[0], text_length, hidden_size),
+                ports.timestep_cond: (latent_shape[0], folder.time_cond_proj_dim),
+            }
+
+        compiled = compiler.compile(folder.xml("unet"), shapes, (latent_shape, text_length), "UNet")
+        self.ports = bind_unet_inputs(compiled)
+        timestep_port = compiled.inputs[self.ports.timestep]
         self.timestep_type = timestep_port.get_element_type().to_dtype()
         self.timestep_shape = _timestep_shape(timestep_port)
-        shapes = {
-            self.ports.sample: latent_shape,
-            self.ports.timestep: self.timestep_shape,
-            self.ports.encoder_hidden_states: (latent_shape[0], text_length, hidden_size),
-            self.ports.timestep_cond: (latent_shape[0], folder.time_cond_proj_dim),
-        }
-        self.request = compiler.compile(model, shapes, "UNet").create_infer_request()
+        self.compiled = compiled  # the request needs it alive
+        self.request = compiled.create_infer_request()
 
     def __call__(
         self,
@@ -263,10 +380,10 @@ class VAEDecoder:
     def __init__(
         self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
     ) -> None:
-        model = compiler.read(folder.xml("vae_decoder"))
-        self.request = compiler.compile(
-            model, {0: latent_shape}, "VAE decoder"
-        ).create_infer_request()
+        self.compiled = compiler.compile(
+            folder.xml("vae_decoder"), lambda model: {0: latent_shape}, latent_shape, "VAE decoder"
+        )  # the request needs it alive
+        self.request = self.compiled.create_infer_request()
 
     def __call__(self, latents: np.ndarray) -> np.ndarray:
         self.request.infer({0: latents}, share_inputs=True)

@@ -29,6 +29,7 @@ from .torch_rng import TorchGenerator, random_seed
 
 log = logging.getLogger("lcm_lite")
 
+DEFAULT_SIZE = 512
 MAX_SIZE = 2048
 MAX_IMAGES = 16
 
@@ -47,9 +48,21 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], "bool | None"]
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one call asked for: with the seed, everything needed to make its images again."""
+
+    prompts: list[str]
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    num_images: int
+
+
 class GenerationResult(list[Image.Image]):
     """The images of one call, in diffusers' batch order (each prompt's images together), with
-    the seed that makes them again and where the time went (seconds)."""
+    the seed that makes them again, the settings, and where the time went (seconds)."""
 
     def __init__(
         self,
@@ -57,15 +70,31 @@ class GenerationResult(list[Image.Image]):
         seed: int,
         timings: dict[str, float],
         dropped_tokens: list[int],
+        settings: Settings,
     ) -> None:
         super().__init__(images)
         self.seed = seed
         self.timings = timings
         self.dropped_tokens = dropped_tokens
+        self.settings = settings
 
     @property
     def images(self) -> list[Image.Image]:
         return list(self)
+
+    def metadata(self, index: int, model: str) -> dict[str, object]:
+        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks."""
+        return {
+            "prompt": self.settings.prompts[index // self.settings.num_images],
+            "seed": self.seed,
+            "steps": self.settings.steps,
+            "guidance": self.settings.guidance_scale,
+            "width": self.settings.width,
+            "height": self.settings.height,
+            "num_images": self.settings.num_images,
+            "index": index % self.settings.num_images,
+            "model": model,
+        }
 
 
 @dataclass
@@ -124,8 +153,8 @@ class LCMPipeline:
         *,
         steps: int = 4,
         guidance_scale: float = 8.0,
-        width: int | None = None,
-        height: int | None = None,
+        width: int = DEFAULT_SIZE,
+        height: int = DEFAULT_SIZE,
         num_images: int = 1,
         seed: int | None = None,
         latents: np.ndarray | None = None,
@@ -133,46 +162,44 @@ class LCMPipeline:
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
     ) -> GenerationResult:
-        """Generate ``num_images`` images per prompt. ``width``/``height`` default to the model's
-        native size (512 for LCM_Dreamshaper_v7). ``guidance_scale`` follows diffusers: the UNet is
-        conditioned on ``w = guidance_scale - 1`` (the LCM paper's own code uses ``w`` directly)."""
+        """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
+        follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
+        own code embeds the scale unchanged, so its 8 is diffusers' 9)."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
-        width = self.folder.default_size if width is None else width
-        height = self.folder.default_size if height is None else height
-        check_arguments(prompts, steps, guidance_scale, width, height, num_images)
-        generator = TorchGenerator(random_seed() if seed is None else seed)
-        batch = len(prompts) * num_images
-        latent_shape = (
-            batch,
-            self.folder.latent_channels,
-            height // self.folder.vae_scale_factor,
-            width // self.folder.vae_scale_factor,
+        settings = Settings(
+            list(prompts),
+            steps,
+            guidance_scale,
+            width,
+            height,
+            num_images,
         )
+        check_arguments(
+            settings.prompts, steps, guidance_scale, settings.width, settings.height, num_images
+        )
+        generator = TorchGenerator(random_seed() if seed is None else seed)
+        latent_shape = (
+            len(settings.prompts) * num_images,
+            self.folder.latent_channels,
+            settings.height // self.folder.vae_scale_factor,
+            settings.width // self.folder.vae_scale_factor,
+        )
+        if latents is not None and latents.shape != latent_shape:
+            raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
         schedule = self.scheduler.timesteps(
             None if timesteps is not None else steps,
             original_inference_steps=original_inference_steps,
             timesteps=timesteps,
         )
         with self._lock:
-            return self._generate(
-                prompts,
-                num_images,
-                schedule,
-                guidance_scale,
-                latent_shape,
-                generator,
-                latents,
-                callback,
-            )
+            return self._generate(settings, schedule, latent_shape, generator, latents, callback)
 
     def _generate(
         self,
-        prompts: list[str],
-        num_images: int,
+        settings: Settings,
         schedule: np.ndarray,
-        guidance_scale: float,
         latent_shape: tuple[int, ...],
         generator: TorchGenerator,
         latents: np.ndarray | None,
@@ -180,10 +207,10 @@ class LCMPipeline:
     ) -> GenerationResult:
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        compiled = self._networks_for(len(prompts), latent_shape)
+        compiled = self._networks_for(len(settings.prompts), latent_shape)
 
-        tokens = self.tokenizer(prompts)
-        for text, dropped in zip(prompts, tokens.dropped_tokens, strict=True):
+        tokens = self.tokenizer(settings.prompts)
+        for text, dropped in zip(settings.prompts, tokens.dropped_tokens, strict=True):
             if dropped:
                 log.warning(
                     "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
@@ -192,7 +219,7 @@ class LCMPipeline:
 
         text_encoder = compiled.text_encoder or self._text_encoder(compiled)
         clock = time.perf_counter()
-        prompt_embeds = np.repeat(text_encoder(tokens.input_ids), num_images, axis=0)
+        prompt_embeds = np.repeat(text_encoder(tokens.input_ids), settings.num_images, axis=0)
         if not self.keep_models:
             compiled.text_encoder = None
         del text_encoder  # without keep_models, this frees it before the UNet is compiled
@@ -200,11 +227,9 @@ class LCMPipeline:
 
         if latents is None:
             latents = generator.randn(latent_shape)
-        elif latents.shape != latent_shape:
-            raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         guidance_embedding = guidance_scale_embedding(
-            guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
+            settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
         )
 
         unet = compiled.unet or self._unet(compiled)
@@ -233,7 +258,7 @@ class LCMPipeline:
         timings["vae_decoder"] = _lap(clock)
         timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})
         compiled.seconds.clear()
-        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens)
+        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
 
     def _networks_for(self, num_prompts: int, latent_shape: tuple[int, ...]) -> _Compiled:
         """The networks for this batch and size: compiled on first use, compiled again (with new

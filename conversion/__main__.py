@@ -1,0 +1,78 @@
+"""``lcm-lite-convert`` / ``python -m conversion``: export an LCM to an OpenVINO IR folder.
+
+Errors are one line on stderr with the exit code of ``lcm_lite.errors`` (2 usage, 3 model,
+5 output, 130 interrupted); an interrupted export leaves no output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from conversion.export import WEIGHT_FORMATS, convert
+from conversion.messages import silence_libraries
+from lcm_lite.errors import Cancelled, LcmLiteError, UsageError
+
+PROG = "lcm-lite-convert"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UsageErrors, reported as one line like the others."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
+        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read.",
+    )
+    parser.add_argument("source", help="local diffusers pipeline folder or Hugging Face hub id")
+    parser.add_argument("out_dir", type=Path, help="folder to create")
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHT_FORMATS,
+        default="fp16",
+        help="weight format: fp32, fp16 (default) or int8 (NNCF weight compression)",
+    )
+    parser.add_argument(
+        "--with-vae-encoder", action="store_true", help="also export the VAE encoder"
+    )
+    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def _say(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        silence_libraries()
+        convert(
+            args.source,
+            args.out_dir,
+            weights=args.weights,
+            with_vae_encoder=args.with_vae_encoder,
+            force=args.force,
+            progress=None if args.quiet else _say,
+        )
+    except KeyboardInterrupt:
+        error: LcmLiteError = Cancelled("interrupted: the output folder was not written")
+    except LcmLiteError as raised:
+        error = raised
+    else:
+        return 0
+    _say(f"error: {error}")
+    return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Export a latent consistency model to OpenVINO IR, in the folder layout of optimum-intel.
+
+The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
+``OVLatentConsistencyModelPipeline`` read unchanged::
+
+    model_index.json
+    scheduler/scheduler_config.json
+    tokenizer/      vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json,
+                    openvino_tokenizer.xml/.bin, openvino_detokenizer.xml/.bin
+    text_encoder/   openvino_model.xml/.bin, config.json
+    unet/           openvino_model.xml/.bin, config.json
+    vae_decoder/    openvino_model.xml/.bin, config.json (the VAE's)
+    vae_encoder/    the same, only with ``with_vae_encoder``
+
+Each network is traced from float32 torch weights and freed before the next is loaded, so the
+full-size model converts within a few GiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import openvino as ov
+import torch
+from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from conversion.messages import first_line
+from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
+from conversion.source import open_source
+from conversion.staging import check_destination, staged_directory
+from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
+from lcm_lite.errors import ModelError, OutputError, UsageError
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8")
+Progress = Callable[[str], None]
+
+# As diffusers' LatentConsistencyModelPipeline.save_config writes it, less the safety checker.
+MODEL_INDEX: dict[str, Any] = {
+    "_class_name": "LatentConsistencyModelPipeline",
+    "_diffusers_version": diffusers.__version__,
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "LCMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def convert(
+    source: str | Path,
+    out_dir: Path,
+    *,
+    weights: str = "fp16",
+    with_vae_encoder: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``.
+
+    ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
+    NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
+    non-empty one is replaced only with ``force``. ``progress`` receives one line per step.
+    Raises UsageError, ModelError or OutputError. Returns ``out_dir``.
+    """
+    if weights not in WEIGHT_FORMATS:
+        raise UsageError(f"unknown weight format {weights!r}: choose fp32, fp16 or int8")
+    out_dir = Path(out_dir)
+    report = progress or (lambda _line: None)
+    check_destination(out_dir, force=force)
+    folder = open_source(source).resolve()
+    if out_dir.resolve() in (folder, *folder.parents):
+        raise UsageError(f"{out_dir} holds the source model: choose another output folder")
+    try:
+        with staged_directory(out_dir, force=force) as staging:
+            _write_pipeline_files(folder, staging, report)
+            text_length = _export_text_encoder(folder, staging, weights, report)
+            _export_unet(folder, staging, weights, report, text_length=text_length)
+            _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
+    except OSError as error:
+        raise OutputError(f"cannot write {out_dir}: {error}") from None
+    report(f"wrote {out_dir}")
+    return out_dir
+
+
+def _write_pipeline_files(folder: Path, staging: Path, report: Progress) -> None:
+    """``model_index.json``, ``scheduler/`` and ``tokenizer/``: everything but the networks."""
+    (staging / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
+    _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
+    tokenizer = _load(CLIPTokenizer, folder, "tokenizer")
+    save_clip_tokenizer(tokenizer, staging / "tokenizer")
+    for name, model in openvino_tokenizer_models(tokenizer).items():
+        _save_ir(model, staging / "tokenizer" / name, compress_to_fp16=False)
+    report("tokenizer, scheduler: written")
+
+
+def _export_text_encoder(folder: Path, staging: Path, weights: str, report: Progress) -> int:
+    """Export the text encoder; return its number of positions (the prompt length, 77)."""
+    text_encoder = _load(CLIPTextModel, folder, "text_encoder", dtype=torch.float32)
+    _export_networks(text_encoder_networks(text_encoder), staging, weights, report)
+    return text_encoder.config.max_position_embeddings
+
+
+def _export_unet(
+    folder: Path, staging: Path, weights: str, report: Progress, *, text_length: int
+) -> None:
+    unet = _load(UNet2DConditionModel, folder, "unet", dtype=torch.float32)
+    _export_networks(unet_networks(unet, text_length=text_length), staging, weights, report)
+
+
+def _export_vae(
+    folder: Path, staging: Path, weights: str, report: Progress, *, with_encoder: bool
+) -> None:
+    vae = _load(AutoencoderKL, folder, "vae", dtype=torch.float32)
+    _export_networks(vae_networks(vae, with_encoder=with_encoder), staging, weights, report)
+
+
+def _load(component: Any, folder: Path, subfolder: str, **options: Any) -> Any:
+    """``component.from_pretrained`` of one subfolder; any failure is a problem of the model."""
+    try:
+        return component.from_pretrained(folder, subfolder=subfolder, **options)
+    except Exception as error:  # corrupt or missing files surface as many exception types
+        raise ModelError(f"cannot load the {subfolder} of {folder}: {first_line(error)}") from None
+
+
+def _export_networks(
+    networks: list[Network], staging: Path, weights: str, report: Progress
+) -> None:
+    """Convert each network and write ``openvino_model.xml/.bin`` and ``config.json``."""
+    for network in networks:
+        started = time.monotonic()
+        report(f"{network.folder}: converting")
+        directory = staging / network.folder
+        directory.mkdir()
+        model = _to_openvino(network, weights)
+        _save_ir(model, directory / "openvino_model.xml", compress_to_fp16=weights != "fp32")
+        network.write_config(directory)
+        report(f"{network.folder}: {weights} IR written in {time.monotonic() - started:.0f} s")
+
+
+def _to_openvino(network: Network, weights: str) -> ov.Model:
+    """Trace ``network`` with dynamic dimensions, name its outputs, compress for "int8"."""
+    inputs = {
+        name: (ov.PartialShape(shape), kind) for name, (shape, kind) in network.inputs.items()
+    }
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape-dependent Python branches
+        try:
+            model = ov.convert_model(network.module, example_input=network.example, input=inputs)
+        except Exception as error:  # the tracer and OpenVINO's frontend raise many types
+            reason = first_line(error)
+            raise ModelError(f"cannot convert the {network.folder} to OpenVINO: {reason}") from None
+    for port, name in zip(model.outputs, network.outputs, strict=True):
+        port.get_tensor().set_names({name})
+    return _compress_int8(model) if weights == "int8" else model
+
+
+def _compress_int8(model: ov.Model) -> ov.Model:
+    """NNCF's default weight compression: INT8 asymmetric, per output channel."""
+    import nncf  # imported here: it takes seconds and only int8 needs it
+
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bar
+        return nncf.compress_weights(model)
+
+
+def _save_ir(model: ov.Model, xml: Path, *, compress_to_fp16: bool) -> None:
+    """``openvino.save_model``, whose write failures (RuntimeError) become OutputErrors."""
+    try:
+        ov.save_model(model, xml, compress_to_fp16=compress_to_fp16)
+    except RuntimeError as error:
+        raise OutputError(
+            f"cannot write {xml.parent.name}/{xml.name}: {first_line(error)}"
+        ) from None

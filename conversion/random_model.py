@@ -1,0 +1,188 @@
+"""Random-weight latent consistency models wired like SimianLuo/LCM_Dreamshaper_v7.
+
+``build_random_lcm`` saves a diffusers ``LatentConsistencyModelPipeline`` folder with the same
+component classes and configs as the real repository (UNet2DConditionModel with
+``time_cond_proj_dim``, CLIPTextModel, AutoencoderKL, LCMScheduler, CLIPTokenizer, no safety
+checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a few MB.
+
+    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from conversion.clip_vocab import write_synthetic_clip_vocab
+from conversion.messages import silence_libraries
+from conversion.tokenizer import save_clip_tokenizer
+
+Size = Literal["tiny", "full"]
+
+# LCM_Dreamshaper_v7's scheduler/scheduler_config.json (LCMScheduler defaults but steps_offset).
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "original_inference_steps": 50,
+    "timestep_scaling": 10.0,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+# SD1.x's text encoder keeps the legacy ids (eos 2): CLIPTextModel then pools at argmax(input_ids).
+_CLIP_TEXT_COMMON: dict[str, Any] = {
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+}
+_SD_DOWN_BLOCKS = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+_SD_UP_BLOCKS = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+_VAE_COMMON: dict[str, Any] = {
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "latent_channels": 4,
+    "scaling_factor": 0.18215,
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Constructor arguments of the three networks, and the dtype the weights are saved in.
+
+    ``text_encoder`` omits ``vocab_size`` when it is taken from the tokenizer.
+    """
+
+    unet: dict[str, Any]
+    text_encoder: dict[str, Any]
+    vae: dict[str, Any]
+    save_dtype: torch.dtype
+
+
+ARCHITECTURES: dict[Size, Architecture] = {
+    "tiny": Architecture(
+        unet={
+            "sample_size": 32,
+            "block_out_channels": (32, 64),
+            "layers_per_block": 1,
+            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "norm_num_groups": 8,
+            "time_cond_proj_dim": 32,
+        },
+        text_encoder={
+            **_CLIP_TEXT_COMMON,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        vae={
+            **_VAE_COMMON,
+            "block_out_channels": (8, 16, 16, 16),
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "sample_size": 256,
+        },
+        save_dtype=torch.float32,
+    ),
+    # SD1.5 with LCM's guidance-embedding projection; sample_size 96: the repo renders 768x768.
+    "full": Architecture(
+        unet={
+            "sample_size": 96,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "layers_per_block": 2,
+            "down_block_types": _SD_DOWN_BLOCKS,
+            "up_block_types": _SD_UP_BLOCKS,
+            "cross_attention_dim": 768,
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+            "time_cond_proj_dim": 256,
+        },
+        text_encoder={
+            **_CLIP_TEXT_COMMON,
+            "vocab_size": 49408,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "projection_dim": 768,
+        },
+        vae={
+            **_VAE_COMMON,
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": 768,
+        },
+        save_dtype=torch.float16,
+    ),
+}
+
+
+def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
+    """Save a seeded random-weight LatentConsistencyModelPipeline (safetensors) to ``out_dir``.
+
+    ``vocab_dir`` holds CLIP's ``vocab.json`` and ``merges.txt``; ``None`` uses a synthetic
+    vocabulary. The same arguments give the same weights. Returns ``out_dir``.
+    """
+    architecture = ARCHITECTURES[size]
+    with tempfile.TemporaryDirectory() as scratch:
+        source = vocab_dir or write_synthetic_clip_vocab(Path(scratch))
+        tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=77)
+    torch.manual_seed(seed)
+    text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), **architecture.text_encoder})
+    pipeline = LatentConsistencyModelPipeline(
+        vae=AutoencoderKL(**architecture.vae),
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**architecture.unet),
+        scheduler=LCMScheduler(**SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.to(architecture.save_dtype)
+    pipeline.save_pretrained(out_dir, safe_serialization=True)
+    save_clip_tokenizer(tokenizer, out_dir / "tokenizer")
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m conversion.random_model OUT_DIR --size tiny|full``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m conversion.random_model", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("out_dir", type=Path, help="folder to write the diffusers pipeline to")
+    parser.add_argument("--size", choices=list(ARCHITECTURES), required=True)
+    parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    silence_libraries()
+    build_random_lcm(args.out_dir, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Find the diffusers folder to convert (local, or fetched from the hub); check it is an LCM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+from conversion.messages import first_line
+from lcm_lite.errors import ModelError
+
+_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
+_CONFIG_FILES = ["model_index.json", "unet/config.json"]
+_MODEL_FILES = [
+    "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+
+
+def open_source(source: str | Path) -> Path:
+    """Return the local folder of the latent consistency model ``source`` names.
+
+    ``source`` is a diffusers pipeline folder or a hub repository id; from the hub only the
+    configs are fetched before the checks of ``check_lcm_folder``, then the safetensors weights.
+    """
+    path = Path(source)
+    if path.is_dir():
+        check_lcm_folder(path, str(source))
+        return path
+    if path.exists():
+        raise ModelError(f"{source} is a file, not a diffusers pipeline folder")
+    try:
+        huggingface_hub.utils.validate_repo_id(str(source))
+    except HFValidationError:
+        raise ModelError(f"{source}: no such folder") from None
+    folder = _download(str(source), _CONFIG_FILES)
+    check_lcm_folder(folder, str(source))
+    return _download(str(source), _MODEL_FILES)
+
+
+def check_lcm_folder(folder: Path, name: str) -> None:
+    """Refuse a folder that is not a diffusers pipeline whose UNet takes LCM's guidance embedding.
+
+    A latent consistency model's UNet is conditioned on ``w`` through ``timestep_cond``, which
+    diffusers' UNet2DConditionModel only accepts when its config sets ``time_cond_proj_dim``.
+    """
+    model_index = _read_json(folder / "model_index.json", name, "it is not a diffusers pipeline")
+    # diffusers writes each component as [library, class], and [null, null] when it is absent.
+    missing = [part for part in _COMPONENTS if model_index.get(part, [None])[0] is None]
+    if missing:
+        raise ModelError(f"{name} has no {', '.join(missing)} component(s) in model_index.json")
+    unet_config = _read_json(folder / "unet" / "config.json", name, "its UNet has no config")
+    if unet_config.get("time_cond_proj_dim") is None:
+        raise ModelError(
+            f"{name} is not a latent consistency model: its UNet has no time_cond_proj_dim"
+        )
+
+
+def _read_json(path: Path, name: str, meaning: str) -> dict[str, Any]:
+    """Parse a JSON object, with a one-line ModelError that says what its absence means."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{name}: {meaning} (no {path.name})") from None
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{name}: cannot read {path.name}: {error}") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{name}: {path.name} is not a JSON object")
+    return value
+
+
+def _download(repo_id: str, patterns: list[str]) -> Path:
+    """Fetch the files of ``repo_id`` matching ``patterns`` (or find them in the hub cache)."""
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"cannot get {repo_id}: the Hugging Face hub is unreachable and it is not in the cache"
+        ) from None
+    except OSError as error:
+        raise ModelError(
+            f"cannot get {repo_id} from the Hugging Face hub: {first_line(error)}"
+        ) from None

@@ -1,0 +1,186 @@
+"""Generation jobs for the server: one worker thread owns the pipeline and runs the jobs one at a
+time, in order, from a bounded queue; a full queue is refused at once instead of piling up.
+
+A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import queue
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import Cancelled, LcmLiteError
+from .images import png_info
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .pipeline import GenerationResult, StepInfo
+
+log = logging.getLogger("lcm_lite.server")
+
+Pipe = Callable[..., "GenerationResult"]
+
+
+class QueueFull(Exception):
+    """Every queue slot is taken; ``retry_after`` guesses, in whole seconds, when one frees."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the generation queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Request:
+    """One validated generation request (the names of the CLI's options and the PNG metadata)."""
+
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    guidance: float
+    steps: int
+    num_images: int
+
+
+@dataclass
+class Job:
+    """A request and what became of it; written by the worker, read by the HTTP threads."""
+
+    request: Request
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    state: str = "queued"
+    step: int = 0
+    images: list[bytes] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def fail(self, error: BaseException) -> None:
+        self.state, self.error = "failed", error
+        self.finished.set()
+
+
+class JobQueue:
+    """At most ``capacity`` jobs wait while one runs; finished jobs are kept (the newest
+    ``keep_finished``) so that their results can be fetched by id."""
+
+    def __init__(self, pipe: Pipe, model: str, *, capacity: int, keep_finished: int = 16) -> None:
+        self._pipe = pipe
+        self._model = model
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._keep_finished = keep_finished
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cancel = False
+        self.capacity = capacity
+        self.running: Job | None = None
+        self.last_seconds = 1.0
+        self._worker = threading.Thread(target=self._work, name="lcm-lite-worker", daemon=True)
+        self._worker.start()
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, request: Request) -> Job:
+        """Queue ``request``; raises :class:`QueueFull` when every slot is taken, and
+        :class:`Cancelled` once :meth:`close` has begun."""
+        job = Job(request)
+        with self._lock:
+            if self._closed:
+                raise Cancelled("the server is shutting down")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(self._retry_after()) from None
+            self._jobs[job.id] = job
+            self._forget_old_jobs()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def cancel_running(self) -> None:
+        """Make the running job stop after its current step (it fails with Cancelled)."""
+        self._cancel = True
+
+    def close(self) -> None:
+        """Refuse new jobs, fail the queued ones, and return once the running job has finished."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.fail(Cancelled("the server is shutting down"))
+            self._queue.put(None)
+        self._worker.join()
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(self.last_seconds * (self.waiting + 1)))
+
+    def _forget_old_jobs(self) -> None:
+        finished = [key for key, job in self._jobs.items() if job.finished.is_set()]
+        for key in finished[: max(0, len(finished) - self._keep_finished)]:
+            del self._jobs[key]
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            self.running, job.state = job, "running"
+            try:
+                self._run(job)
+            except LcmLiteError as error:
+                log.warning("job %s failed: %s", job.id, error)
+                job.fail(error)
+            except Exception as error:  # the worker must outlive any one job
+                log.exception("job %s failed", job.id)
+                job.fail(error)
+            finally:
+                self.running = None
+
+    def _run(self, job: Job) -> None:
+        request = job.request
+        clock = time.perf_counter()
+        result = self._pipe(
+            request.prompt,
+            steps=request.steps,
+            guidance_scale=request.guidance,
+            width=request.width,
+            height=request.height,
+            num_images=request.num_images,
+            seed=request.seed,
+            callback=lambda info: self._progress(job, info),
+        )
+        job.images = [
+            _png_bytes(image, result.metadata(index, self._model))
+            for index, image in enumerate(result)
+        ]
+        job.seconds = self.last_seconds = time.perf_counter() - clock
+        job.timings = result.timings
+        job.state = "done"
+        job.finished.set()
+
+    def _progress(self, job: Job, info: StepInfo) -> bool:
+        job.step = info.step
+        return not self._cancel
+
+
+def _png_bytes(image: Image.Image, metadata: dict[str, object]) -> bytes:
+    """PNG bytes carrying the same metadata as ``lcm-lite generate`` writes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_info(metadata))
+    return buffer.getvalue()

@@ -1,0 +1,186 @@
+// The lcm-lite demo page: submit a job, poll its progress, show the images. No dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SLIDERS = ["width", "height", "guidance", "steps", "num_images"];
+const MAX_RESULTS = 24; // images kept on the page; older ones are dropped
+const POLL_MS = 250;
+const TOKEN_KEY = "lcm-lite-token";
+
+class ApiError extends Error {
+  constructor(message, status, retryAfter) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) $("token-box").hidden = false;
+  if (!response.ok) {
+    throw new ApiError(data.error || `HTTP ${response.status}`, response.status,
+                       response.headers.get("Retry-After"));
+  }
+  return data;
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function showSlider(name) {
+  const value = Number($(name).value);
+  $(`${name}-value`).textContent = name === "guidance" ? value.toFixed(1) : String(value);
+}
+
+function setSlider(name, value) {
+  const slider = $(name);
+  const step = Number(slider.step);
+  const clamped = Math.min(Math.max(value, Number(slider.min)), Number(slider.max));
+  slider.value = String(Math.round(clamped / step) * step);
+  showSlider(name);
+}
+
+async function loadInfo() {
+  try {
+    const info = await api("GET", "/api/info");
+    $("model-info").textContent = `${info.model} on ${info.device} · lcm-lite ${info.version}`;
+    for (const name of SLIDERS) setSlider(name, info.defaults[name]);
+    setStatus("");
+  } catch (error) {
+    $("model-info").textContent = "Not connected";
+    setStatus(error.status === 401 ? "Enter the access token." : `Error: ${error.message}`);
+  }
+}
+
+function readSeed() {
+  if ($("randomize").checked) $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
+  const seed = Number($("seed").value);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new ApiError(`the seed must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}`);
+  }
+  return seed;
+}
+
+function showProgress(job) {
+  const progress = $("progress");
+  progress.hidden = false;
+  progress.max = job.steps;
+  progress.value = job.step;
+  if (job.state === "queued") setStatus("Waiting for the jobs ahead…");
+  else if (job.step === 0) setStatus("Encoding the prompt (the first run at a size compiles)…");
+  else setStatus(`Step ${job.step} of ${job.steps}`);
+}
+
+function pngUrl(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+}
+
+function resultCard(job, image) {
+  const url = pngUrl(image.png_base64);
+  const card = document.createElement("li");
+  card.className = "result";
+  card.dataset.url = url;
+  const picture = document.createElement("img");
+  picture.src = url;
+  picture.alt = job.prompt;
+  picture.width = job.width;
+  picture.height = job.height;
+  const caption = document.createElement("div");
+  caption.className = "caption";
+  const prompt = document.createElement("p");
+  prompt.className = "prompt";
+  prompt.textContent = job.prompt;
+  const details = document.createElement("p");
+  details.className = "details";
+  details.textContent = `seed ${job.seed} · ${job.width}×${job.height} · ${job.steps} steps · ` +
+    `guidance ${job.guidance} · ${job.seconds.toFixed(2)} s`;
+  const download = document.createElement("a");
+  download.href = url;
+  download.download = `lcm-lite-${job.seed}-${image.index}.png`;
+  download.textContent = "Download";
+  const reuse = document.createElement("button");
+  reuse.type = "button";
+  reuse.className = "link";
+  reuse.textContent = "Use this seed";
+  reuse.addEventListener("click", () => {
+    $("seed").value = String(job.seed);
+    $("randomize").checked = false;
+    $("seed").focus();
+  });
+  const actions = document.createElement("p");
+  actions.className = "actions";
+  actions.append(download, reuse);
+  caption.append(prompt, details, actions);
+  card.append(picture, caption);
+  return card;
+}
+
+function addResults(job) {
+  const list = $("results");
+  for (const image of [...job.images].reverse()) list.prepend(resultCard(job, image));
+  while (list.children.length > MAX_RESULTS) {
+    URL.revokeObjectURL(list.lastElementChild.dataset.url);
+    list.lastElementChild.remove();
+  }
+  $("empty").hidden = true;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function generate(event) {
+  event.preventDefault();
+  const prompt = $("prompt").value.trim();
+  if (!prompt) {
+    setStatus("Type a prompt first.");
+    $("prompt").focus();
+    return;
+  }
+  const button = $("generate");
+  button.disabled = true;
+  try {
+    const request = { prompt, seed: readSeed() };
+    for (const name of SLIDERS) request[name] = Number($(name).value);
+    let job = await api("POST", "/api/jobs", request);
+    while (job.state === "queued" || job.state === "running") {
+      showProgress(job);
+      await sleep(POLL_MS);
+      job = await api("GET", `/api/jobs/${job.id}`);
+    }
+    if (job.state === "failed") throw new ApiError(job.error);
+    showProgress(job);
+    addResults(job);
+    setStatus(`Done in ${job.seconds.toFixed(2)} s (seed ${job.seed}).`);
+  } catch (error) {
+    const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
+    setStatus(`${error.status === 503 ? "Busy" : "Error"}: ${error.message}.${retry}`);
+    $("progress").hidden = true;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function start() {
+  for (const name of SLIDERS) {
+    $(name).addEventListener("input", () => showSlider(name));
+    showSlider(name);
+  }
+  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("token").addEventListener("change", () => {
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    loadInfo();
+  });
+  $("settings").addEventListener("submit", generate);
+  loadInfo();
+}
+
+start();

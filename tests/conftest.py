@@ -1,0 +1,52 @@
+"""Shared fixtures.
+
+Model fixtures (conversion/): a tiny random-weight LCM built once per session, as a diffusers
+folder and as its OpenVINO export. They need the ``convert`` extra (torch, diffusers), imported
+inside the fixtures so that runtime tests run without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_CLIP_VOCAB = REPO_ROOT.parent / "shared" / "clip-vocab"
+
+
+@pytest.fixture(scope="session")
+def clip_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CLIP BPE vocabulary (../shared/clip-vocab) if present, else a synthetic one."""
+    if (REAL_CLIP_VOCAB / "vocab.json").is_file() and (REAL_CLIP_VOCAB / "merges.txt").is_file():
+        return REAL_CLIP_VOCAB
+    from conversion.clip_vocab import write_synthetic_clip_vocab
+
+    return write_synthetic_clip_vocab(tmp_path_factory.mktemp("clip-vocab"))
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusers_dir(tmp_path_factory: pytest.TempPathFactory, clip_vocab_dir: Path) -> Path:
+    """A tiny random-weight LatentConsistencyModelPipeline folder (float32 safetensors)."""
+    pytest.importorskip("diffusers")
+    from conversion.random_model import build_random_lcm
+
+    out_dir = tmp_path_factory.mktemp("tiny-lcm") / "diffusers"
+    return build_random_lcm(out_dir, size="tiny", vocab_dir=clip_vocab_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_ov_dir(tmp_path_factory: pytest.TempPathFactory, tiny_diffusers_dir: Path) -> Path:
+    """``tiny_diffusers_dir`` exported to OpenVINO IR with float32 weights and the VAE encoder."""
+    from conversion.export import convert
+
+    out_dir = tmp_path_factory.mktemp("tiny-lcm-ov") / "openvino"
+    return convert(tiny_diffusers_dir, out_dir, weights="fp32", with_vae_encoder=True)
+
+
+@pytest.fixture(scope="session")
+def f32_pipe(tiny_ov_dir: Path):
+    """The lcm_lite pipeline on ``tiny_ov_dir``, compiled with the f32 hint (exact parity)."""
+    from lcm_lite import LCMPipeline
+
+    return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32")

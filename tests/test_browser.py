@@ -1,0 +1,153 @@
+"""The demo page in a real browser: headless Chromium (Debian's chromium and chromium-driver)
+driven by Selenium, against the real server with the tiny model."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.server import Server
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402 - only once selenium is known present
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver"
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
+TOKEN = "a-token-for-the-browser-test"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ov_dir: Path) -> LCMPipeline:
+    return LCMPipeline.from_pretrained(tiny_ov_dir)
+
+
+@pytest.fixture(scope="module")
+def server(pipe: LCMPipeline) -> Iterator[Server]:
+    server = Server(pipe, port=0, model="tiny")
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def rendered_pixel_spread(browser: webdriver.Chrome) -> float:
+    """The range of the colour values of the first result image as the browser drew it onto a
+    canvas (0 for a blank image)."""
+    return browser.execute_script("""
+        const img = document.querySelector('#results img');
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+        let low = 255, high = 0;
+        data.forEach((value, i) => {
+          if (i % 4 !== 3) { low = Math.min(low, value); high = Math.max(high, value); }
+        });
+        return high - low;""")
+
+
+def generate_from_the_page(browser: webdriver.Chrome, prompt: str) -> None:
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_element(By.ID, "model-info").text.startswith("tiny on CPU")
+    )
+    browser.find_element(By.ID, "prompt").send_keys(prompt)
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: b.execute_script(
+            "const img = document.querySelector('#results img');"
+            "return img !== null && img.complete && img.naturalWidth > 0;"
+        )
+    )
+
+
+def test_typing_a_prompt_and_clicking_generate_shows_the_image_with_its_seed(
+    server: Server, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    browser.get(server.url)
+    generate_from_the_page(browser, "a red cube on a table")
+
+    image = browser.find_element(By.CSS_SELECTOR, "#results img")
+    assert browser.execute_script(
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image
+    ) == [512, 512]
+    assert image.get_attribute("alt") == "a red cube on a table"
+    assert rendered_pixel_spread(browser) > 0
+    seed = browser.find_element(By.ID, "seed").get_attribute("value")
+    assert (
+        f"seed {seed} · 512×512 · 4 steps"
+        in browser.find_element(By.CSS_SELECTOR, "#results .details").text
+    )
+    download = browser.find_element(By.LINK_TEXT, "Download")
+    assert download.get_attribute("href").startswith("blob:")
+    assert download.get_attribute("download") == f"lcm-lite-{seed}-0.png"
+    assert browser.find_element(By.ID, "status").text.startswith("Done in")
+    assert browser.find_element(By.ID, "progress").get_attribute("value") == "4"
+
+    screenshot = tmp_path / "page.png"
+    assert browser.save_screenshot(str(screenshot))
+    with Image.open(screenshot) as shot:
+        assert shot.width == 1280
+
+
+def test_results_stay_on_the_page_newest_first(server: Server, browser: webdriver.Chrome) -> None:
+    browser.get(server.url)
+    generate_from_the_page(browser, "first prompt")
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("second prompt")
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results .result")) == 2
+    )
+    assert [p.text for p in browser.find_elements(By.CSS_SELECTOR, "#results .prompt")] == [
+        "second prompt",
+        "first prompt",
+    ]
+
+
+def test_behind_a_token_the_page_asks_for_it_then_generates(
+    pipe: LCMPipeline, browser: webdriver.Chrome
+) -> None:
+    guarded = Server(pipe, port=0, token=TOKEN, model="tiny")
+    guarded.start()
+    try:
+        browser.get(guarded.url)
+        token = browser.find_element(By.ID, "token")
+        WebDriverWait(browser, 20).until(lambda b: token.is_displayed())
+        assert browser.find_element(By.ID, "status").text == "Enter the access token."
+        token.send_keys(TOKEN)
+        browser.find_element(By.ID, "prompt").click()  # leaving the field saves the token
+        generate_from_the_page(browser, "a guarded cube")
+    finally:
+        guarded.close()

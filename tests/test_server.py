@@ -1,0 +1,514 @@
+"""``lcm-lite serve``: the real server on a free loopback port, with the tiny model, over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcm_lite.cli import main as cli_main
+from lcm_lite.errors import UsageError
+from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.server import MAX_BODY_BYTES, Server, serve_parser
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "correct-horse-battery-staple"
+SMALL = {"width": 64, "height": 64, "steps": 1}
+SLOW = {"width": 256, "height": 256, "steps": 8, "num_images": 4}  # a few seconds on 2 cores
+
+
+class Reply:
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self.body = response.read()
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def call(
+    url: str,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> Reply:
+    """One request; a dict or list body is sent as JSON, bytes as they are."""
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=timeout)
+    headers = dict(headers or {})
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    if body is not None:
+        headers.setdefault("Content-Type", "application/json")
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        return Reply(connection.getresponse())
+    finally:
+        connection.close()
+
+
+def png(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ov_dir: Path) -> LCMPipeline:
+    return LCMPipeline.from_pretrained(tiny_ov_dir)
+
+
+@pytest.fixture(scope="module")
+def server(pipe: LCMPipeline) -> Iterator[Server]:
+    server = Server(pipe, port=0, capacity=2, model="tiny")
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(pipe: LCMPipeline) -> Iterator[Server]:
+    server = Server(pipe, port=0, token=TOKEN, capacity=2, model="tiny")
+    server.start()
+    yield server
+    server.close()
+
+
+def test_health_is_ok_without_a_token(server: Server, guarded: Server) -> None:
+    for running in (server, guarded):
+        reply = call(running.url, "GET", "/api/health")
+        assert (reply.status, reply.json()) == (200, {"status": "ok"})
+
+
+def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None:
+    info = call(server.url, "GET", "/api/info").json()
+    assert (info["model"], info["device"], info["native_size"]) == ("tiny", "CPU", 256)
+    assert info["limits"]["width"] == {"min": 64, "max": 1024, "multiple_of": 8}
+    assert info["limits"]["steps"] == {"min": 1, "max": 8, "multiple_of": 1}
+    assert info["limits"]["num_images"]["max"] == 4
+    assert info["limits"]["body_bytes"] == MAX_BODY_BYTES
+    assert info["defaults"] == {
+        "width": 512,
+        "height": 512,
+        "steps": 4,
+        "guidance": 8.0,
+        "num_images": 1,
+    }
+    assert info["queue"] == {"capacity": 2, "waiting": 0, "running": False}
+
+
+def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Server) -> None:
+    page = call(server.url, "GET", "/")
+    assert page.status == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.body.decode()
+    linked = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sorted(linked) == ["/app.js", "/style.css"]
+    for path in linked:
+        asset = call(server.url, "GET", path)
+        assert asset.status == 200
+        assert not re.search(r"https?://", asset.body.decode())
+    for control in (
+        "prompt",
+        "seed",
+        "randomize",
+        "width",
+        "height",
+        "guidance",
+        "steps",
+        "num_images",
+    ):
+        assert f'for="{control}"' in html or f'id="{control}" type="checkbox"' in html
+
+
+def test_generate_answers_json_with_pngs_that_carry_their_settings(server: Server) -> None:
+    reply = call(
+        server.url,
+        "POST",
+        "/api/generate",
+        {"prompt": "a red cube", "seed": 7, "num_images": 2, "guidance": 6.5, **SMALL},
+    )
+    assert reply.status == 200
+    result = reply.json()
+    assert (result["state"], result["seed"], result["step"], result["steps"]) == ("done", 7, 1, 1)
+    assert result["seconds"] > 0 and "vae_decoder" in result["timings"]
+    assert [image["index"] for image in result["images"]] == [0, 1]
+    for index, image in enumerate(result["images"]):
+        picture = png(base64.b64decode(image["png_base64"]))
+        assert picture.size == (64, 64)
+        assert np.asarray(picture).std() > 0
+        assert {
+            key: picture.text[f"lcm-lite:{key}"]
+            for key in ("prompt", "seed", "guidance", "index", "model")
+        } == {
+            "prompt": "a red cube",
+            "seed": "7",
+            "guidance": "6.5",
+            "index": str(index),
+            "model": "tiny",
+        }
+
+
+def test_the_same_seed_gives_the_same_image_and_no_seed_a_random_one_safe_in_javascript(
+    server: Server,
+) -> None:
+    def first_image(extra: dict) -> tuple[int, bytes]:
+        result = call(server.url, "POST", "/api/generate", {"prompt": "a cat", **SMALL, **extra})
+        data = result.json()
+        return data["seed"], np.asarray(png(base64.b64decode(data["images"][0]["png_base64"])))
+
+    seed, image = first_image({})
+    assert 0 <= seed < 2**53
+    again_seed, again = first_image({"seed": seed})
+    assert again_seed == seed and np.array_equal(image, again)
+
+
+@pytest.mark.parametrize("how", [{"headers": {"Accept": "image/png"}}, {"query": "?format=png"}])
+def test_png_bytes_come_back_when_asked_for_with_the_seed_in_a_header(
+    server: Server, how: dict
+) -> None:
+    reply = call(
+        server.url,
+        "POST",
+        "/api/generate" + how.get("query", ""),
+        {"prompt": "a red cube", "seed": 11, **SMALL},
+        headers=how.get("headers"),
+    )
+    assert (reply.status, reply.headers["Content-Type"], reply.headers["X-Seed"]) == (
+        200,
+        "image/png",
+        "11",
+    )
+    assert png(reply.body).size == (64, 64)
+
+
+def test_a_submitted_job_reports_its_steps_until_its_images_are_ready(server: Server) -> None:
+    submitted = call(
+        server.url, "POST", "/api/jobs", {"prompt": "a red cube", "seed": 3, **SMALL, "steps": 3}
+    )
+    assert submitted.status == 202
+    job = submitted.json()
+    assert job["state"] in ("queued", "running") and job["steps"] == 3
+    location = submitted.headers["Location"]
+    assert location == f"/api/jobs/{job['id']}"
+    steps_seen = []
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.02)
+        job = call(server.url, "GET", location).json()
+        steps_seen.append(job["step"])
+    assert job["state"] == "done" and job["step"] == 3
+    assert steps_seen == sorted(steps_seen)
+    assert png(base64.b64decode(job["images"][0]["png_base64"])).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", "/api/jobs/0123456789abcdef", 404),
+        ("GET", "/static/../server.py", 404),
+        ("GET", "/../../etc/passwd", 404),
+        ("GET", "/api/generate", 405),
+        ("POST", "/api/info", 405),
+    ],
+)
+def test_unknown_paths_jobs_and_methods_get_a_json_error(
+    server: Server, method: str, path: str, status: int
+) -> None:
+    reply = call(server.url, method, path, {} if method == "POST" else None)
+    assert reply.status == status
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"prompt": "x", "guidance": NaN}', "guidance must be a number from 0 to 20"),
+        ([1, 2], "must be a JSON object"),
+        ({"width": 64}, "prompt must be a non-empty string"),
+        ({"prompt": 5}, "prompt must be a non-empty string"),
+        ({"prompt": "   "}, "prompt must be a non-empty string"),
+        ({"prompt": "x" * 1001}, "at most 1000 characters, got 1001"),
+        ({"prompt": "a\x00b"}, "NUL"),
+        ({"prompt": "x", "guidance_scale": 8}, "unknown field 'guidance_scale'"),
+        ({"prompt": "x", "width": "64"}, "width must be an integer from 64 to 1024, got '64'"),
+        ({"prompt": "x", "width": 64.0}, "width must be an integer"),
+        ({"prompt": "x", "steps": True}, "steps must be an integer"),
+        ({"prompt": "x", "width": 1032}, "width must be an integer from 64 to 1024, got 1032"),
+        ({"prompt": "x", "height": 32}, "height must be an integer from 64 to 1024"),
+        ({"prompt": "x", "width": 100}, "width must be a multiple of 8, got 100"),
+        ({"prompt": "x", "steps": 0}, "steps must be an integer from 1 to 8"),
+        ({"prompt": "x", "steps": 9}, "steps must be an integer from 1 to 8"),
+        ({"prompt": "x", "num_images": 5}, "num_images must be an integer from 1 to 4"),
+        ({"prompt": "x", "guidance": 20.5}, "guidance must be a number from 0 to 20"),
+        ({"prompt": "x", "guidance": "8"}, "guidance must be a number"),
+        ({"prompt": "x", "seed": -1}, "seed must be an integer from 0 to 18446744073709551615"),
+        ({"prompt": "x", "seed": 2**64}, "seed must be an integer"),
+        ({"prompt": "x", "seed": 1.5}, "seed must be an integer"),
+    ],
+)
+def test_invalid_requests_are_refused_with_400_and_say_what_is_wrong(
+    server: Server, body: object, message: str
+) -> None:
+    for path in ("/api/generate", "/api/jobs"):
+        reply = call(server.url, "POST", path, body)
+        assert reply.status == 400
+        assert message in reply.json()["error"]
+
+
+def test_a_body_not_sent_as_json_is_refused_with_415(server: Server) -> None:
+    reply = call(
+        server.url,
+        "POST",
+        "/api/generate",
+        b'{"prompt": "x"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert reply.status == 415
+    assert "application/json" in reply.json()["error"]
+
+
+def test_a_body_without_a_content_length_is_refused_with_411(server: Server) -> None:
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/api/generate")
+    connection.putheader("Content-Type", "application/json")
+    connection.endheaders()
+    reply = Reply(connection.getresponse())
+    connection.close()
+    assert reply.status == 411
+
+
+def test_a_body_over_the_limit_is_refused_with_413(server: Server) -> None:
+    body = json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode()
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 413
+    assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+
+
+def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
+    server: Server,
+) -> None:
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/api/generate")
+    for name, value in (
+        ("Content-Type", "application/json"),
+        ("Expect", "100-continue"),
+        ("Content-Length", str(MAX_BODY_BYTES + 1)),
+    ):
+        connection.putheader(name, value)
+    connection.endheaders()  # and no body: the answer comes without it
+    reply = Reply(connection.getresponse())
+    connection.close()
+    assert reply.status == 413
+
+
+def test_an_unknown_response_format_is_refused_with_400(server: Server) -> None:
+    reply = call(server.url, "POST", "/api/generate?format=jpeg", {"prompt": "x", **SMALL})
+    assert (reply.status, reply.json()["error"]) == (400, "format must be png or json")
+
+
+def test_on_loopback_a_request_addressed_to_another_host_name_is_refused(server: Server) -> None:
+    reply = call(server.url, "GET", "/api/info", headers={"Host": "attacker.example:8000"})
+    assert reply.status == 403
+    assert call(server.url, "GET", "/api/info", headers={"Host": "localhost"}).status == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token-of-some-length", f"Basic {TOKEN}", f"Bearer {TOKEN}x"],
+)
+def test_with_a_token_the_api_refuses_a_missing_or_wrong_one_with_401(
+    guarded: Server, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    for method, path, body in (
+        ("GET", "/api/info", None),
+        ("POST", "/api/generate", {"prompt": "x", **SMALL}),
+        ("POST", "/api/jobs", b"not even json"),
+        ("GET", "/api/jobs/0123456789abcdef", None),
+    ):
+        reply = call(guarded.url, method, path, body, headers=headers)
+        assert reply.status == 401
+        assert reply.headers["WWW-Authenticate"] == "Bearer"
+        assert "token" in reply.json()["error"]
+
+
+def test_with_the_right_token_the_api_answers_and_the_page_needs_none(guarded: Server) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert call(guarded.url, "GET", "/api/info", headers=headers).status == 200
+    reply = call(guarded.url, "POST", "/api/generate", {"prompt": "x", **SMALL}, headers=headers)
+    assert reply.status == 200 and reply.json()["state"] == "done"
+    assert call(guarded.url, "GET", "/").status == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "refusing to bind to 0.0.0.0 without --token"),
+        (["--token", "short"], "--token must be at least 16 printable ASCII characters"),
+    ],
+)
+def test_the_cli_refuses_to_listen_beyond_loopback_without_a_long_token(
+    tiny_ov_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("LCM_LITE_TOKEN", raising=False)
+    assert cli_main(["serve", "--host", "0.0.0.0", *options, "--model", str(tiny_ov_dir)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_server_class_refuses_to_listen_beyond_loopback_without_a_token(
+    pipe: LCMPipeline,
+) -> None:
+    with pytest.raises(UsageError, match="refusing to bind to 0.0.0.0"):
+        Server(pipe, host="0.0.0.0", port=0)
+
+
+def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LCM_LITE_TOKEN", TOKEN)
+    assert serve_parser().parse_args([]).token == TOKEN
+    assert serve_parser().parse_args(["--token", "x" * 16]).token == "x" * 16
+
+
+def test_twenty_concurrent_requests_each_get_an_image_or_503_and_the_server_survives(
+    server: Server,
+) -> None:
+    def request(seed: int) -> Reply:
+        return call(
+            server.url,
+            "POST",
+            "/api/generate",
+            {"prompt": "a red cube", "seed": seed, **SLOW, "width": 64, "height": 64},
+        )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(request, range(20)))
+    statuses = [reply.status for reply in replies]
+    assert set(statuses) == {200, 503}, statuses
+    for seed, reply in enumerate(replies):
+        if reply.status == 200:
+            assert reply.json()["seed"] == seed and len(reply.json()["images"]) == 4
+        else:
+            assert int(reply.headers["Retry-After"]) >= 1
+            assert "queue is full" in reply.json()["error"]
+    assert call(server.url, "GET", "/api/health").status == 200
+    assert call(server.url, "POST", "/api/generate", {"prompt": "x", **SMALL}).status == 200
+    assert call(server.url, "GET", "/api/info").json()["queue"]["waiting"] == 0
+
+
+class ServeProcess:
+    """``python -m lcm_lite serve`` in a subprocess, for what only a process shows: signals."""
+
+    def __init__(self, model: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lcm_lite",
+                "serve",
+                "--model",
+                str(model),
+                "--port",
+                "0",
+                "--queue-size",
+                "1",
+                "--no-cache",
+            ],
+            cwd=REPO_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.threads: list[threading.Thread] = []
+        match = re.search(r"on (http://\S+)", first_line := self.process.stderr.readline())
+        assert match, first_line
+        self.url = match.group(1)
+
+    def generate_in_background(self, prompt: str) -> list[Reply]:
+        """Start a slow request; the list gets its reply once it comes."""
+        replies: list[Reply] = []
+        thread = threading.Thread(
+            target=lambda: replies.append(
+                call(self.url, "POST", "/api/generate", {"prompt": prompt, **SLOW})
+            )
+        )
+        thread.start()
+        self.threads.append(thread)
+        return replies
+
+    def wait_until(self, running: bool, waiting: int) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            queue = call(self.url, "GET", "/api/info").json()["queue"]
+            if (queue["running"], queue["waiting"]) == (running, waiting):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the queue never reached running={running}, waiting={waiting}")
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the replies and the exit; the exit code and what was printed on stderr."""
+        for thread in self.threads:
+            thread.join(timeout=60)
+        return self.process.wait(timeout=60), self.process.stderr.read()
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_sigterm_finishes_the_running_job_refuses_the_queued_one_and_exits_0(
+    tiny_ov_dir: Path,
+) -> None:
+    with ServeProcess(tiny_ov_dir) as serve:
+        running = serve.generate_in_background("the job in flight")
+        serve.wait_until(running=True, waiting=0)
+        queued = serve.generate_in_background("a queued job")
+        serve.wait_until(running=True, waiting=1)
+        serve.process.send_signal(signal.SIGTERM)
+        exit_code, stderr = serve.finish()
+    assert exit_code == 0, stderr
+    assert "stopping after the job in flight" in stderr
+    assert running[0].status == 200 and len(running[0].json()["images"]) == 4
+    assert (queued[0].status, queued[0].json()["error"]) == (503, "the server is shutting down")
+
+
+def test_a_second_sigint_cancels_the_running_job_and_still_exits_0(tiny_ov_dir: Path) -> None:
+    with ServeProcess(tiny_ov_dir) as serve:
+        running = serve.generate_in_background("the job in flight")
+        serve.wait_until(running=True, waiting=0)
+        serve.process.send_signal(signal.SIGINT)
+        assert "stopping after the job in flight" in serve.process.stderr.readline()
+        serve.process.send_signal(signal.SIGINT)
+        exit_code, stderr = serve.finish()
+    assert exit_code == 0, stderr
+    assert running[0].status == 503 and "cancelled" in running[0].json()["error"]
