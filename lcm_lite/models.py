@@ -27,22 +27,11 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from .configs import read_json_object
 from .errors import DeviceError, ModelError, UsageError
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelError(f"model folder is incomplete: {path} is missing")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {path}: {error}") from None
-    if not isinstance(content, dict):
-        raise ModelError(f"cannot read {path}: expected a JSON object")
-    return content
 
 
 @dataclass(frozen=True)
@@ -68,13 +57,13 @@ class ModelFolder:
             raise ModelError(
                 f"model folder is incomplete: {root}/scheduler/scheduler_config.json is missing"
             )
-        unet_config = _read_json(root / "unet" / "config.json")
+        unet_config = read_json_object(root / "unet" / "config.json")
         if not unet_config.get("time_cond_proj_dim"):
             raise ModelError(
                 f"{root} is not a latent consistency model: its UNet has no time_cond_proj_dim "
                 "(a plain Stable Diffusion UNet cannot run LCM sampling)"
             )
-        return cls(root, unet_config, _read_json(root / "vae_decoder" / "config.json"))
+        return cls(root, unet_config, read_json_object(root / "vae_decoder" / "config.json"))
 
     def xml(self, component: str) -> Path:
         return self.root / component / "openvino_model.xml"

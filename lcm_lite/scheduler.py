@@ -11,7 +11,6 @@ Numbers are float32 in torch's order of operations, so they match diffusers to f
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -58,40 +58,43 @@ class LCMSchedulerConfig:
         if self.trained_betas is None and self.beta_schedule not in BETA_SCHEDULES:
             raise ModelError(
                 f"unsupported beta_schedule {self.beta_schedule!r} (expected one of "
-                f"{', '.join(BETA_SCHEDULES)})")
+                f"{', '.join(BETA_SCHEDULES)})"
+            )
         if self.prediction_type not in PREDICTION_TYPES:
             raise ModelError(
                 f"unsupported prediction_type {self.prediction_type!r} (expected one of "
-                f"{', '.join(PREDICTION_TYPES)})")
+                f"{', '.join(PREDICTION_TYPES)})"
+            )
         if self.num_train_timesteps < 2:
             raise ModelError(
-                f"num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
+                f"num_train_timesteps must be at least 2, got {self.num_train_timesteps}"
+            )
         if not 1 <= self.original_inference_steps <= self.num_train_timesteps:
             raise ModelError(
                 f"original_inference_steps must be between 1 and num_train_timesteps "
-                f"({self.num_train_timesteps}), got {self.original_inference_steps}")
+                f"({self.num_train_timesteps}), got {self.original_inference_steps}"
+            )
         if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
             raise ModelError(
                 f"trained_betas has {len(self.trained_betas)} values, expected "
-                f"num_train_timesteps ({self.num_train_timesteps})")
+                f"num_train_timesteps ({self.num_train_timesteps})"
+            )
 
     @classmethod
     def from_file(cls, path: Path) -> LCMSchedulerConfig:
         """Read diffusers' ``scheduler_config.json``, ignoring the keys the sampler does not use."""
-        try:
-            content = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ModelError(f"cannot read scheduler config {path}: {error}") from None
-        if not isinstance(content, dict):
-            raise ModelError(f"cannot read scheduler config {path}: expected a JSON object")
+        content = read_json_object(Path(path))
         defaults = cls()
         try:
-            return cls(**{
-                field.name: _json_value(field.name, content[field.name],
-                                        getattr(defaults, field.name))
-                for field in fields(cls)
-                if field.name in content
-            })
+            return cls(
+                **{
+                    field.name: _json_value(
+                        field.name, content[field.name], getattr(defaults, field.name)
+                    )
+                    for field in fields(cls)
+                    if field.name in content
+                }
+            )
         except ModelError as error:
             raise ModelError(f"bad scheduler config {path}: {error}") from None
 
@@ -158,34 +161,49 @@ class LCMScheduler:
         if not 0 < strength <= 1:
             raise UsageError(f"strength must be in (0, 1], got {strength}")
         num_train_timesteps = self.config.num_train_timesteps
-        original_steps = (self.config.original_inference_steps if original_inference_steps is None
-                          else original_inference_steps)
+        original_steps = (
+            self.config.original_inference_steps
+            if original_inference_steps is None
+            else original_inference_steps
+        )
         if not 1 <= original_steps <= num_train_timesteps:
             raise UsageError(
                 f"original_inference_steps must be between 1 and {num_train_timesteps}, "
-                f"got {original_steps}")
+                f"got {original_steps}"
+            )
         skipping_step = num_train_timesteps // original_steps
         distillation_timesteps = (
-            np.arange(1, int(original_steps * strength) + 1, dtype=np.int64) * skipping_step - 1)
+            np.arange(1, int(original_steps * strength) + 1, dtype=np.int64) * skipping_step - 1
+        )
         if timesteps is not None:
-            return self._custom_timesteps(list(timesteps), distillation_timesteps, original_steps,
-                                          strength)
+            return self._custom_timesteps(
+                list(timesteps), distillation_timesteps, original_steps, strength
+            )
 
         if num_inference_steps < 1:
             raise UsageError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if num_inference_steps > len(distillation_timesteps):
-            limit = (f"original_inference_steps ({original_steps})" if strength == 1 else
-                     f"original_inference_steps x strength ({original_steps} x {strength})")
+            limit = (
+                f"original_inference_steps ({original_steps})"
+                if strength == 1
+                else f"original_inference_steps x strength ({original_steps} x {strength})"
+            )
             raise UsageError(
                 f"num_inference_steps ({num_inference_steps}) cannot be larger than {limit}: "
                 f"LCM samples a subset of its {len(distillation_timesteps)}-step distillation "
-                f"schedule")
+                f"schedule"
+            )
         descending = distillation_timesteps[::-1]
         indices = np.linspace(0, len(descending), num=num_inference_steps, endpoint=False)
         return descending[np.floor(indices).astype(np.int64)]
 
-    def _custom_timesteps(self, timesteps: list[int], distillation_timesteps: np.ndarray,
-                          original_steps: int, strength: float) -> np.ndarray:
+    def _custom_timesteps(
+        self,
+        timesteps: list[int],
+        distillation_timesteps: np.ndarray,
+        original_steps: int,
+        strength: float,
+    ) -> np.ndarray:
         """Validate a custom schedule like diffusers: errors for what cannot work, warnings for
         what the model was not distilled on."""
         num_train_timesteps = self.config.num_train_timesteps
@@ -195,25 +213,35 @@ class LCMScheduler:
             raise UsageError(f"timesteps must be in strictly descending order, got {timesteps}")
         if timesteps[0] >= num_train_timesteps or timesteps[-1] < 0:
             raise UsageError(
-                f"timesteps must be in [0, {num_train_timesteps - 1}], got {timesteps}")
+                f"timesteps must be in [0, {num_train_timesteps - 1}], got {timesteps}"
+            )
 
         if strength == 1 and timesteps[0] != num_train_timesteps - 1:
-            log.warning("the custom timestep schedule starts at %d, not at %d: results may be "
-                        "unexpected", timesteps[0], num_train_timesteps - 1)
+            log.warning(
+                "the custom timestep schedule starts at %d, not at %d: results may be unexpected",
+                timesteps[0],
+                num_train_timesteps - 1,
+            )
         distilled = set(distillation_timesteps.tolist())
         off_schedule = [t for t in timesteps[1:] if t not in distilled]
         if off_schedule:
-            log.warning("the custom timestep schedule contains timesteps the model was not "
-                        "distilled on: %s; results may be unexpected", off_schedule)
+            log.warning(
+                "the custom timestep schedule contains timesteps the model was not "
+                "distilled on: %s; results may be unexpected",
+                off_schedule,
+            )
         if len(timesteps) > original_steps:
-            log.warning("the custom timestep schedule has %d steps, more than the %d of the "
-                        "distillation schedule: results may be unexpected", len(timesteps),
-                        original_steps)
+            log.warning(
+                "the custom timestep schedule has %d steps, more than the %d of the "
+                "distillation schedule: results may be unexpected",
+                len(timesteps),
+                original_steps,
+            )
 
         kept = min(int(len(timesteps) * strength), len(timesteps))
         if kept == 0:
             raise UsageError(f"strength {strength} keeps none of the {len(timesteps)} timesteps")
-        return np.array(timesteps[len(timesteps) - kept:], dtype=np.int64)
+        return np.array(timesteps[len(timesteps) - kept :], dtype=np.int64)
 
     def boundary_condition_scalings(self, timestep: int) -> tuple[float, float]:
         """``(c_skip, c_out)`` of the consistency function at ``timestep``.
@@ -258,12 +286,14 @@ class LCMScheduler:
         if noise is None:
             raise UsageError("step needs noise unless it is the last step (prev_timestep None)")
         alpha_prod_t_prev = self.alphas_cumprod[prev_timestep]
-        prev_sample = (np.sqrt(alpha_prod_t_prev) * denoised
-                       + np.sqrt(_ONE - alpha_prod_t_prev) * noise)
+        prev_sample = (
+            np.sqrt(alpha_prod_t_prev) * denoised + np.sqrt(_ONE - alpha_prod_t_prev) * noise
+        )
         return prev_sample, denoised
 
-    def _predicted_original_sample(self, model_output: np.ndarray, sample: np.ndarray,
-                                   alpha_prod_t: np.float32) -> np.ndarray:
+    def _predicted_original_sample(
+        self, model_output: np.ndarray, sample: np.ndarray, alpha_prod_t: np.float32
+    ) -> np.ndarray:
         """``x0`` from the UNet output for the configured parameterisation (DDPM's epsilon, the
         sample itself, or v of Salimans & Ho 2022)."""
         sqrt_alpha, sqrt_beta = np.sqrt(alpha_prod_t), np.sqrt(_ONE - alpha_prod_t)
@@ -290,8 +320,12 @@ def _betas(config: LCMSchedulerConfig) -> np.ndarray:
     elif config.beta_schedule == "linear":
         betas = _linspace_float32(config.beta_start, config.beta_end, config.num_train_timesteps)
     elif config.beta_schedule == "scaled_linear":  # latent diffusion's schedule
-        betas = _linspace_float32(
-            config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps) ** 2
+        betas = (
+            _linspace_float32(
+                config.beta_start**0.5, config.beta_end**0.5, config.num_train_timesteps
+            )
+            ** 2
+        )
     else:
         betas = _squaredcos_cap_v2_betas(config.num_train_timesteps)
     return _rescale_zero_terminal_snr(betas) if config.rescale_betas_zero_snr else betas
@@ -308,8 +342,9 @@ def _linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
     index = np.arange(steps)
     from_start = index < steps // 2
     multiples = np.where(from_start, index, steps - 1 - index).astype(np.float32)
-    values = np.where(from_start, np.float64(start32) + step * multiples,
-                      np.float64(end32) - step * multiples)
+    values = np.where(
+        from_start, np.float64(start32) + step * multiples, np.float64(end32) - step * multiples
+    )
     return values.astype(np.float32)
 
 
@@ -321,8 +356,10 @@ def _squaredcos_cap_v2_betas(num_train_timesteps: int, max_beta: float = 0.999) 
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
     betas = [
-        min(1 - alpha_bar((t + 1) / num_train_timesteps) / alpha_bar(t / num_train_timesteps),
-            max_beta)
+        min(
+            1 - alpha_bar((t + 1) / num_train_timesteps) / alpha_bar(t / num_train_timesteps),
+            max_beta,
+        )
         for t in range(num_train_timesteps)
     ]
     return np.array(betas, dtype=np.float32)

@@ -9,7 +9,6 @@ end-of-word suffix ``</w>``; ``<|startoftext|> ... <|endoftext|>`` around at mos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +17,17 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
+from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, UsageError
 
 DEFAULT_MODEL_MAX_LENGTH = 77
 END_OF_WORD_SUFFIX = "</w>"
 # transformers' CLIP pattern: the two special tokens, contractions, letter runs, single digits,
 # runs of other non-space characters.
-CLIP_SPLIT_PATTERN = (r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"
-                      r"|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+")
+CLIP_SPLIT_PATTERN = (
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"
+    r"|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+)
 DEFAULT_SPECIAL_TOKENS = {
     "bos_token": "<|startoftext|>",
     "eos_token": "<|endoftext|>",
@@ -60,20 +62,25 @@ class CLIPTokenizer:
         ``tokenizer_config.json`` and ``special_tokens_map.json`` (the latter wins), with CLIP's
         defaults."""
         folder = Path(folder)
-        config = _read_json_object(folder / "tokenizer_config.json")
-        special_tokens = {**config, **_read_json_object(folder / "special_tokens_map.json")}
-        tokens = {key: _token_content(special_tokens.get(key), default, folder)
-                  for key, default in DEFAULT_SPECIAL_TOKENS.items()}
+        config = _optional_json(folder / "tokenizer_config.json")
+        special_tokens = {**config, **_optional_json(folder / "special_tokens_map.json")}
+        tokens = {
+            key: _token_content(special_tokens.get(key), default, folder)
+            for key, default in DEFAULT_SPECIAL_TOKENS.items()
+        }
         model_max_length = config.get("model_max_length", DEFAULT_MODEL_MAX_LENGTH)
         if type(model_max_length) is not int or model_max_length < 3:
-            raise ModelError(f"{folder / 'tokenizer_config.json'}: model_max_length must be an "
-                             f"integer of at least 3, got {model_max_length!r}")
+            raise ModelError(
+                f"{folder / 'tokenizer_config.json'}: model_max_length must be an "
+                f"integer of at least 3, got {model_max_length!r}"
+            )
         vocab, merges = _read_bpe(folder)
         for key, token in tokens.items():
             if token not in vocab:
                 raise ModelError(f"the vocabulary in {folder} has no {key} {token!r}")
-        return cls(_clip_tokenizer(vocab, merges, tokens), model_max_length,
-                   vocab[tokens["pad_token"]])
+        return cls(
+            _clip_tokenizer(vocab, merges, tokens), model_max_length, vocab[tokens["pad_token"]]
+        )
 
     def __call__(self, prompts: Sequence[str]) -> TokenizedPrompts:
         """Tokenize ``prompts``: truncated to ``model_max_length`` with bos/eos, then padded."""
@@ -93,41 +100,50 @@ class CLIPTokenizer:
         return TokenizedPrompts(input_ids, dropped_tokens)
 
 
-def _clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]],
-                    tokens: dict[str, str]) -> Tokenizer:
+def _clip_tokenizer(
+    vocab: dict[str, int], merges: list[tuple[str, str]], tokens: dict[str, str]
+) -> Tokenizer:
     """transformers 5's ``CLIPTokenizer`` backend: normaliser, pre-tokeniser, BPE model,
     post-processor and special tokens."""
-    tokenizer = Tokenizer(BPE(vocab, merges, unk_token=tokens["unk_token"],
-                              continuing_subword_prefix="", end_of_word_suffix=END_OF_WORD_SUFFIX,
-                              fuse_unk=False))
+    tokenizer = Tokenizer(
+        BPE(
+            vocab,
+            merges,
+            unk_token=tokens["unk_token"],
+            continuing_subword_prefix="",
+            end_of_word_suffix=END_OF_WORD_SUFFIX,
+            fuse_unk=False,
+        )
+    )
     tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tokenizer.post_processor = processors.RobertaProcessing(
         (tokens["eos_token"], vocab[tokens["eos_token"]]),
         (tokens["bos_token"], vocab[tokens["bos_token"]]),
-        trim_offsets=False, add_prefix_space=False)
+        trim_offsets=False,
+        add_prefix_space=False,
+    )
     # transformers registers the special tokens, so a prompt's own "<|endoftext|>" (or the pad
     # token, "!" for some models) is that token, not text
-    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)
-                                  for token in dict.fromkeys(tokens.values())])
+    tokenizer.add_special_tokens(
+        [
+            AddedToken(token, special=True, normalized=False)
+            for token in dict.fromkeys(tokens.values())
+        ]
+    )
     return tokenizer
 
 
-def _read_json_object(path: Path) -> dict:
+def _optional_json(path: Path) -> dict:
     """The JSON object in ``path``; ``{}`` if there is no such file."""
-    if not path.is_file():
-        return {}
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"cannot read {path}: {error}") from None
-    if not isinstance(content, dict):
-        raise ModelError(f"cannot read {path}: expected a JSON object")
-    return content
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _token_content(value: object, default: str, folder: Path) -> str:
@@ -144,12 +160,18 @@ def _token_content(value: object, default: str, folder: Path) -> str:
 def _read_bpe(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The BPE vocabulary and merges, from ``tokenizer.json`` or ``vocab.json`` + ``merges.txt``."""
     if (folder / "tokenizer.json").is_file():
-        model = _read_json_object(folder / "tokenizer.json").get("model")
-        if not (isinstance(model, dict) and model.get("type") == "BPE"
-                and isinstance(model.get("vocab"), dict) and isinstance(model.get("merges"), list)):
+        model = read_json_object(folder / "tokenizer.json").get("model")
+        if not (
+            isinstance(model, dict)
+            and model.get("type") == "BPE"
+            and isinstance(model.get("vocab"), dict)
+            and isinstance(model.get("merges"), list)
+        ):
             raise ModelError(f"{folder / 'tokenizer.json'} does not hold a BPE vocabulary")
-        merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge)
-                  for merge in model["merges"]]
+        merges = [
+            tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge)
+            for merge in model["merges"]
+        ]
         return model["vocab"], merges
     for name in ("vocab.json", "merges.txt"):
         if not (folder / name).is_file():

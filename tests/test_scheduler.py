@@ -298,7 +298,7 @@ def test_from_file_takes_the_values_it_uses(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "cannot read scheduler config"),
+        ("{not json", "cannot read .*scheduler_config.json"),
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({"beta_schedule": "sigmoid"}), "unsupported beta_schedule 'sigmoid'"),
         (json.dumps({"prediction_type": "flow"}), "unsupported prediction_type 'flow'"),
@@ -319,5 +319,5 @@ def test_bad_scheduler_configs_are_model_errors_naming_the_file(tmp_path, conten
 
 
 def test_missing_scheduler_config_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError, match="cannot read scheduler config"):
+    with pytest.raises(ModelError, match="scheduler_config.json is missing"):
         LCMSchedulerConfig.from_file(tmp_path / "scheduler_config.json")
