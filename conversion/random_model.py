@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
+        parser.error(f"--vocab {args.vocab} has no vocab.json")
     silence_libraries()
     build_random_lcm(args.out_dir, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     return 0
