@@ -267,10 +267,10 @@ class _StepProgress:
 
 
 def _configure_logging(quiet: bool) -> None:
+    """Warnings on stderr unless quiet; on a terminal also what is being compiled."""
+    level = logging.INFO if sys.stderr.isatty() else logging.WARNING
     logging.basicConfig(
-        format=f"{PROG}: %(levelname)s: %(message)s",
-        level=logging.ERROR if quiet else logging.WARNING,
-        stream=sys.stderr,
+        format=f"{PROG}: %(message)s", level=logging.ERROR if quiet else level, stream=sys.stderr
     )
     if quiet:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

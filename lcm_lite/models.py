@@ -335,7 +335,8 @@ class UNet:
                 ports.timestep_cond: (latent_shape[0], folder.time_cond_proj_dim),
             }
 
-        compiled = compiler.compile(folder.xml("unet"), shapes, (latent_shape, text_length), "UNet")
+        request = (latent_shape, text_length, folder.time_cond_proj_dim)
+        compiled = compiler.compile(folder.xml("unet"), shapes, request, "UNet")
         self.ports = bind_unet_inputs(compiled)
         timestep_port = compiled.inputs[self.ports.timestep]
         self.timestep_type = timestep_port.get_element_type().to_dtype()

@@ -24,7 +24,7 @@ from .guidance import guidance_scale_embedding
 from .images import to_pil
 from .models import Compiler, ModelFolder, TextEncoder, UNet, VAEDecoder
 from .scheduler import LCMScheduler, LCMSchedulerConfig
-from .tokenizer import CLIPTokenizer
+from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
 log = logging.getLogger("lcm_lite")
@@ -126,6 +126,7 @@ class LCMPipeline:
             LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
         )
         self._compiled: _Compiled | None = None
+        self._last_encoding: tuple[list[str], TokenizedPrompts, np.ndarray] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -206,24 +207,9 @@ class LCMPipeline:
         callback: StepCallback | None,
     ) -> GenerationResult:
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
         compiled = self._networks_for(len(settings.prompts), latent_shape)
-
-        tokens = self.tokenizer(settings.prompts)
-        for text, dropped in zip(settings.prompts, tokens.dropped_tokens, strict=True):
-            if dropped:
-                log.warning(
-                    "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
-                )
-        timings["tokenize"] = _lap(clock)
-
-        text_encoder = compiled.text_encoder or self._text_encoder(compiled)
-        clock = time.perf_counter()
-        prompt_embeds = np.repeat(text_encoder(tokens.input_ids), settings.num_images, axis=0)
-        if not self.keep_models:
-            compiled.text_encoder = None
-        del text_encoder  # without keep_models, this frees it before the UNet is compiled
-        timings["text_encoder"] = _lap(clock)
+        tokens, text_embeddings = self._encode_prompts(settings.prompts, compiled, timings)
+        prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
         if latents is None:
             latents = generator.randn(latent_shape)
@@ -260,16 +246,41 @@ class LCMPipeline:
         compiled.seconds.clear()
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
 
+    def _encode_prompts(
+        self, prompts: list[str], compiled: _Compiled, timings: dict[str, float]
+    ) -> tuple[TokenizedPrompts, np.ndarray]:
+        """Tokenize and run the text encoder; the same prompts as last call reuse that encoding
+        (exploring seeds of one prompt costs no text encoding)."""
+        if self._last_encoding is not None and self._last_encoding[0] == prompts:
+            timings["tokenize"] = timings["text_encoder"] = 0.0
+            return self._last_encoding[1], self._last_encoding[2]
+        clock = time.perf_counter()
+        tokens = self.tokenizer(prompts)
+        for text, dropped in zip(prompts, tokens.dropped_tokens, strict=True):
+            if dropped:
+                log.warning(
+                    "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
+                )
+        timings["tokenize"] = _lap(clock)
+        text_encoder = compiled.text_encoder or self._text_encoder(compiled)
+        clock = time.perf_counter()
+        text_embeddings = text_encoder(tokens.input_ids)
+        timings["text_encoder"] = _lap(clock)
+        if not self.keep_models:
+            compiled.text_encoder = None
+        self._last_encoding = (list(prompts), tokens, text_embeddings)
+        return tokens, text_embeddings
+
     def _networks_for(self, num_prompts: int, latent_shape: tuple[int, ...]) -> _Compiled:
         """The networks for this batch and size: compiled on first use, compiled again (with new
         static shapes) only when the size or batch changes."""
         key = (num_prompts, *latent_shape)
         if self._compiled is None or self._compiled.key != key:
-            self._compiled = None  # free the old networks before compiling new ones
             self._compiled = _Compiled(key)
         return self._compiled
 
     def _text_encoder(self, compiled: _Compiled) -> TextEncoder:
+        log.info("compiling the text encoder for %d prompt(s)", compiled.key[0])
         clock = time.perf_counter()
         network = TextEncoder(
             self.compiler, self.folder, compiled.key[0], self.tokenizer.model_max_length
@@ -280,6 +291,7 @@ class LCMPipeline:
         return network
 
     def _unet(self, compiled: _Compiled) -> UNet:
+        log.info("compiling the UNet for latents %s", "x".join(map(str, compiled.key[1:])))
         clock = time.perf_counter()
         network = UNet(
             self.compiler, self.folder, compiled.key[1:], self.tokenizer.model_max_length
@@ -290,6 +302,7 @@ class LCMPipeline:
         return network
 
     def _vae_decoder(self, compiled: _Compiled) -> VAEDecoder:
+        log.info("compiling the VAE decoder for latents %s", "x".join(map(str, compiled.key[1:])))
         clock = time.perf_counter()
         network = VAEDecoder(self.compiler, self.folder, compiled.key[1:])
         compiled.seconds["vae_decoder"] = _lap(clock)

@@ -43,8 +43,13 @@ def _info(hf_home, *args):
     reads its environment when it is imported, so the variables must be set before the start."""
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-m", "lcm_lite", "info", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_lite", "info", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_local_folder_resolves_to_itself(tiny_ov_dir):

@@ -94,3 +94,15 @@ def test_bad_arguments_raise_a_usage_error_that_names_them(f32_pipe, kwargs, mes
 def test_a_missing_folder_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="model folder not found"):
         LCMPipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_a_repeated_prompt_reuses_its_encoding_and_gives_the_same_image(tiny_ov_dir):
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32")
+    first = pipe("a teapot", steps=1, width=64, height=64, seed=8)
+    again = pipe("a teapot", steps=1, width=64, height=64, seed=8)
+    assert first.timings["text_encoder"] > 0
+    assert again.timings["text_encoder"] == 0.0
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    other = pipe("a kettle", steps=1, width=64, height=64, seed=8)
+    assert other.timings["text_encoder"] > 0
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))

@@ -1,0 +1,303 @@
+"""lcm-lite against raw OpenVINO and openvino_genai, side by side in one run on one model folder.
+
+    python tests/benchmark/compare.py                      # builds the full-size random model
+    python tests/benchmark/compare.py --model DIR [DIR...] --scan
+    python tests/benchmark/compare.py --quick              # smoke run on a tiny model
+
+Every figure comes from a fresh process: wall seconds from start to exit, CPU seconds (user +
+system, steadier than wall time on a shared machine) and peak RSS (``wait4``). The lcm-lite
+one-shot CLI runs with a warm compiled-model cache (filled by the bench run before it); genai runs
+with its defaults, as a user's script would. Not a test: nothing here is collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+VOCAB = REPO.parent / "shared" / "clip-vocab"
+PROMPT = "a beautiful pink unicorn, 8k"
+TARGETS = {  # ratio name: (at most, what it compares)
+    "warm": (1.02, "lcm-lite warm per-image / raw OpenVINO stage sum"),
+    "one_shot": (0.70, "lcm-lite one-shot CLI / genai one-shot script (wall)"),
+    "one_shot_cpu": (0.70, "the same in CPU seconds (user + system)"),
+    "peak_rss": (0.75, "lcm-lite one-shot peak RSS / genai one-shot peak RSS"),
+}
+HELP_TARGET = 0.3
+
+
+@dataclass
+class Run:
+    """One child process: wall and CPU seconds, peak RSS in bytes, its stdout."""
+
+    wall: float
+    cpu: float
+    peak_rss: int
+    stdout: str
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run ``command`` to the end; ``wait4`` gives this child's own CPU time and peak RSS."""
+    with tempfile.TemporaryFile("w+") as out:
+        clock = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - clock
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
+    if child.returncode:
+        raise SystemExit(f"failed ({child.returncode}): {' '.join(command)}\n{stdout}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, stdout)
+
+
+def build_model(work: Path, size: str, weights: str) -> Path:
+    """A random-weight LCM_Dreamshaper_v7-architecture folder (``size="full"``), exported."""
+    diffusers_dir, ov_dir = work / f"{size}-diffusers", work / f"{size}-ov-{weights}"
+    if not (diffusers_dir / "model_index.json").is_file():
+        vocab = ["--vocab", str(VOCAB)] if VOCAB.is_dir() else []
+        command = ["-m", "conversion.random_model", str(diffusers_dir), "--size", size, *vocab]
+        run([sys.executable, *command])
+    if not (ov_dir / "model_index.json").is_file():
+        run(
+            [
+                sys.executable,
+                "-m",
+                "conversion",
+                str(diffusers_dir),
+                str(ov_dir),
+                "--weights",
+                weights,
+                "-q",
+            ]
+        )
+    return ov_dir
+
+
+def help_seconds(times: int = 5) -> float:
+    """Median wall time of ``python -m lcm_lite --help``."""
+    return statistics.median(
+        run([sys.executable, "-m", "lcm_lite", "--help"]).wall for _ in range(times)
+    )
+
+
+def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict:
+    """All measurements for one folder, in one run; returns figures and ratios."""
+    cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
+    python = sys.executable
+    bench = json.loads(
+        run(
+            [
+                python,
+                "-m",
+                "lcm_lite",
+                "bench",
+                "--model",
+                str(model),
+                "--sizes",
+                str(size),
+                "--steps",
+                str(steps),
+                "--images",
+                str(images),
+                "--json",
+            ],
+            cache,
+        ).stdout
+    )["rows"][0]
+    one_shot = run(
+        [
+            python,
+            "-m",
+            "lcm_lite",
+            PROMPT,
+            "--model",
+            str(model),
+            "--seed",
+            "42",
+            "--steps",
+            str(steps),
+            "--width",
+            str(size),
+            "--height",
+            str(size),
+            "--out",
+            str(work / f"lcm-lite-{model.name}.png"),
+            "-q",
+        ],
+        cache,
+    )
+    raw = json.loads(
+        run(
+            [
+                python,
+                str(HERE / "raw_openvino.py"),
+                str(model),
+                "--size",
+                str(size),
+                "--steps",
+                str(steps),
+                "--repeats",
+                "1",
+                "--cache",
+                str(work / f"ov-cache-{model.name}"),
+            ]
+        ).stdout
+    )
+    genai_args = [python, str(HERE / "genai_run.py"), str(model)]
+    size_args = ["--size", str(size), "--steps", str(steps)]
+    genai_one_shot = run([*genai_args, str(work / f"genai-{model.name}.png"), *size_args])
+    genai_warm = json.loads(
+        run(
+            [
+                *genai_args,
+                str(work / f"genai-warm-{model.name}.png"),
+                *size_args,
+                "--images",
+                str(images),
+            ]
+        ).stdout
+    )["image_seconds"]
+    figures = {
+        "raw_text_encoder": raw["text_encoder"],
+        "raw_unet_step": raw["unet"],
+        "raw_vae_decoder": raw["vae_decoder"],
+        "raw_image": raw["image"],
+        "lcm_lite_warm_image": bench["steady_image"],
+        "lcm_lite_first_image": bench["first_image"],
+        "lcm_lite_one_shot_wall": one_shot.wall,
+        "lcm_lite_one_shot_cpu": one_shot.cpu,
+        "lcm_lite_one_shot_peak_rss": one_shot.peak_rss,
+        "genai_warm_image": statistics.median(genai_warm[1:]),
+        "genai_first_image": genai_warm[0],
+        "genai_one_shot_wall": genai_one_shot.wall,
+        "genai_one_shot_cpu": genai_one_shot.cpu,
+        "genai_one_shot_peak_rss": genai_one_shot.peak_rss,
+    }
+    ratios = {
+        "warm": figures["lcm_lite_warm_image"] / figures["raw_image"],
+        "one_shot": one_shot.wall / genai_one_shot.wall,
+        "one_shot_cpu": one_shot.cpu / genai_one_shot.cpu,
+        "peak_rss": one_shot.peak_rss / genai_one_shot.peak_rss,
+    }
+    return {
+        "model": str(model),
+        "precision": raw["precision"],
+        "bench": bench,
+        "figures": figures,
+        "ratios": ratios,
+    }
+
+
+def scan(model: Path, work: Path) -> list[dict]:
+    """Time per image against steps (512) and size (4 steps), and peak memory per size, from
+    ``lcm-lite bench`` (all three networks held, as a server does)."""
+    cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
+    rows = []
+    for sizes, steps in ((["512"], ["1", "2", "4", "8"]), (["256", "512", "768"], ["4"])):
+        command = [
+            sys.executable,
+            "-m",
+            "lcm_lite",
+            "bench",
+            "--model",
+            str(model),
+            "--sizes",
+            *sizes,
+            "--steps",
+            *steps,
+            "--images",
+            "1",
+            "--json",
+        ]
+        rows += json.loads(run(command, cache).stdout)["rows"]
+    return rows
+
+
+def format_report(results: list[dict], help_time: float, scans: list[dict]) -> str:
+    lines = [
+        f"python -m lcm_lite --help: {help_time:.3f} s  (target < {HELP_TARGET} s: "
+        f"{'met' if help_time < HELP_TARGET else 'NOT met'})"
+    ]
+    for result in results:
+        f = result["figures"]
+        gib = 2**30
+        lines += [
+            "",
+            f"model {result['model']}  (inference precision {result['precision']})",
+            f"  raw OpenVINO      text encoder {f['raw_text_encoder']:.3f} s, "
+            f"UNet {f['raw_unet_step']:.2f} s/step, VAE decoder {f['raw_vae_decoder']:.2f} s, "
+            f"image {f['raw_image']:.2f} s",
+            f"  lcm-lite          warm image {f['lcm_lite_warm_image']:.2f} s, "
+            f"first image (cold cache) {f['lcm_lite_first_image']:.2f} s",
+            f"  lcm-lite one-shot {f['lcm_lite_one_shot_wall']:.2f} s wall, "
+            f"{f['lcm_lite_one_shot_cpu']:.2f} s CPU, "
+            f"peak RSS {f['lcm_lite_one_shot_peak_rss'] / gib:.2f} GiB",
+            f"  genai             warm image {f['genai_warm_image']:.2f} s, "
+            f"first image {f['genai_first_image']:.2f} s",
+            f"  genai one-shot    {f['genai_one_shot_wall']:.2f} s wall, "
+            f"{f['genai_one_shot_cpu']:.2f} s CPU, "
+            f"peak RSS {f['genai_one_shot_peak_rss'] / gib:.2f} GiB",
+            f"  {'ratio':<58} {'value':>6} {'target':>7}",
+        ]
+        for name, (limit, label) in TARGETS.items():
+            value = result["ratios"][name]
+            verdict = "met" if value <= limit else "NOT met"
+            lines.append(f"  {label:<58} {value:>6.3f} {'<= ' + str(limit):>7}  {verdict}")
+    if scans:
+        lines += [
+            "",
+            f"{'size':>9} {'steps':>5} {'image s':>8} {'UNet s/step':>11} "
+            f"{'VAE s':>6} {'peak GiB':>8} {'anon GiB':>8}",
+        ]
+        for row in scans:
+            image = row["first_image"] - sum(row["compile"].values())
+            lines.append(
+                f"{row['width']:>4}x{row['height']:<4} {row['steps']:>5} {image:>8.2f} "
+                f"{statistics.mean(row['unet_steps']):>11.2f} {row['vae_decoder']:>6.2f} "
+                f"{row['peak_rss'] / 2**30:>8.2f} {row['peak_anon_rss'] / 2**30:>8.2f}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, nargs="+", help="OpenVINO model folder(s)")
+    parser.add_argument(
+        "--weights", nargs="+", default=["fp16"], help="weights of the built model(s) (fp16 int8)"
+    )
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--images", type=int, default=2, help="images for warm timings (>= 2)")
+    parser.add_argument("--scan", action="store_true", help="also scan steps 1-8, sizes 256-768")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 64x64")
+    parser.add_argument("--work", type=Path, help="folder for built models, caches and images")
+    parser.add_argument("--json", type=Path, help="also write all figures to this file")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="lcm-lite-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.size, args.steps = 64, 2
+    models = args.model or [
+        build_model(work, "tiny" if args.quick else "full", weights) for weights in args.weights
+    ]
+    help_time = help_seconds()
+    results = [compare(m, args.size, args.steps, max(args.images, 2), work) for m in models]
+    scans = scan(models[0], work) if args.scan and not args.quick else []
+    print(format_report(results, help_time, scans))
+    if args.json:
+        args.json.write_text(json.dumps({"help": help_time, "results": results, "scan": scans}))
+
+
+if __name__ == "__main__":
+    main()

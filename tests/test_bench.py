@@ -1,0 +1,99 @@
+"""``lcm-lite bench`` on the tiny model (what it reports, not how fast), and the compiled-model
+cache that makes a warm start import rather than compile."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from lcm_lite import LCMPipeline
+from lcm_lite.bench import format_table
+from lcm_lite.cli import main
+
+
+@pytest.fixture(scope="module")
+def report(tiny_ov_dir) -> dict:
+    """``lcm-lite bench --json`` on the tiny model: two sizes, two step counts, two images."""
+    argv = ["bench", "--model", str(tiny_ov_dir), "--sizes", "64", "96", "--steps", "1", "3"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--images", "2", "--no-cache", "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_bench_json_reports_compile_stages_and_memory_per_size_and_steps(report):
+    assert report["precision"] in ("f32", "bf16", "f16")
+    assert report["cache"] is False
+    rows = report["rows"]
+    assert [(r["width"], r["height"], r["steps"]) for r in rows] == [
+        (64, 64, 1),
+        (64, 64, 3),
+        (96, 96, 1),
+        (96, 96, 3),
+    ]
+    for row in rows:
+        assert len(row["unet_steps"]) == row["steps"]
+        assert row["images"] == 2 and len(row["timings"]) == 2
+        assert row["steady_image"] > 0 and row["first_image"] > 0
+        assert row["peak_rss"] >= row["peak_anon_rss"] > 0
+    # a size compiles all three networks on its first image; other step counts reuse them
+    assert [sorted(r["compile"]) for r in rows] == [
+        ["text_encoder", "unet", "vae_decoder"],
+        [],
+        ["text_encoder", "unet", "vae_decoder"],
+        [],
+    ]
+
+
+def test_the_table_has_a_line_per_size_and_steps(report):
+    lines = format_table(report).splitlines()
+    assert "unet/step" in lines[1]
+    assert [line.split()[:2] for line in lines[2:]] == [
+        ["64x64", "1"],
+        ["64x64", "3"],
+        ["96x96", "1"],
+        ["96x96", "3"],
+    ]
+
+
+def test_bench_rejects_a_size_the_pipeline_would_reject(tiny_ov_dir, capsys):
+    assert main(["bench", "--model", str(tiny_ov_dir), "--sizes", "100", "--json"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def cached_pipe(tiny_ov_dir, tmp_path):
+    def open_pipe() -> LCMPipeline:
+        return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", cache_dir=tmp_path)
+
+    return open_pipe
+
+
+def test_a_warm_cache_imports_the_compiled_networks_and_gives_the_same_image(cached_pipe, tmp_path):
+    cold = cached_pipe()("a red cube", steps=2, width=64, height=64, seed=3)
+    blobs = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")}
+    names = sorted(path.name.split("-")[0] for path in blobs)
+    assert names == ["text_encoder", "unet", "vae_decoder"]
+    warm = cached_pipe()("a red cube", steps=2, width=64, height=64, seed=3)
+    assert np.array_equal(np.asarray(cold[0]), np.asarray(warm[0]))
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")} == blobs
+
+
+def test_a_damaged_cache_entry_is_compiled_and_written_again(cached_pipe, tmp_path):
+    cold = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    for blob in tmp_path.glob("*.blob"):
+        blob.write_bytes(b"not a compiled model")
+    again = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    assert np.array_equal(np.asarray(cold[0]), np.asarray(again[0]))
+    assert all(blob.stat().st_size > 1000 for blob in tmp_path.glob("*.blob"))
+
+
+def test_another_size_gets_its_own_cache_entries(cached_pipe, tmp_path):
+    pipe = cached_pipe()
+    pipe("a red cube", steps=1, width=64, height=64, seed=3)
+    pipe("a red cube", steps=1, width=64, height=96, seed=3)
+    assert len(list(tmp_path.glob("unet-*.blob"))) == 2
