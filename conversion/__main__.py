@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--with-vae-encoder", action="store_true", help="also export the VAE encoder"
     )
+    parser.add_argument(
+        "--quantize-unet",
+        action="store_true",
+        help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             weights=args.weights,
             with_vae_encoder=args.with_vae_encoder,
             force=args.force,
+            quantize_unet=args.quantize_unet,
             progress=None if args.quiet else _say,
         )
     except KeyboardInterrupt:

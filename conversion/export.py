@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import openvino as ov
 import torch
 from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
@@ -36,6 +37,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from conversion.messages import first_line
 from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
+from conversion.quantize import collect_unet_inputs, quantize_unet
 from conversion.source import open_source
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
@@ -67,13 +69,17 @@ def convert(
     weights: str = "fp16",
     with_vae_encoder: bool = False,
     force: bool = False,
+    quantize_unet: bool = False,
+    calibration_size: int = 512,
     progress: Progress | None = None,
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``.
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
-    non-empty one is replaced only with ``force``. ``progress`` receives one line per step.
+    non-empty one is replaced only with ``force``. ``quantize_unet`` quantizes the UNet to int8
+    weights and activations (``conversion.quantize``), calibrated at ``calibration_size`` pixels.
+    ``progress`` receives one line per step.
     Raises UsageError, ModelError or OutputError. Returns ``out_dir``.
     """
     if weights not in WEIGHT_FORMATS:
@@ -88,7 +94,13 @@ def convert(
         with staged_directory(out_dir, force=force) as staging:
             _write_pipeline_files(folder, staging, report)
             text_length = _export_text_encoder(folder, staging, weights, report)
-            _export_unet(folder, staging, weights, report, text_length=text_length)
+            samples = None
+            if quantize_unet:
+                report(f"unet: recording calibration inputs at {calibration_size} px")
+                samples = collect_unet_inputs(folder, size=calibration_size)
+            _export_unet(
+                folder, staging, weights, report, text_length=text_length, calibration=samples
+            )
             _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
     except OSError as error:
         raise OutputError(f"cannot write {out_dir}: {error}") from None
@@ -115,10 +127,18 @@ def _export_text_encoder(folder: Path, staging: Path, weights: str, report: Prog
 
 
 def _export_unet(
-    folder: Path, staging: Path, weights: str, report: Progress, *, text_length: int
+    folder: Path,
+    staging: Path,
+    weights: str,
+    report: Progress,
+    *,
+    text_length: int,
+    calibration: list[dict[str, np.ndarray]] | None,
 ) -> None:
+    """Export the UNet; with ``calibration`` samples, quantized to int8 (see ``quantize``)."""
     unet = _load(UNet2DConditionModel, folder, "unet", dtype=torch.float32)
-    _export_networks(unet_networks(unet, text_length=text_length), staging, weights, report)
+    networks = unet_networks(unet, text_length=text_length)
+    _export_networks(networks, staging, weights, report, calibration=calibration)
 
 
 def _export_vae(
@@ -137,15 +157,24 @@ def _load(component: Any, folder: Path, subfolder: str, **options: Any) -> Any:
 
 
 def _export_networks(
-    networks: list[Network], staging: Path, weights: str, report: Progress
+    networks: list[Network],
+    staging: Path,
+    weights: str,
+    report: Progress,
+    *,
+    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> None:
-    """Convert each network and write ``openvino_model.xml/.bin`` and ``config.json``."""
+    """Convert each network and write ``openvino_model.xml/.bin`` and ``config.json``; with
+    ``calibration`` samples, post-training quantize it on them first."""
     for network in networks:
         started = time.monotonic()
         report(f"{network.folder}: converting")
         directory = staging / network.folder
         directory.mkdir()
         model = _to_openvino(network, weights)
+        if calibration is not None:
+            report(f"{network.folder}: quantizing on {len(calibration)} samples")
+            model = quantize_unet(model, calibration)
         _save_ir(model, directory / "openvino_model.xml", compress_to_fp16=weights != "fp32")
         network.write_config(directory)
         report(f"{network.folder}: {weights} IR written in {time.monotonic() - started:.0f} s")

@@ -160,13 +160,14 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
-    """Resolve ``--model`` (folder or hub id) and load it as the options say."""
-    from .hub import resolve_model
+    """Load ``--model`` (a folder or hub id; the default model if none) as the options say."""
+    from .hub import DEFAULT_MODEL
     from .models import default_cache_dir
     from .pipeline import LCMPipeline
 
     return LCMPipeline.from_pretrained(
-        resolve_model(args.model, args.revision),
+        args.model or DEFAULT_MODEL,
+        revision=args.revision,
         device=args.device,
         precision=args.precision,
         cache_dir=None if args.no_cache else default_cache_dir(),

@@ -21,6 +21,7 @@ from PIL import Image
 
 from .errors import Cancelled, UsageError
 from .guidance import guidance_scale_embedding
+from .hub import resolve_model
 from .images import to_pil
 from .models import Compiler, ModelFolder, TextEncoder, UNet, VAEDecoder
 from .scheduler import LCMScheduler, LCMSchedulerConfig
@@ -132,18 +133,21 @@ class LCMPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        model_dir: str | Path,
+        model: str | Path,
         *,
+        revision: str | None = None,
         device: str = "CPU",
         precision: str | None = None,
         cache_dir: Path | None = None,
         keep_models: bool = True,
     ) -> LCMPipeline:
-        """Open an OpenVINO LCM folder. ``precision`` is OpenVINO's inference precision hint
-        (``"f32"`` for exact parity with diffusers; ``None`` is the device default, bf16 on AMX);
-        ``cache_dir`` keeps compiled models between processes."""
+        """Open an OpenVINO LCM: a local folder, or a hub id such as
+        ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
+        OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
+        is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
+        processes."""
         return cls(
-            ModelFolder.open(model_dir),
+            ModelFolder.open(resolve_model(str(model), revision)),
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
         )
@@ -218,7 +222,7 @@ class LCMPipeline:
             settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
         )
 
-        unet = compiled.unet or self._unet(compiled)
+        unet = self._network(compiled, "unet")
         denoised = latents
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
@@ -234,11 +238,9 @@ class LCMPipeline:
                 and callback(StepInfo(i + 1, len(schedule), int(t), latents, denoised)) is False
             ):
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
-        if not self.keep_models:
-            compiled.unet = None
-        del unet
+        del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
 
-        vae_decoder = compiled.vae_decoder or self._vae_decoder(compiled)
+        vae_decoder = self._network(compiled, "vae_decoder")
         clock = time.perf_counter()
         images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
         timings["vae_decoder"] = _lap(clock)
@@ -262,12 +264,10 @@ class LCMPipeline:
                     "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
                 )
         timings["tokenize"] = _lap(clock)
-        text_encoder = compiled.text_encoder or self._text_encoder(compiled)
+        text_encoder = self._network(compiled, "text_encoder")
         clock = time.perf_counter()
         text_embeddings = text_encoder(tokens.input_ids)
         timings["text_encoder"] = _lap(clock)
-        if not self.keep_models:
-            compiled.text_encoder = None
         self._last_encoding = (list(prompts), tokens, text_embeddings)
         return tokens, text_embeddings
 
@@ -279,35 +279,29 @@ class LCMPipeline:
             self._compiled = _Compiled(key)
         return self._compiled
 
-    def _text_encoder(self, compiled: _Compiled) -> TextEncoder:
-        log.info("compiling the text encoder for %d prompt(s)", compiled.key[0])
+    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEDecoder:
+        """``compiled``'s network ``name``, compiled for its shapes now if it is not held; held
+        for the next call only with ``keep_models``."""
+        network = getattr(compiled, name)
+        if network is not None:
+            return network
+        num_prompts, latent_shape = compiled.key[0], compiled.key[1:]
+        log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, latent_shape)))
         clock = time.perf_counter()
-        network = TextEncoder(
-            self.compiler, self.folder, compiled.key[0], self.tokenizer.model_max_length
-        )
-        compiled.seconds["text_encoder"] = _lap(clock)
+        text_length = self.tokenizer.model_max_length
+        if name == "text_encoder":
+            network = TextEncoder(self.compiler, self.folder, num_prompts, text_length)
+        elif name == "unet":
+            network = UNet(self.compiler, self.folder, latent_shape, text_length)
+        else:
+            network = VAEDecoder(self.compiler, self.folder, latent_shape)
+        compiled.seconds[name] = _lap(clock)
         if self.keep_models:
-            compiled.text_encoder = network
+            setattr(compiled, name, network)
         return network
 
-    def _unet(self, compiled: _Compiled) -> UNet:
-        log.info("compiling the UNet for latents %s", "x".join(map(str, compiled.key[1:])))
-        clock = time.perf_counter()
-        network = UNet(
-            self.compiler, self.folder, compiled.key[1:], self.tokenizer.model_max_length
-        )
-        compiled.seconds["unet"] = _lap(clock)
-        if self.keep_models:
-            compiled.unet = network
-        return network
 
-    def _vae_decoder(self, compiled: _Compiled) -> VAEDecoder:
-        log.info("compiling the VAE decoder for latents %s", "x".join(map(str, compiled.key[1:])))
-        clock = time.perf_counter()
-        network = VAEDecoder(self.compiler, self.folder, compiled.key[1:])
-        compiled.seconds["vae_decoder"] = _lap(clock)
-        compiled.vae_decoder = network
-        return network
+_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decoder": "VAE decoder"}
 
 
 def _lap(start: float) -> float:
