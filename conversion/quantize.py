@@ -37,7 +37,7 @@ def collect_unet_inputs(
     """The UNet inputs of every step while diffusers generates ``CALIBRATION_PROMPTS``, keyed by
     the names of the exported UNet's inputs."""
     pipe = LatentConsistencyModelPipeline.from_pretrained(
-        folder, safety_checker=None, torch_dtype=torch.float32
+        folder, safety_checker=None, dtype=torch.float32
     )
     pipe.set_progress_bar_config(disable=True)
     samples: list[dict[str, np.ndarray]] = []
