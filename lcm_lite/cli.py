@@ -273,7 +273,7 @@ def _configure_logging(quiet: bool) -> None:
     logging.basicConfig(
         format=f"{PROG}: %(message)s", level=logging.ERROR if quiet else level, stream=sys.stderr
     )
-    if quiet:
+    if quiet or not sys.stderr.isatty():  # huggingface_hub's download bars, likewise
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
