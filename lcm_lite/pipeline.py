@@ -213,6 +213,9 @@ class LCMPipeline:
         timings: dict[str, float] = {}
         compiled = self._networks_for(len(settings.prompts), latent_shape)
         tokens, text_embeddings = self._encode_prompts(settings.prompts, compiled, timings)
+        for text, dropped in zip(settings.prompts, tokens.dropped_tokens, strict=True):
+            if dropped:
+                log.warning("prompt too long for CLIP: %d tokens dropped from %.40r", dropped, text)
         prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
         if latents is None:
@@ -258,11 +261,6 @@ class LCMPipeline:
             return self._last_encoding[1], self._last_encoding[2]
         clock = time.perf_counter()
         tokens = self.tokenizer(prompts)
-        for text, dropped in zip(prompts, tokens.dropped_tokens, strict=True):
-            if dropped:
-                log.warning(
-                    "prompt too long for CLIP: %d tokens dropped from %.40r...", dropped, text
-                )
         timings["tokenize"] = _lap(clock)
         text_encoder = self._network(compiled, "text_encoder")
         clock = time.perf_counter()
