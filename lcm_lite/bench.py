@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cli import PROG, _configure_logging, _model_options, _Parser, _positive_int, open_pipeline
+from .cli import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 
 PROMPT = "a beautiful pink unicorn, 8k"
 SAMPLE_SECONDS = 0.05
@@ -46,33 +46,33 @@ class Row:
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=f"{PROG} bench",
         description="Time each stage of a generation and measure peak memory, per size and step "
         "count. The first image of a size includes compiling (or importing from the cache).",
     )
     parser.add_argument(
-        "--sizes", type=_positive_int, nargs="+", default=[512], help="square sizes (default 512)"
+        "--sizes", type=integer, nargs="+", default=[512], help="square sizes (default 512)"
     )
     parser.add_argument(
-        "--steps", type=_positive_int, nargs="+", default=[4], help="step counts (default 4)"
+        "--steps", type=integer, nargs="+", default=[4], help="step counts (default 4)"
     )
     parser.add_argument(
         "--images",
-        type=_positive_int,
+        type=integer,
         default=3,
         help="images per size and step count; the first is the cold one (default 3)",
     )
     parser.add_argument("--prompt", default=PROMPT, help="the prompt (default: a fixed one)")
-    parser.add_argument("--seed", type=_positive_int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seed", type=integer, default=0, help="noise seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
-    _model_options(parser)
+    model_options(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
-    _configure_logging(args.quiet)
+    configure_logging(args.quiet)
     from .pipeline import check_arguments
 
     for size in args.sizes:

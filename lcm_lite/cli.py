@@ -30,12 +30,12 @@ class Terminated(BaseException):
     """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
         raise UsageError(message)
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="local model folder or hub id "
@@ -54,7 +54,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
 
 
-def _positive_int(text: str) -> int:
+def integer(text: str) -> int:
+    """An argparse type: an integer (range checks come later, with the other parameters)."""
     try:
         return int(text)
     except ValueError:
@@ -69,7 +70,7 @@ def _number(text: str) -> float:
 
 
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=prog,
         description="Generate images from a text prompt.",
         epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
@@ -81,7 +82,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file with one prompt a line (models are compiled once)",
     )
-    parser.add_argument("--steps", type=_positive_int, default=4, help="LCM steps (default 4)")
+    parser.add_argument("--steps", type=integer, default=4, help="LCM steps (default 4)")
     parser.add_argument(
         "--guidance",
         type=_number,
@@ -90,12 +91,12 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=_positive_int,
+        type=integer,
         help="0 .. 2**64-1, as torch.Generator().manual_seed (default: random)",
     )
-    parser.add_argument("--width", type=_positive_int, default=512, help="multiple of 8")
-    parser.add_argument("--height", type=_positive_int, default=512, help="multiple of 8")
-    parser.add_argument("--num-images", type=_positive_int, default=1, help="images per prompt")
+    parser.add_argument("--width", type=integer, default=512, help="multiple of 8")
+    parser.add_argument("--height", type=integer, default=512, help="multiple of 8")
+    parser.add_argument("--num-images", type=integer, default=1, help="images per prompt")
     parser.add_argument(
         "--out",
         type=Path,
@@ -107,7 +108,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
     )
-    _model_options(parser)
+    model_options(parser)
     return parser
 
 
@@ -178,7 +179,7 @@ def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
 def _generate(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     prompts = _read_prompts(args)
-    _configure_logging(args.quiet)
+    configure_logging(args.quiet)
     from .hub import DEFAULT_MODEL as default_model
     from .images import save_png
     from .pipeline import check_arguments
@@ -267,7 +268,7 @@ class _StepProgress:
             print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
 
 
-def _configure_logging(quiet: bool) -> None:
+def configure_logging(quiet: bool) -> None:
     """Warnings on stderr unless quiet; on a terminal also what is being compiled."""
     level = logging.INFO if sys.stderr.isatty() else logging.WARNING
     logging.basicConfig(
@@ -278,13 +279,13 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def _info(argv: list[str]) -> int:
-    parser = _Parser(
+    parser = Parser(
         prog=f"{PROG} info",
         description="Describe a model (components, input shapes, devices, cache) "
         "or print the generation settings stored in an lcm-lite PNG.",
     )
     parser.add_argument("image", nargs="?", type=Path, help="a PNG written by lcm-lite")
-    _model_options(parser)
+    model_options(parser)
     args = parser.parse_args(argv)
     if args.image is not None:
         from .images import read_png_metadata
@@ -301,18 +302,11 @@ def _info(argv: list[str]) -> int:
             print(f"{key}: {value}")
         return 0
     from .hub import resolve_model
-    from .models import describe
+    from .models import default_cache_dir, describe
 
-    print(
-        describe(resolve_model(args.model, args.revision), None if args.no_cache else _cache_dir())
-    )
+    cache_dir = None if args.no_cache else default_cache_dir()
+    print(describe(resolve_model(args.model, args.revision), cache_dir))
     return 0
-
-
-def _cache_dir() -> Path:
-    from .models import default_cache_dir
-
-    return default_cache_dir()
 
 
 def _bench(argv: list[str]) -> int:

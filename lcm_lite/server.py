@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
-from .cli import PROG, _configure_logging, _model_options, _Parser, _positive_int, open_pipeline
+from .cli import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 from .errors import Cancelled, UsageError
 from .jobs import Job, JobQueue, QueueFull, Request
 from .pipeline import DEFAULT_SIZE
@@ -524,7 +524,7 @@ class _StopOnSignal:
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=f"{PROG} serve",
         description='Serve the demo page at / and a JSON API (README: "Serve").',
     )
@@ -535,7 +535,7 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=_positive_int,
+        type=integer,
         default=8000,
         help="TCP port (default 8000; 0 picks a free one)",
     )
@@ -546,11 +546,11 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--queue-size",
-        type=_positive_int,
+        type=integer,
         default=4,
         help="requests that may wait while one runs; more get 503 (default 4)",
     )
-    _model_options(parser)
+    model_options(parser)
     return parser
 
 
@@ -562,7 +562,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
     if args.queue_size < 1:
         raise UsageError(f"--queue-size must be at least 1, got {args.queue_size}")
-    _configure_logging(args.quiet)
+    configure_logging(args.quiet)
     pipe = open_pipeline(args, keep_models=True)
     server = Server(
         pipe,
