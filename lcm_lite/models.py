@@ -392,17 +392,14 @@ def default_cache_dir() -> Path:
 def describe(root: Path, cache_dir: Path | None) -> str:
     """What ``lcm-lite info`` prints: the folder, each network's inputs, the devices, the cache."""
     folder = ModelFolder.open(root)
-    core = ov.Core()
+    compiler = Compiler()
     lines = [
         f"model: {folder.root}",
         f"native size: {folder.default_size}x{folder.default_size}, "
         f"guidance embedding dim: {folder.time_cond_proj_dim}",
     ]
     for component in COMPONENTS:
-        try:
-            model = core.read_model(folder.xml(component))
-        except RuntimeError as error:
-            raise ModelError(f"cannot read {folder.xml(component)}: {_first_line(error)}") from None
+        model = compiler.read(folder.xml(component))
         size_mb = folder.xml(component).with_suffix(".bin").stat().st_size / 2**20
         lines.append(f"{component}: {size_mb:.1f} MB")
         for port in model.inputs:
@@ -410,7 +407,7 @@ def describe(root: Path, cache_dir: Path | None) -> str:
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
                 f"{port.get_partial_shape()}"
             )
-    lines.append(f"devices: {', '.join(core.available_devices)}")
+    lines.append(f"devices: {', '.join(compiler.core.available_devices)}")
     if cache_dir is None:
         lines.append("compiled-model cache: off")
     else:
