@@ -95,26 +95,7 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict
     """All measurements for one folder, in one run; returns figures and ratios."""
     cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
     python = sys.executable
-    bench = json.loads(
-        run(
-            [
-                python,
-                "-m",
-                "lcm_lite",
-                "bench",
-                "--model",
-                str(model),
-                "--sizes",
-                str(size),
-                "--steps",
-                str(steps),
-                "--images",
-                str(images),
-                "--json",
-            ],
-            cache,
-        ).stdout
-    )["rows"][0]
+    bench = bench_rows(model, [str(size)], [str(steps)], images, cache)[0]
     one_shot = run(
         [
             python,
@@ -205,23 +186,30 @@ def scan(model: Path, work: Path) -> list[dict]:
     cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
     rows = []
     for sizes, steps in ((["512"], ["1", "2", "4", "8"]), (["256", "512", "768"], ["4"])):
-        command = [
-            sys.executable,
-            "-m",
-            "lcm_lite",
-            "bench",
-            "--model",
-            str(model),
-            "--sizes",
-            *sizes,
-            "--steps",
-            *steps,
-            "--images",
-            "1",
-            "--json",
-        ]
-        rows += json.loads(run(command, cache).stdout)["rows"]
+        rows += bench_rows(model, sizes, steps, 1, cache)
     return rows
+
+
+def bench_rows(
+    model: Path, sizes: list[str], steps: list[str], images: int, env: dict[str, str]
+) -> list[dict]:
+    """The rows of ``lcm-lite bench --json`` run in a fresh process."""
+    command = [
+        sys.executable,
+        "-m",
+        "lcm_lite",
+        "bench",
+        "--model",
+        str(model),
+        "--sizes",
+        *sizes,
+        "--steps",
+        *steps,
+        "--images",
+        str(images),
+        "--json",
+    ]
+    return json.loads(run(command, env).stdout)["rows"]
 
 
 def format_report(results: list[dict], help_time: float, scans: list[dict]) -> str:
