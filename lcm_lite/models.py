@@ -19,6 +19,7 @@ import mmap
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from .errors import DeviceError, ModelError, UsageError
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+UNUSED_BLOB_SECONDS = 30 * 24 * 3600  # a cached network not imported for 30 days is deleted
+STALE_TEMPORARY_SECONDS = 3600  # a blob being written for an hour was left by a killed process
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class Compiler:
     With a ``cache_dir``, each compiled network is exported there once (``export_model``) and
     later imported from a memory-mapped file (``import_model``), so a warm start never reads the
     IR: peak memory is the blob plus the device's weights, not the IR, the blob and the weights
-    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key).
+    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Each
+    write first prunes the cache (``prune_cache``), so an updated or removed model's blobs go.
     """
 
     def __init__(
@@ -251,13 +255,40 @@ class Compiler:
         except (OSError, ValueError, RuntimeError):
             return None
         mapping.madvise(mmap.MADV_DONTNEED)
+        _mark_used(blob)
         return ov.CompiledModel(compiled, weights=data)
 
 
+def _mark_used(blob: Path) -> None:
+    """Set the blob's access time to now (``noatime`` mounts never do), keeping its mtime:
+    ``prune_cache`` reads the access time as the last use."""
+    with contextlib.suppress(OSError):
+        os.utime(blob, ns=(time.time_ns(), blob.stat().st_mtime_ns))
+
+
+def prune_cache(cache_dir: Path) -> None:
+    """Delete the blobs not used for ``UNUSED_BLOB_SECONDS`` (a model that was updated, moved
+    or removed leaves its blobs behind: 1-2 GB each) and the temporaries of writes killed
+    more than ``STALE_TEMPORARY_SECONDS`` ago."""
+    now = time.time()
+    for path in cache_dir.glob("*.blob*"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            if path.name.startswith("."):  # _export's temporary: .<name>.blob.<random>
+                stale = now - info.st_mtime > STALE_TEMPORARY_SECONDS
+            else:
+                last_use = max(info.st_atime, info.st_mtime)
+                stale = path.suffix == ".blob" and now - last_use > UNUSED_BLOB_SECONDS
+            if stale:
+                path.unlink()
+
+
 def _export(compiled: ov.CompiledModel, blob: Path) -> None:
-    """Write ``compiled`` to ``blob`` atomically; a cache that cannot be written is skipped."""
+    """Write ``compiled`` to ``blob`` atomically, after pruning the cache to make room; a cache
+    that cannot be written is skipped."""
     try:
         blob.parent.mkdir(parents=True, exist_ok=True)
+        prune_cache(blob.parent)
         fd, temporary = tempfile.mkstemp(prefix=f".{blob.name}.", dir=blob.parent)
     except OSError:
         return

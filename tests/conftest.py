@@ -7,6 +7,8 @@ inside the fixtures so that runtime tests run without it.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,24 @@ def f32_pipe(tiny_ov_dir: Path):
     from lcm_lite import LCMPipeline
 
     return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32")
+
+
+@pytest.fixture()
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``tmpfs(name, options)`` mounts a fresh tmpfs with those mount(8) options at
+    ``tmp_path/name`` (a full disk, a read-only or a ``noatime`` file system) and returns it;
+    unmounted after the test. Mounting needs root: elsewhere the test is skipped."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=True)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +100,46 @@ def test_another_size_gets_its_own_cache_entries(cached_pipe, tmp_path):
     pipe("a red cube", steps=1, width=64, height=64, seed=3)
     pipe("a red cube", steps=1, width=64, height=96, seed=3)
     assert len(list(tmp_path.glob("unet-*.blob"))) == 2
+
+
+DAY = 24 * 3600
+
+
+def _age(path: Path, *, used_days_ago: float, written_days_ago: float) -> None:
+    now = time.time()
+    os.utime(path, (now - used_days_ago * DAY, now - written_days_ago * DAY))
+
+
+def test_importing_a_cached_network_marks_it_used_without_rewriting_it(tiny_ov_dir, tmpfs):
+    cache = tmpfs("cache", "noatime,size=256m")  # where reading never updates the access time
+
+    def generate() -> None:
+        pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", cache_dir=cache)
+        pipe("a red cube", steps=1, width=64, height=64, seed=3)
+
+    generate()
+    for blob in cache.glob("*.blob"):
+        _age(blob, used_days_ago=40, written_days_ago=40)
+    written = {blob: blob.stat().st_mtime_ns for blob in cache.glob("*.blob")}
+    generate()
+    assert {blob: blob.stat().st_mtime_ns for blob in cache.glob("*.blob")} == written
+    assert all(time.time() - blob.stat().st_atime < 3600 for blob in written)
+
+
+def test_writing_a_blob_deletes_blobs_unused_for_30_days_and_stale_temporaries(
+    cached_pipe, tmp_path
+):
+    unused = tmp_path / "unet-0123456789abcdef01234567.blob"
+    used_lately = tmp_path / "unet-fedcba9876543210fedcba98.blob"
+    killed_write = tmp_path / ".unet-0123.blob.k1ll3d"
+    ongoing_write = tmp_path / ".unet-4567.blob.wr1t1n"
+    not_ours = tmp_path / "notes.txt"
+    for path in (unused, used_lately, killed_write, ongoing_write, not_ours):
+        path.write_bytes(b"x")
+        _age(path, used_days_ago=31, written_days_ago=31)
+    _age(used_lately, used_days_ago=29, written_days_ago=90)
+    _age(ongoing_write, used_days_ago=0, written_days_ago=0.01)
+    cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    assert not unused.exists() and not killed_write.exists()
+    assert used_lately.exists() and ongoing_write.exists() and not_ours.exists()
+    assert len(list(tmp_path.glob("*.blob"))) == 4  # used_lately and the three just written

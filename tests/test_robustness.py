@@ -6,7 +6,6 @@ Exit codes (README, "Exit codes"): 0 ok, 2 usage, 3 model problem, 4 device prob
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -203,55 +202,39 @@ def test_bad_prompts_are_usage_errors(f32_pipe, prompt, message):
         f32_pipe(prompt, steps=1, width=64, height=64)
 
 
-@contextlib.contextmanager
-def _tmpfs(path, options):
-    path.mkdir()
-    if (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
+def test_a_full_disk_is_exit_code_5_and_leaves_no_partial_file(tiny_ov_dir, tmp_path, tmpfs):
+    full = tmpfs("full", "size=4k")
+    (full / "filler").write_bytes(b"\0" * 3000)
+    run = _run(
+        tmp_path,
+        "x",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--out",
+        str(full),
+        model=tiny_ov_dir,
+    )
+    _assert_one_line_error(run, 5, "No space left on device")
+    assert sorted(p.name for p in full.iterdir()) == ["filler"]
 
 
-def test_a_full_disk_is_exit_code_5_and_leaves_no_partial_file(tiny_ov_dir, tmp_path):
-    with _tmpfs(tmp_path / "full", "size=4k") as full:
-        (full / "filler").write_bytes(b"\0" * 3000)
-        run = _run(
-            tmp_path,
-            "x",
-            "--width",
-            "128",
-            "--height",
-            "128",
-            "--out",
-            str(full),
-            model=tiny_ov_dir,
-        )
-        _assert_one_line_error(run, 5, "No space left on device")
-        assert sorted(p.name for p in full.iterdir()) == ["filler"]
-
-
-def test_a_read_only_folder_is_exit_code_5(tiny_ov_dir, tmp_path):
-    with _tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
-        run = _run(
-            tmp_path,
-            "x",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--out",
-            str(read_only / "o.png"),
-            model=tiny_ov_dir,
-        )
-        _assert_one_line_error(run, 5, "Read-only file system")
-        assert not list(read_only.iterdir())
+def test_a_read_only_folder_is_exit_code_5(tiny_ov_dir, tmp_path, tmpfs):
+    read_only = tmpfs("ro", "ro,size=64k")
+    run = _run(
+        tmp_path,
+        "x",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        str(read_only / "o.png"),
+        model=tiny_ov_dir,
+    )
+    _assert_one_line_error(run, 5, "Read-only file system")
+    assert not list(read_only.iterdir())
 
 
 def test_an_output_folder_that_is_a_file_is_exit_code_5(tiny_ov_dir, tmp_path):
