@@ -7,6 +7,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,3 +145,24 @@ def test_writing_a_blob_deletes_blobs_unused_for_30_days_and_stale_temporaries(
     assert not unused.exists() and not killed_write.exists()
     assert used_lately.exists() and ongoing_write.exists() and not_ours.exists()
     assert len(list(tmp_path.glob("*.blob"))) == 4  # used_lately and the three just written
+
+
+def test_the_raw_openvino_profile_counts_flops_and_times_each_op_type(tiny_ov_dir):
+    script = Path(__file__).parent / "benchmark" / "raw_openvino.py"
+
+    def profile(size: int) -> dict:
+        argv = [sys.executable, str(script), str(tiny_ov_dir), "--size", str(size)]
+        run = subprocess.run([*argv, "--repeats", "1", "--profile"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+
+    small, large = profile(64), profile(128)
+    for name in ("text_encoder", "unet", "vae_decoder"):
+        network = small["profile"][name]
+        assert network["gflop"] > 0
+        assert network["gflop_per_s"] == pytest.approx(network["gflop"] / small[name], rel=0.05)
+        assert "FullyConnected" in network["seconds_by_op_type"]
+    assert "Convolution" in small["profile"]["vae_decoder"]["seconds_by_op_type"]
+    text_gflop = [report["profile"]["text_encoder"]["gflop"] for report in (small, large)]
+    assert text_gflop[0] == text_gflop[1]  # 77 tokens at any image size
+    assert large["profile"]["vae_decoder"]["gflop"] > 3.9 * small["profile"]["vae_decoder"]["gflop"]

@@ -2,11 +2,14 @@
 
 Prints JSON: the median seconds of one text encoder, one UNet and one VAE decoder inference
 (after one warm-up inference each) and their sum for a whole image, ``text + steps * unet + vae``.
+``--profile`` adds, per network, OpenVINO's time per operation type (``PERF_COUNT``) and the
+GFLOP of its convolutions and matrix products, to compare with the CPU's peak FLOP rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import time
@@ -35,6 +38,27 @@ def example(port: ov.ConstOutput, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
 
 
+def gflop(model: ov.Model) -> float:
+    """Multiply-adds of every Convolution and MatMul of a static-shape model, times 2, in GFLOP."""
+    flop = 0
+    for op in model.get_ordered_ops():
+        out = np.prod(list(op.output(0).get_shape())) if op.get_output_size() else 0
+        if op.get_type_name() == "Convolution":  # each output: in_channels * kernel MACs
+            flop += 2 * out * np.prod(list(op.input(1).get_shape())[1:])
+        elif op.get_type_name() == "MatMul":  # each output: the reduced dimension's MACs
+            a = list(op.input(0).get_shape())
+            flop += 2 * out * (a[-2] if op.get_attributes()["transpose_a"] else a[-1])
+    return float(flop) / 1e9
+
+
+def seconds_by_op_type(request: ov.InferRequest) -> dict[str, float]:
+    """The last inference's time per executed operation type, largest first (``PERF_COUNT``)."""
+    seconds: collections.Counter[str] = collections.Counter()
+    for info in request.profiling_info:
+        seconds[info.node_type] += info.real_time.total_seconds()
+    return {op: t for op, t in seconds.most_common() if t > 0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path)
@@ -42,15 +66,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="timed inferences per network")
     parser.add_argument("--cache", help="OpenVINO CACHE_DIR (compile time is not measured)")
+    parser.add_argument("--profile", action="store_true", help="time per op type and GFLOP")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     latent = [1, 4, args.size // 8, args.size // 8]
     core = ov.Core()
     seconds = {}
+    profile = {}
     for name in ("text_encoder", "unet", "vae_decoder"):
         model = core.read_model(args.model / name / "openvino_model.xml")
         model.reshape({p: static_shape(p, latent) for p in model.inputs})
-        config = {"CACHE_DIR": args.cache} if args.cache else {}
+        config: dict[str, object] = {"CACHE_DIR": args.cache} if args.cache else {}
+        if args.profile:
+            config["PERF_COUNT"] = True
+            profile[name] = {"gflop": gflop(model)}
         compiled = core.compile_model(model, "CPU", config)
         del model
         request = compiled.create_infer_request()
@@ -61,10 +90,14 @@ def main() -> None:
             request.infer(inputs, share_inputs=True)
             times.append(time.perf_counter() - clock)
         seconds[name] = statistics.median(times[1:])
+        if args.profile:
+            profile[name]["gflop_per_s"] = profile[name]["gflop"] / seconds[name]
+            profile[name]["seconds_by_op_type"] = seconds_by_op_type(request)
         precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         del request, compiled
     image = seconds["text_encoder"] + args.steps * seconds["unet"] + seconds["vae_decoder"]
-    print(json.dumps({**seconds, "image": image, "precision": precision}))
+    report = {**seconds, "image": image, "precision": precision}
+    print(json.dumps({**report, "profile": profile} if args.profile else report))
 
 
 if __name__ == "__main__":
