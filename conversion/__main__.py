@@ -9,24 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from conversion.export import WEIGHT_FORMATS, convert
 from conversion.messages import silence_libraries
-from lcm_lite.errors import Cancelled, LcmLiteError, UsageError
+from lcm_lite.cli import Parser
+from lcm_lite.errors import Cancelled, LcmLiteError
 
 PROG = "lcm-lite-convert"
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UsageErrors, reported as one line like the others."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
         "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import huggingface_hub
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 from conversion.messages import first_line
+from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError
 
 _COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
@@ -65,16 +65,10 @@ def check_lcm_folder(folder: Path, name: str) -> None:
 
 
 def _read_json(path: Path, name: str, meaning: str) -> dict[str, Any]:
-    """Parse a JSON object, with a one-line ModelError that says what its absence means."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{name}: {meaning} (no {path.name})") from None
-    except (OSError, ValueError) as error:
-        raise ModelError(f"{name}: cannot read {path.name}: {error}") from None
-    if not isinstance(value, dict):
-        raise ModelError(f"{name}: {path.name} is not a JSON object")
-    return value
+    """The JSON object in ``path``; its absence is a ModelError that says what it means."""
+    if not path.is_file():
+        raise ModelError(f"{name}: {meaning} (no {path.name})")
+    return read_json_object(path)
 
 
 def _download(repo_id: str, patterns: list[str]) -> Path:

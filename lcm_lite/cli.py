@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
 
@@ -31,7 +32,9 @@ class Terminated(BaseException):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
+    """An ArgumentParser whose errors are UsageErrors: one line, exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
