@@ -187,7 +187,7 @@ class Compiler:
             return self.core.read_model(xml)
         except RuntimeError as error:
             raise ModelError(
-                f"cannot read {xml}: {_first_line(error)} (the IR is corrupt or incomplete: "
+                f"cannot read {xml}: {_openvino_message(error)} (the IR is corrupt or incomplete: "
                 "download or convert the model again)"
             ) from None
 
@@ -213,13 +213,13 @@ class Compiler:
             )
         except RuntimeError as error:
             raise ModelError(
-                f"the {name} does not accept these shapes: {_first_line(error)}"
+                f"the {name} does not accept these shapes: {_openvino_message(error)}"
             ) from None
         try:
             compiled = self.core.compile_model(model, self.device, self.config)
         except RuntimeError as error:
             raise DeviceError(
-                f"compiling the {name} for {self.device} failed: {_first_line(error)}"
+                f"compiling the {name} for {self.device} failed: {_openvino_message(error)}"
             ) from None
         del model  # the IR's weights are no longer needed once compiled
         if blob is not None:
@@ -321,7 +321,8 @@ def _check_ir_version(xml: Path) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
+def _openvino_message(error: BaseException) -> str:
+    """The message of an OpenVINO error: its last line, after the "Exception from src/..." ones."""
     text = str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__
 
