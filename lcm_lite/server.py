@@ -44,7 +44,7 @@ from . import __version__
 from .cli import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 from .errors import Cancelled, UsageError
 from .jobs import Job, JobQueue, QueueFull, Request
-from .pipeline import DEFAULT_SIZE
+from .pipeline import DEFAULT_SIZE, check_arguments
 
 if TYPE_CHECKING:
     from .pipeline import LCMPipeline
@@ -103,20 +103,22 @@ def parse_request(data: object, defaults: Mapping[str, int | float]) -> Request:
         raise UsageError("prompt must be a non-empty string")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UsageError(f"prompt must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
-    if "\x00" in prompt:
-        raise UsageError("prompt contains a NUL character")
     integers = {
         name: _integer(name, data.get(name, defaults[name]), *limits)
         for name, limits in INTEGER_LIMITS.items()
     }
     seed = data.get("seed")
     seed = secrets.randbits(53) if seed is None else _integer("seed", seed, 0, SEED_LIMIT - 1)
-    return Request(
+    request = Request(
         prompt=prompt,
         seed=seed,
         guidance=_guidance(data.get("guidance", defaults["guidance"])),
         **integers,
     )
+    check_arguments(  # the pipeline's own checks (NUL, UTF-8), now rather than in the worker
+        [prompt], request.steps, request.guidance, request.width, request.height, request.num_images
+    )
+    return request
 
 
 def _integer(name: str, value: object, low: int, high: int, multiple: int = 1) -> int:
@@ -262,6 +264,14 @@ class Server(ThreadingHTTPServer):
         self.jobs.close()
         self.server_close()
         self._thread.join()
+
+    def __enter__(self) -> Server:
+        """``with Server(...) as server:`` serves in the block and closes after it."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def job_json(job: Job) -> dict[str, object]:
@@ -575,21 +585,20 @@ def main(argv: list[str]) -> int:
     stop = _StopOnSignal(server.jobs)
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
-        print(
-            f"{PROG}: serving {server.model} on {server.url} (Ctrl+C stops)",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.requested:
-            time.sleep(0.1)
-        print(
-            f"{PROG}: stopping after the job in flight (Ctrl+C again cancels it)",
-            file=sys.stderr,
-            flush=True,
-        )
+        with server:
+            print(
+                f"{PROG}: serving {server.model} on {server.url} (Ctrl+C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.requested:
+                time.sleep(0.1)
+            print(
+                f"{PROG}: stopping after the job in flight (Ctrl+C again cancels it)",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
-        server.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0

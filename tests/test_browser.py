@@ -37,16 +37,9 @@ TOKEN = "a-token-for-the-browser-test"
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_ov_dir: Path) -> LCMPipeline:
-    return LCMPipeline.from_pretrained(tiny_ov_dir)
-
-
-@pytest.fixture(scope="module")
-def server(pipe: LCMPipeline) -> Iterator[Server]:
-    server = Server(pipe, port=0, model="tiny")
-    server.start()
-    yield server
-    server.close()
+def server(f32_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(f32_pipe, port=0, model="tiny") as server:
+        yield server
 
 
 @pytest.fixture
@@ -137,11 +130,9 @@ def test_results_stay_on_the_page_newest_first(server: Server, browser: webdrive
 
 
 def test_behind_a_token_the_page_asks_for_it_then_generates(
-    pipe: LCMPipeline, browser: webdriver.Chrome
+    f32_pipe: LCMPipeline, browser: webdriver.Chrome
 ) -> None:
-    guarded = Server(pipe, port=0, token=TOKEN, model="tiny")
-    guarded.start()
-    try:
+    with Server(f32_pipe, port=0, token=TOKEN, model="tiny") as guarded:
         browser.get(guarded.url)
         token = browser.find_element(By.ID, "token")
         WebDriverWait(browser, 20).until(lambda b: token.is_displayed())
@@ -149,5 +140,3 @@ def test_behind_a_token_the_page_asks_for_it_then_generates(
         token.send_keys(TOKEN)
         browser.find_element(By.ID, "prompt").click()  # leaving the field saves the token
         generate_from_the_page(browser, "a guarded cube")
-    finally:
-        guarded.close()

@@ -73,24 +73,15 @@ def png(data: bytes) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_ov_dir: Path) -> LCMPipeline:
-    return LCMPipeline.from_pretrained(tiny_ov_dir)
+def server(f32_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(f32_pipe, port=0, capacity=2, model="tiny") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def server(pipe: LCMPipeline) -> Iterator[Server]:
-    server = Server(pipe, port=0, capacity=2, model="tiny")
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def guarded(pipe: LCMPipeline) -> Iterator[Server]:
-    server = Server(pipe, port=0, token=TOKEN, capacity=2, model="tiny")
-    server.start()
-    yield server
-    server.close()
+def guarded(f32_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(f32_pipe, port=0, token=TOKEN, capacity=2, model="tiny") as server:
+        yield server
 
 
 def test_health_is_ok_without_a_token(server: Server, guarded: Server) -> None:
@@ -252,6 +243,7 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
         ({"prompt": "   "}, "prompt must be a non-empty string"),
         ({"prompt": "x" * 1001}, "at most 1000 characters, got 1001"),
         ({"prompt": "a\x00b"}, "NUL"),
+        ({"prompt": "a\ud800b"}, "not valid UTF-8"),
         ({"prompt": "x", "guidance_scale": 8}, "unknown field 'guidance_scale'"),
         ({"prompt": "x", "width": "64"}, "width must be an integer from 64 to 1024, got '64'"),
         ({"prompt": "x", "width": 64.0}, "width must be an integer"),
@@ -385,10 +377,10 @@ def test_the_cli_refuses_to_listen_beyond_loopback_without_a_long_token(
 
 
 def test_the_server_class_refuses_to_listen_beyond_loopback_without_a_token(
-    pipe: LCMPipeline,
+    f32_pipe: LCMPipeline,
 ) -> None:
     with pytest.raises(UsageError, match="refusing to bind to 0.0.0.0"):
-        Server(pipe, host="0.0.0.0", port=0)
+        Server(f32_pipe, host="0.0.0.0", port=0)
 
 
 def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
