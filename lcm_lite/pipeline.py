@@ -173,23 +173,14 @@ class LCMPipeline:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
-        settings = Settings(
-            list(prompts),
-            steps,
-            guidance_scale,
-            width,
-            height,
-            num_images,
-        )
-        check_arguments(
-            settings.prompts, steps, guidance_scale, settings.width, settings.height, num_images
-        )
+        settings = Settings(list(prompts), steps, guidance_scale, width, height, num_images)
+        check_arguments(settings.prompts, steps, guidance_scale, width, height, num_images)
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
             self.folder.latent_channels,
-            settings.height // self.folder.vae_scale_factor,
-            settings.width // self.folder.vae_scale_factor,
+            height // self.folder.vae_scale_factor,
+            width // self.folder.vae_scale_factor,
         )
         if latents is not None and latents.shape != latent_shape:
             raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")

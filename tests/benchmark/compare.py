@@ -91,9 +91,14 @@ def help_seconds(times: int = 5) -> float:
     )
 
 
+def cache_env(model: Path, work: Path) -> dict[str, str]:
+    """The environment giving every lcm-lite run on ``model`` one compiled-model cache."""
+    return {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
+
+
 def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict:
     """All measurements for one folder, in one run; returns figures and ratios."""
-    cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
+    cache = cache_env(model, work)
     python = sys.executable
     bench = bench_rows(model, [str(size)], [str(steps)], images, cache)[0]
     one_shot = run(
@@ -183,7 +188,7 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict
 def scan(model: Path, work: Path) -> list[dict]:
     """Time per image against steps (512) and size (4 steps), and peak memory per size, from
     ``lcm-lite bench`` (all three networks held, as a server does)."""
-    cache = {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
+    cache = cache_env(model, work)
     rows = []
     for sizes, steps in ((["512"], ["1", "2", "4", "8"]), (["256", "512", "768"], ["4"])):
         rows += bench_rows(model, sizes, steps, 1, cache)
