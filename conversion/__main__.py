@@ -12,8 +12,8 @@ from pathlib import Path
 
 from conversion.export import WEIGHT_FORMATS, convert
 from conversion.messages import silence_libraries
-from lcm_lite.cli import Parser
 from lcm_lite.errors import Cancelled, LcmLiteError
+from lcm_lite.options import Parser
 
 PROG = "lcm-lite-convert"
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .cli import PROG, Parser, configure_logging, integer, model_options, open_pipeline
+from .options import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 
 PROMPT = "a beautiful pink unicorn, 8k"
 SAMPLE_SECONDS = 0.05

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import signal
@@ -16,11 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
+from .options import PROG, Parser, configure_logging, integer, model_options, number, open_pipeline
 
-PROG = "lcm-lite"
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -29,47 +27,6 @@ EXIT_INTERNAL = 1
 
 class Terminated(BaseException):
     """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UsageErrors: one line, exit 2, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="local model folder or hub id "
-        "(default: OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once)",
-    )
-    parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
-    parser.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
-    parser.add_argument(
-        "--precision",
-        choices=["f32", "bf16", "f16"],
-        help="inference precision hint (default: the device's; f32 for exact parity)",
-    )
-    parser.add_argument(
-        "--no-cache", action="store_true", help="do not keep compiled models in the per-user cache"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
-
-
-def integer(text: str) -> int:
-    """An argparse type: an integer (range checks come later, with the other parameters)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -88,7 +45,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=integer, default=4, help="LCM steps (default 4)")
     parser.add_argument(
         "--guidance",
-        type=_number,
+        type=number,
         default=8.0,
         help="guidance scale, diffusers' convention (default 8.0)",
     )
@@ -161,22 +118,6 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts")
     return prompts
-
-
-def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
-    """Load ``--model`` (a folder or hub id; the default model if none) as the options say."""
-    from .hub import DEFAULT_MODEL
-    from .models import default_cache_dir
-    from .pipeline import LCMPipeline
-
-    return LCMPipeline.from_pretrained(
-        args.model or DEFAULT_MODEL,
-        revision=args.revision,
-        device=args.device,
-        precision=args.precision,
-        cache_dir=None if args.no_cache else default_cache_dir(),
-        keep_models=keep_models,
-    )
 
 
 def _generate(argv: list[str]) -> int:
@@ -271,16 +212,6 @@ class _StepProgress:
             print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
 
 
-def configure_logging(quiet: bool) -> None:
-    """Warnings on stderr unless quiet; on a terminal also what is being compiled."""
-    level = logging.INFO if sys.stderr.isatty() else logging.WARNING
-    logging.basicConfig(
-        format=f"{PROG}: %(message)s", level=logging.ERROR if quiet else level, stream=sys.stderr
-    )
-    if quiet or not sys.stderr.isatty():  # huggingface_hub's download bars, likewise
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
 def _info(argv: list[str]) -> int:
     parser = Parser(
         prog=f"{PROG} info",
@@ -304,8 +235,9 @@ def _info(argv: list[str]) -> int:
         for key, value in metadata.items():
             print(f"{key}: {value}")
         return 0
+    from .blob_cache import default_cache_dir
     from .hub import resolve_model
-    from .models import default_cache_dir, describe
+    from .info import describe
 
     cache_dir = None if args.no_cache else default_cache_dir()
     print(describe(resolve_model(args.model, args.revision), cache_dir))

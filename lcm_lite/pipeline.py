@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .compiler import Compiler
 from .errors import Cancelled, UsageError
+from .folder import ModelFolder
 from .guidance import guidance_scale_embedding
 from .hub import resolve_model
 from .images import to_pil
-from .models import Compiler, ModelFolder, TextEncoder, UNet, VAEDecoder
+from .networks import TextEncoder, UNet, VAEDecoder
 from .scheduler import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed

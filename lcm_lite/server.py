@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
-from .cli import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 from .errors import Cancelled, UsageError
 from .jobs import Job, JobQueue, QueueFull, Request
+from .options import PROG, Parser, configure_logging, integer, model_options, open_pipeline
 from .pipeline import DEFAULT_SIZE, check_arguments
 
 if TYPE_CHECKING:

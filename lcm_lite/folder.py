@@ -1,0 +1,76 @@
+"""The model folder: the ecosystem's layout (what optimum-intel and ``lcm-lite-convert`` write and
+``openvino_genai.Text2ImagePipeline`` reads), checked, with the configuration numbers the pipeline
+needs::
+
+    model_index.json  scheduler/scheduler_config.json  tokenizer/
+    text_encoder/ unet/ vae_decoder/   each: openvino_model.xml, openvino_model.bin, config.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .configs import read_json_object
+from .errors import ModelError
+
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A checked LCM folder and the configuration numbers the pipeline needs from it."""
+
+    root: Path
+    unet_config: dict[str, Any]
+    vae_config: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> ModelFolder:
+        root = Path(root)
+        if not root.is_dir():
+            raise ModelError(f"model folder not found: {root}")
+        for component in COMPONENTS:
+            for name in ("openvino_model.xml", "openvino_model.bin"):
+                if not (root / component / name).is_file():
+                    raise ModelError(
+                        f"model folder is incomplete: {root / component / name} is missing"
+                    )
+        if not (root / "scheduler" / "scheduler_config.json").is_file():
+            raise ModelError(
+                f"model folder is incomplete: {root}/scheduler/scheduler_config.json is missing"
+            )
+        unet_config = read_json_object(root / "unet" / "config.json")
+        if not unet_config.get("time_cond_proj_dim"):
+            raise ModelError(
+                f"{root} is not a latent consistency model: its UNet has no time_cond_proj_dim "
+                "(a plain Stable Diffusion UNet cannot run LCM sampling)"
+            )
+        return cls(root, unet_config, read_json_object(root / "vae_decoder" / "config.json"))
+
+    def xml(self, component: str) -> Path:
+        return self.root / component / "openvino_model.xml"
+
+    @property
+    def time_cond_proj_dim(self) -> int:
+        return int(self.unet_config["time_cond_proj_dim"])
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet_config.get("in_channels", 4))
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers computes it."""
+        return 2 ** (len(self.vae_config.get("block_out_channels", [0] * 4)) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        """The VAE latent scale; the decoder sees ``denoised / scaling_factor``."""
+        return float(self.vae_config.get("scaling_factor", 0.18215))
+
+    @property
+    def default_size(self) -> int:
+        """The native resolution, ``unet.sample_size * vae_scale_factor`` (512 for SD 1.5)."""
+        return int(self.unet_config.get("sample_size", 64)) * self.vae_scale_factor

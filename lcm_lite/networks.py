@@ -1,0 +1,158 @@
+"""The three OpenVINO networks of an LCM, each reshaped to static shapes and compiled once.
+
+Inputs are bound by *role*, not by name alone: exports differ (optimum-intel has been seen to emit
+a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather than float32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import openvino as ov
+
+from .compiler import Compiler
+from .errors import ModelError
+from .folder import ModelFolder
+
+
+@dataclass(frozen=True)
+class UNetPorts:
+    """Indices of the UNet inputs by role."""
+
+    sample: int
+    timestep: int
+    encoder_hidden_states: int
+    timestep_cond: int
+
+
+def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
+    """Find each UNet input by its name, else by its rank: sample 4-D, encoder_hidden_states 3-D,
+    timestep_cond 2-D, timestep 0-D or 1-D (the one optimum-intel sometimes leaves unnamed)."""
+    by_role: dict[str, int] = {}
+    unnamed: list[int] = []
+    for index, port in enumerate(model.inputs):
+        role = next((r for r in UNetPorts.__dataclass_fields__ if r in port.get_names()), None)
+        if role is None:
+            unnamed.append(index)
+        else:
+            by_role[role] = index
+    roles_by_rank = {
+        4: "sample",
+        3: "encoder_hidden_states",
+        2: "timestep_cond",
+        1: "timestep",
+        0: "timestep",
+    }
+    for index in unnamed:
+        rank = model.inputs[index].get_partial_shape().rank
+        role = roles_by_rank.get(rank.get_length()) if rank.is_static else None
+        if role is None or role in by_role:
+            raise ModelError(f"cannot tell the role of UNet input {model.inputs[index].any_name!r}")
+        by_role[role] = index
+    missing = [role for role in UNetPorts.__dataclass_fields__ if role not in by_role]
+    if missing:
+        raise ModelError(
+            f"the UNet has no {', '.join(missing)} input: not a latent consistency model export"
+        )
+    return UNetPorts(**by_role)
+
+
+def _check_guidance_dim(port: ov.Output, folder: ModelFolder) -> None:
+    """The IR's ``timestep_cond`` width must be the config's ``time_cond_proj_dim``."""
+    width = port.get_partial_shape()[-1]
+    if width.is_static and width.get_length() != folder.time_cond_proj_dim:
+        raise ModelError(
+            f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it says "
+            f"time_cond_proj_dim {folder.time_cond_proj_dim}, the IR takes {width.get_length()}"
+        )
+
+
+def _timestep_shape(port: ov.Output) -> tuple[int, ...]:
+    """A scalar input stays a scalar; a 1-D input takes one timestep that the graph broadcasts."""
+    return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
+
+
+class TextEncoder:
+    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
+
+    def __init__(
+        self, compiler: Compiler, folder: ModelFolder, batch: int, max_length: int
+    ) -> None:
+        shape = (batch, max_length)
+        compiled = compiler.compile(
+            folder.xml("text_encoder"), lambda model: {0: shape}, shape, "text encoder"
+        )
+        self.input_type = compiled.inputs[0].get_element_type().to_dtype()
+        self.compiled = compiled  # the request needs it alive
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, input_ids: np.ndarray) -> np.ndarray:
+        self.request.infer({0: input_ids.astype(self.input_type, copy=False)}, share_inputs=True)
+        return self.request.get_output_tensor(0).data.copy()
+
+
+class UNet:
+    """The LCM UNet: (sample, timestep, encoder_hidden_states, timestep_cond) -> model_output."""
+
+    def __init__(
+        self,
+        compiler: Compiler,
+        folder: ModelFolder,
+        latent_shape: tuple[int, ...],
+        text_length: int,
+    ) -> None:
+        def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
+            ports = bind_unet_inputs(model)
+            _check_guidance_dim(model.inputs[ports.timestep_cond], folder)
+            hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
+            return {
+                ports.sample: latent_shape,
+                ports.timestep: _timestep_shape(model.inputs[ports.timestep]),
+                ports.encoder_hidden_states: (latent_shape[0], text_length, hidden_size),
+                ports.timestep_cond: (latent_shape[0], folder.time_cond_proj_dim),
+            }
+
+        request = (latent_shape, text_length, folder.time_cond_proj_dim)
+        compiled = compiler.compile(folder.xml("unet"), shapes, request, "UNet")
+        self.ports = bind_unet_inputs(compiled)
+        timestep_port = compiled.inputs[self.ports.timestep]
+        self.timestep_type = timestep_port.get_element_type().to_dtype()
+        self.timestep_shape = _timestep_shape(timestep_port)
+        self.compiled = compiled  # the request needs it alive
+        self.request = compiled.create_infer_request()
+
+    def __call__(
+        self,
+        sample: np.ndarray,
+        timestep: int,
+        encoder_hidden_states: np.ndarray,
+        timestep_cond: np.ndarray,
+    ) -> np.ndarray:
+        """One UNet evaluation; the returned array is a view valid until the next call."""
+        self.request.infer(
+            {
+                self.ports.sample: sample,
+                self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
+                self.ports.encoder_hidden_states: encoder_hidden_states,
+                self.ports.timestep_cond: timestep_cond,
+            },
+            share_inputs=True,
+        )
+        return self.request.get_output_tensor(0).data
+
+
+class VAEDecoder:
+    """VAE decoder: latents (batch, 4, h, w) -> image (batch, 3, h*8, w*8) in [-1, 1]."""
+
+    def __init__(
+        self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
+    ) -> None:
+        self.compiled = compiler.compile(
+            folder.xml("vae_decoder"), lambda model: {0: latent_shape}, latent_shape, "VAE decoder"
+        )  # the request needs it alive
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, latents: np.ndarray) -> np.ndarray:
+        self.request.infer({0: latents}, share_inputs=True)
+        return self.request.get_output_tensor(0).data
