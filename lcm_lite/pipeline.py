@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -175,8 +176,9 @@ class LCMPipeline:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
-        settings = Settings(list(prompts), steps, guidance_scale, width, height, num_images)
-        check_arguments(settings.prompts, steps, guidance_scale, width, height, num_images)
+        check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
+        steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
+        settings = Settings(list(prompts), steps, float(guidance_scale), width, height, num_images)
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
@@ -302,7 +304,8 @@ def _lap(start: float) -> float:
 def check_arguments(
     prompts: list[str], steps: int, guidance_scale: float, width: int, height: int, num_images: int
 ) -> None:
-    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence."""
+    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
+    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool."""
     if not prompts:
         raise UsageError("give at least one prompt")
     for prompt in prompts:
@@ -320,7 +323,7 @@ def check_arguments(
         ("num_images", num_images, 1, MAX_IMAGES),
         ("steps", steps, 1, None),
     ):
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if value < low or (high is not None and value > high):
             raise UsageError(
@@ -330,7 +333,7 @@ def check_arguments(
         if value % 8:
             raise UsageError(f"{name} must be a multiple of 8, got {value}")
     if (
-        not isinstance(guidance_scale, (int, float))
+        not isinstance(guidance_scale, numbers.Real)
         or isinstance(guidance_scale, bool)
         or not math.isfinite(guidance_scale)
         or guidance_scale < 0

@@ -287,3 +287,28 @@ def test_any_parameters_either_generate_or_raise_a_documented_error(
     assert len(result) == len(prompts) * num_images
     assert all(image.size == (width, height) for image in result)
     assert math.isfinite(guidance) and 0 <= result.seed < 2**64
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers_are(f32_pipe):
+    python = f32_pipe("a red cube", steps=2, guidance_scale=6.5, width=64, height=72, seed=4)
+    numpy = f32_pipe(
+        "a red cube",
+        steps=np.int64(2),
+        guidance_scale=np.float32(6.5),
+        width=np.int32(64),
+        height=np.uint16(72),
+        num_images=np.int8(1),
+        seed=np.uint64(4),
+    )
+    assert np.array_equal(np.asarray(numpy[0]), np.asarray(python[0]))
+    assert numpy.metadata(0, "m") == python.metadata(0, "m")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("width", True), ("steps", np.float64(2.0)), ("guidance_scale", False), ("num_images", 1.0)],
+)
+def test_bools_and_non_integers_are_still_refused(f32_pipe, name, value):
+    kwargs = {"steps": 1, "width": 64, "height": 64, name: value}
+    with pytest.raises(UsageError, match=name):
+        f32_pipe("x", **kwargs)
