@@ -166,3 +166,25 @@ def test_the_raw_openvino_profile_counts_flops_and_times_each_op_type(tiny_ov_di
     text_gflop = [report["profile"]["text_encoder"]["gflop"] for report in (small, large)]
     assert text_gflop[0] == text_gflop[1]  # 77 tokens at any image size
     assert large["profile"]["vae_decoder"]["gflop"] > 3.9 * small["profile"]["vae_decoder"]["gflop"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--images", "0"], "--images must be at least 1, got 0"),
+        (["--images", "-3"], "--images must be at least 1"),
+        (["--sizes", "60"], "width must be a multiple of 8"),
+        (["--sizes", "0"], "width must be from 8"),
+        (["--steps", "0"], "steps must be from 1"),
+        (["--seed", "-1"], "seed must be an integer from 0 to 2**64-1"),
+        (["--images", "two"], "expected an integer"),
+    ],
+)
+def test_bench_options_are_checked_like_generates_one_line_and_exit_code_2(
+    tiny_ov_dir, tmp_path, options, message
+):
+    argv = [sys.executable, "-m", "lcm_lite", "bench", "--model", str(tiny_ov_dir), *options]
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("lcm-lite: error: ") and run.stderr.count("\n") == 1
+    assert message in run.stderr
