@@ -7,6 +7,7 @@ Every failure is one line on stderr and an exit code (README: "Exit codes").
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import re
@@ -110,14 +111,30 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         raise UsageError("give a prompt, or --prompts FILE (one of the two)")
     if args.prompts is None:
         return [args.prompt]
-    try:
-        lines = args.prompts.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read prompts from {args.prompts}: {error}") from None
+    lines = _prompt_lines(args.prompts)
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts")
     return prompts
+
+
+def _prompt_lines(path: Path) -> list[str]:
+    """The lines of a ``--prompts`` file: UTF-8, with or without a byte-order mark (Windows
+    Notepad writes one; it is not part of the first prompt). UTF-16 and UTF-32 are refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read prompts from {path}: {error.strerror}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise UsageError(
+            f"{path} is UTF-16 or UTF-32 text: save it as UTF-8 (with or without a BOM)"
+        )
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
 
 
 def _generate(argv: list[str]) -> int:

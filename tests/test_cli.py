@@ -138,6 +138,31 @@ def test_a_prompts_file_runs_every_prompt_in_one_process(lcm, tmp_path):
     assert len(list((tmp_path / "batch").glob("*.png"))) == 3
 
 
+def test_a_byte_order_mark_in_a_prompts_file_is_not_part_of_any_prompt(lcm, tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeff\r\na red cube\r\n".encode())
+    run = lcm("--prompts", "bom.txt", "--seed", "4", "--json", "--out", "bom")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(text) for text in run.stdout.splitlines()]
+    assert [line["prompt"] for line in lines] == ["a red cube"]  # no prompt of the BOM alone
+    plain = lcm("a red cube", "--seed", "4", "--json", "--out", "plain")
+    same = json.loads(plain.stdout)["path"]
+    assert np.array_equal(_pixels(tmp_path / lines[0]["path"]), _pixels(tmp_path / same))
+    assert read_png_metadata(tmp_path / lines[0]["path"])["prompt"] == "a red cube"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [("utf-16", "is UTF-16 or UTF-32 text"), ("utf-16-le", "is UTF-16"), ("latin-1", "not UTF-8")],
+)
+def test_a_prompts_file_not_in_utf8_is_refused_in_one_line(lcm, tmp_path, encoding, message):
+    (tmp_path / "p.txt").write_bytes("a café\n".encode(encoding))
+    run = lcm("--prompts", "p.txt", "--seed", "4")
+    assert run.returncode == 2
+    assert run.stderr.startswith("lcm-lite: error: ") and run.stderr.count("\n") == 1
+    assert message in run.stderr and "save it as UTF-8" in run.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_quiet_mode_prints_nothing_on_stderr(lcm):
     run = lcm(" ".join(["word"] * 100), "--seed", "1", "-q")
     assert run.returncode == 0
