@@ -150,7 +150,7 @@ class LCMPipeline:
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
         processes."""
         return cls(
-            ModelFolder.open(resolve_model(str(model), revision)),
+            ModelFolder.open(resolve_model(model, revision)),
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
         )
