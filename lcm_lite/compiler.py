@@ -41,10 +41,12 @@ class Compiler:
                     f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
                 )
             self.config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
-        known = [d.split(".")[0] for d in self.core.available_devices]
-        if device.split(":")[0] not in (*known, "AUTO", "MULTI", "HETERO"):
+        missing = unavailable_devices(device, self.core.available_devices)
+        if missing:
             raise DeviceError(
-                f"device {device!r} is not available; OpenVINO sees: {', '.join(known) or 'none'}"
+                f"device {missing[0]!r}{'' if missing == [device] else f' (in {device!r})'} "
+                f"is not available; OpenVINO sees: "
+                f"{describe_devices(self.core)}"
             )
 
     def read(self, xml: Path) -> ov.Model:
@@ -123,6 +125,36 @@ class Compiler:
         mapping.madvise(mmap.MADV_DONTNEED)
         mark_used(blob)
         return ov.CompiledModel(compiled, weights=data)
+
+
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def unavailable_devices(device: str, available: list[str]) -> list[str]:
+    """The devices named in ``device`` that OpenVINO does not list in ``available`` (its
+    ``available_devices``: ``CPU``, ``GPU.0``, ``GPU.1``, ...). Accepted as OpenVINO accepts
+    them: a listed name (``GPU.1``); a family name where one of its members is listed (``GPU``
+    is ``GPU.0``); a virtual device alone (``AUTO``) or over listed ones (``AUTO:GPU,CPU``,
+    ``HETERO:GPU.1,CPU``, ``BATCH:GPU(4)``, ``AUTO:-CPU`` excluding one)."""
+    family, _, candidates = device.partition(":")
+    if family in VIRTUAL_DEVICES:
+        names = [re.sub(r"\(.*\)$", "", n.strip()).lstrip("-") for n in candidates.split(",")]
+    else:
+        names = [device]
+    families = {name.split(".")[0] for name in available}
+    return [n for n in names if n and n not in available and n not in families]
+
+
+def describe_devices(core: ov.Core) -> str:
+    """The devices OpenVINO lists, each with its ``FULL_DEVICE_NAME``: ``CPU (Intel(R) Core(TM)
+    Ultra 7 155H), GPU.0 (Intel(R) Arc(TM) Graphics (iGPU))``."""
+    described = []
+    for name in core.available_devices:
+        try:
+            described.append(f"{name} ({core.get_property(name, 'FULL_DEVICE_NAME')})")
+        except RuntimeError:
+            described.append(name)
+    return ", ".join(described) or "none"
 
 
 SUPPORTED_IR_VERSIONS = ("10", "11")

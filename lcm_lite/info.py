@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compiler import Compiler
+from .compiler import Compiler, describe_devices
 from .folder import COMPONENTS, ModelFolder
 
 
@@ -26,7 +26,7 @@ def describe(root: Path, cache_dir: Path | None) -> str:
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
                 f"{port.get_partial_shape()}"
             )
-    lines.append(f"devices: {', '.join(compiler.core.available_devices)}")
+    lines.append(f"devices: {describe_devices(compiler.core)}")
     if cache_dir is None:
         lines.append("compiled-model cache: off")
     else:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import openvino as ov
 import pytest
 from PIL import Image
 
@@ -217,7 +218,7 @@ def test_info_describes_the_model_its_inputs_devices_and_cache(lcm, tiny_ov_dir)
         "vae_decoder:",
         "input sample: f32",
         "input timestep_cond: f32",
-        "devices: CPU",
+        f"devices: CPU ({ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')})",
         "compiled-model cache:",
     ):
         assert expected in out
