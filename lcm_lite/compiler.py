@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -122,9 +123,19 @@ class Compiler:
             )
         except (OSError, ValueError, RuntimeError):
             return None
-        mapping.madvise(mmap.MADV_DONTNEED)
+        _release_pages(mapping)
         mark_used(blob)
         return ov.CompiledModel(compiled, weights=data)
+
+
+def _release_pages(mapping: mmap.mmap) -> None:
+    """Let the imported blob's pages leave memory now (``MADV_DONTNEED``; they come back from the
+    file on use). Only where the platform has it: Windows has no ``madvise``, and its pages go
+    when the system needs them."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is not None and hasattr(mapping, "madvise"):
+        with contextlib.suppress(OSError):
+            mapping.madvise(advice)
 
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")

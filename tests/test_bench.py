@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def test_a_warm_cache_imports_the_compiled_networks_and_gives_the_same_image(cac
     assert names == ["text_encoder", "unet", "vae_decoder"]
     warm = cached_pipe()("a red cube", steps=2, width=64, height=64, seed=3)
     assert np.array_equal(np.asarray(cold[0]), np.asarray(warm[0]))
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")} == blobs
+
+
+class _MmapAsOnWindows(mmap.mmap):
+    """``mmap.mmap`` as Windows has it: no ``madvise`` method."""
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "madvise":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_a_warm_import_works_where_the_platform_has_no_madvise(cached_pipe, tmp_path, monkeypatch):
+    cold = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    blobs = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")}
+    monkeypatch.delattr(mmap, "MADV_DONTNEED")
+    monkeypatch.setattr(mmap, "mmap", _MmapAsOnWindows)
+    warm = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    assert np.array_equal(np.asarray(cold[0]), np.asarray(warm[0]))
+    # imported, not compiled and written again
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")} == blobs
 
 
