@@ -18,7 +18,16 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
-from .options import PROG, Parser, configure_logging, integer, model_options, number, open_pipeline
+from .options import (
+    PROG,
+    Parser,
+    configure_logging,
+    integer,
+    model_options,
+    number,
+    open_pipeline,
+    timestep_list,
+)
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
@@ -54,6 +63,17 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--seed",
         type=integer,
         help="0 .. 2**64-1, as torch.Generator().manual_seed (default: random)",
+    )
+    parser.add_argument(
+        "--original-inference-steps",
+        type=integer,
+        help="length of the distillation schedule the steps are taken from (default: the "
+        "model's, 50)",
+    )
+    parser.add_argument(
+        "--timesteps",
+        type=timestep_list,
+        help="custom descending timesteps, e.g. 999,759,499,259 (replaces --steps)",
     )
     parser.add_argument("--width", type=integer, default=512, help="multiple of 8")
     parser.add_argument("--height", type=integer, default=512, help="multiple of 8")
@@ -161,6 +181,8 @@ def _generate(argv: list[str]) -> int:
             height=args.height,
             num_images=args.num_images,
             seed=args.seed,
+            original_inference_steps=args.original_inference_steps,
+            timesteps=args.timesteps,
             callback=progress,
         )
         for index, image in enumerate(result):
@@ -240,6 +262,7 @@ def _info(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.image is not None:
         from .images import read_png_metadata
+        from .remake import remake_command
 
         if not args.image.is_file():
             raise UsageError(f"no such file: {args.image}")
@@ -251,6 +274,7 @@ def _info(argv: list[str]) -> int:
             raise UsageError(f"{args.image} carries no lcm-lite metadata")
         for key, value in metadata.items():
             print(f"{key}: {value}")
+        print(f"remake: {remake_command(metadata)}")
         return 0
     from .blob_cache import default_cache_dir
     from .hub import resolve_model

@@ -52,6 +52,16 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def timestep_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integer timesteps (the scheduler checks their order)."""
+    try:
+        return [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
 def number(text: str) -> float:
     try:
         return float(text)

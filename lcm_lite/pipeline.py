@@ -54,7 +54,8 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What one call asked for: with the seed, everything needed to make its images again."""
+    """What one call ran: with the seed, everything needed to make its images again. ``steps``
+    and ``timesteps`` are those sampled (custom ``timesteps`` replace the asked ``steps``)."""
 
     prompts: list[str]
     steps: int
@@ -62,6 +63,8 @@ class Settings:
     width: int
     height: int
     num_images: int
+    timesteps: tuple[int, ...]
+    original_inference_steps: int
 
 
 class GenerationResult(list[Image.Image]):
@@ -96,6 +99,8 @@ class GenerationResult(list[Image.Image]):
             "width": self.settings.width,
             "height": self.settings.height,
             "num_images": self.settings.num_images,
+            "timesteps": ",".join(map(str, self.settings.timesteps)),
+            "original_inference_steps": self.settings.original_inference_steps,
             "index": index % self.settings.num_images,
             "model": model,
         }
@@ -178,7 +183,24 @@ class LCMPipeline:
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
         check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
         steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
-        settings = Settings(list(prompts), steps, float(guidance_scale), width, height, num_images)
+        schedule = self.scheduler.timesteps(
+            None if timesteps is not None else steps,
+            original_inference_steps=original_inference_steps,
+            timesteps=timesteps,
+        )
+        original_inference_steps = (
+            original_inference_steps or self.scheduler.config.original_inference_steps
+        )
+        settings = Settings(
+            list(prompts),
+            len(schedule),
+            float(guidance_scale),
+            width,
+            height,
+            num_images,
+            tuple(int(t) for t in schedule),
+            int(original_inference_steps),
+        )
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
@@ -188,11 +210,6 @@ class LCMPipeline:
         )
         if latents is not None and latents.shape != latent_shape:
             raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
-        schedule = self.scheduler.timesteps(
-            None if timesteps is not None else steps,
-            original_inference_steps=original_inference_steps,
-            timesteps=timesteps,
-        )
         with self._lock:
             return self._generate(settings, schedule, latent_shape, generator, latents, callback)
 

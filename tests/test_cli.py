@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -76,6 +77,52 @@ def test_png_metadata_records_how_to_make_the_image_again(lcm, tmp_path, tiny_ov
     assert info.returncode == 0, info.stderr
     assert "seed: 42" in info.stdout.splitlines()
     assert f"prompt: {PROMPT}" in info.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options", "recorded"),
+    [
+        (
+            PROMPT,
+            ["--steps", "3", "--original-inference-steps", "20"],
+            {"steps": "3", "timesteps": "999,699,349", "original_inference_steps": "20"},
+        ),
+        (
+            "-a 'quoted' prompt; $HOME",
+            ["--steps", "4", "--timesteps", "999,759,259"],
+            {"steps": "3", "timesteps": "999,759,259", "original_inference_steps": "50"},
+        ),
+    ],
+)
+def test_info_prints_a_command_line_that_remakes_the_image(
+    lcm, tmp_path, tiny_ov_dir, prompt, options, recorded
+):
+    model = ["--model", str(tiny_ov_dir), "--width", "64", "--height", "64"]
+    run = lcm(
+        "generate",
+        "--seed",
+        "9",
+        *options,
+        *model,
+        "--out",
+        "first.png",
+        "--",
+        prompt,
+        model=False,
+        size=False,
+    )
+    assert run.returncode == 0, run.stderr
+    metadata = read_png_metadata(tmp_path / "first.png")
+    assert {key: metadata[key] for key in recorded} == recorded
+    info = lcm("info", "first.png", model=False, size=False)
+    assert info.returncode == 0, info.stderr
+    command = info.stdout.splitlines()[-1].removeprefix("remake: ")
+    argv = shlex.split(command)
+    assert argv[:2] == ["lcm-lite", "generate"]
+    again = lcm("generate", "--out", "again.png", *argv[2:], model=False, size=False)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(_pixels(tmp_path / "first.png"), _pixels(tmp_path / "again.png"))
+    assert read_png_metadata(tmp_path / "again.png") == metadata
 
 
 def test_the_same_seed_gives_the_same_image_and_another_seed_another(lcm, tmp_path):
