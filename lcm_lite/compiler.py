@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .blob_cache import mark_used, write_blob
+from .blob_cache import cache_size_limit, map_blob, mark_used, prune_temporaries, write_blob
 from .errors import DeviceError, ModelError, UsageError
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -25,8 +25,9 @@ class Compiler:
     With a ``cache_dir``, each compiled network is exported there once (``export_model``) and
     later imported from a memory-mapped file (``import_model``), so a warm start never reads the
     IR: peak memory is the blob plus the device's weights, not the IR, the blob and the weights
-    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Each
-    write first prunes the cache (``blob_cache.prune_cache``): an old model's blobs go.
+    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Killed
+    writes' temporaries are deleted at start; the cache is pruned before each write
+    (``blob_cache``: bounded, least recently used blobs first, never one in use).
     """
 
     def __init__(
@@ -35,6 +36,9 @@ class Compiler:
         self.core = ov.Core()
         self.device = device
         self.cache_dir = cache_dir
+        self.cache_limit = 0 if cache_dir is None else cache_size_limit()
+        if cache_dir is not None and cache_dir.is_dir():
+            prune_temporaries(cache_dir)  # what killed runs left
         self.config: dict[str, str] = {}
         if precision is not None:
             if precision not in PRECISIONS:
@@ -92,7 +96,7 @@ class Compiler:
             ) from None
         del model  # the IR's weights are no longer needed once compiled
         if blob is not None:
-            write_blob(compiled, blob)
+            write_blob(compiled, blob, self.cache_limit)
         return compiled
 
     def _blob_path(self, xml: Path, request: tuple[object, ...]) -> Path | None:
@@ -112,11 +116,13 @@ class Compiler:
         memory); ``None`` if it cannot be imported (then it is compiled and written again).
 
         The imported network runs on some of the mapped constants in place, so the map lives as
-        long as the returned model; its pages leave memory once imported and come back on use.
+        long as the returned model (and with it the lock that marks the blob in use); its pages
+        leave memory once imported and come back on use.
         """
+        mapping = map_blob(blob)
+        if mapping is None:
+            return None
         try:
-            with blob.open("rb") as file:
-                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
             data = np.frombuffer(mapping, dtype=np.uint8)
             compiled = self.core.import_model(
                 ov.Tensor(data, shared_memory=True), self.device, self.config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .blob_cache import cache_size_limit, cache_usage
 from .compiler import Compiler, describe_devices
 from .folder import COMPONENTS, ModelFolder
 
@@ -30,10 +31,9 @@ def describe(root: Path, cache_dir: Path | None) -> str:
     if cache_dir is None:
         lines.append("compiled-model cache: off")
     else:
-        cached = (
-            sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
-            if cache_dir.is_dir()
-            else 0
+        used = cache_usage(cache_dir) if cache_dir.is_dir() else 0
+        lines.append(
+            f"compiled-model cache: {cache_dir} ({used / 2**20:.1f} MB used of "
+            f"{cache_size_limit() / 2**20:.0f} MB, LCM_LITE_CACHE_SIZE)"
         )
-        lines.append(f"compiled-model cache: {cache_dir} ({cached / 2**20:.1f} MB)")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ cache that makes a warm start import rather than compile."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import mmap
@@ -162,7 +163,9 @@ def test_writing_a_blob_deletes_blobs_unused_for_30_days_and_stale_temporaries(
         _age(path, used_days_ago=31, written_days_ago=31)
     _age(used_lately, used_days_ago=29, written_days_ago=90)
     _age(ongoing_write, used_days_ago=0, written_days_ago=0.01)
-    cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    with ongoing_write.open("rb") as writer:  # a live writer holds its temporary locked
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
     assert not unused.exists() and not killed_write.exists()
     assert used_lately.exists() and ongoing_write.exists() and not_ours.exists()
     assert len(list(tmp_path.glob("*.blob"))) == 4  # used_lately and the three just written
