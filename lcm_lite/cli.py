@@ -42,10 +42,12 @@ class Terminated(BaseException):
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
-        description="Generate images from a text prompt.",
+        description="Generate images from a text prompt, or from a picture and a prompt.",
         epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
     )
-    parser.add_argument("prompt", nargs="?", help="the text prompt")
+    parser.add_argument(
+        "prompt", nargs="?", help="the text prompt (with --image it may be empty: variations)"
+    )
     parser.add_argument(
         "--prompts",
         type=Path,
@@ -75,8 +77,23 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=timestep_list,
         help="custom descending timesteps, e.g. 999,759,499,259 (replaces --steps)",
     )
-    parser.add_argument("--width", type=integer, default=512, help="multiple of 8")
-    parser.add_argument("--height", type=integer, default=512, help="multiple of 8")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="start from this picture (PNG, JPEG or WebP): image to image",
+    )
+    parser.add_argument(
+        "--strength",
+        type=number,
+        help="with --image: how much to change it, 0 < X <= 1 (default 0.8)",
+    )
+    parser.add_argument(
+        "--width", type=integer, help="multiple of 8 (default 512, or the --image's width)"
+    )
+    parser.add_argument(
+        "--height", type=integer, help="multiple of 8 (default 512, or the --image's height)"
+    )
     parser.add_argument("--num-images", type=integer, default=1, help="images per prompt")
     parser.add_argument(
         "--out",
@@ -127,6 +144,8 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompt is None and args.prompts is None and args.image is not None:
+        return [""]  # variations of the picture
     if (args.prompt is None) == (args.prompts is None):
         raise UsageError("give a prompt, or --prompts FILE (one of the two)")
     if args.prompts is None:
@@ -166,6 +185,7 @@ def _generate(argv: list[str]) -> int:
     from .pipeline import check_arguments
 
     check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
+    picture = _check_picture(args)
     if args.seed is not None:
         from .torch_rng import TorchGenerator
 
@@ -175,6 +195,7 @@ def _generate(argv: list[str]) -> int:
     for prompt in prompts:
         result = pipe(
             prompt,
+            **picture,
             steps=args.steps,
             guidance_scale=args.guidance,
             width=args.width,
@@ -187,8 +208,9 @@ def _generate(argv: list[str]) -> int:
         )
         for index, image in enumerate(result):
             metadata = result.metadata(index, model=args.model or default_model)
+            name = prompt or (args.image.stem if args.image else "")
             path = _save_unique(
-                save_png, image, _output_path(args, prompt, result.seed, index), metadata
+                save_png, image, _output_path(args, name, result.seed, index), metadata
             )
             if args.json:
                 print(
@@ -206,8 +228,25 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _check_picture(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline's image-to-image arguments, the picture and strength checked before the
+    model loads; none without ``--image``."""
+    if args.image is None:
+        if args.strength is not None:
+            raise UsageError("--strength needs --image (it says how much to change the picture)")
+        return {}
+    from .pictures import load_image
+    from .pipeline import check_strength
+
+    strength = 0.8 if args.strength is None else args.strength
+    check_strength(strength)
+    load_image(args.image)
+    return {"image": args.image, "strength": strength}
+
+
 def _output_path(args: argparse.Namespace, prompt: str, seed: int, index: int) -> Path:
-    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``."""
+    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``
+    (the picture's name for variations of it)."""
     is_file = args.out.suffix.lower() == ".png"
     folder = args.out.parent if is_file else args.out
     try:

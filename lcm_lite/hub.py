@@ -1,7 +1,8 @@
 """Where a model comes from: a local folder, or a Hugging Face hub repository of OpenVINO IR.
 
-Only the files the runtime reads are fetched (no vae_encoder, safety_checker or
-feature_extractor). ``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
+Only the files text to image reads are fetched (no vae_encoder, safety_checker or
+feature_extractor); the VAE encoder comes on the first image-to-image call.
+``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
 variables and work as they do there.
 """
 
@@ -23,13 +24,20 @@ RUNTIME_FILES = [
     "unet/*",
     "vae_decoder/*",
 ]
+VAE_ENCODER_FILES = ["vae_encoder/*"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def resolve_model(model: str | os.PathLike[str] | None, revision: str | None = None) -> Path:
-    """The local folder for ``model``: itself if it is a folder, else a hub snapshot (downloaded
-    unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``). A ``Path``, or a string that
-    can only be a path (see ``looks_like_a_path``), is a folder and never goes to the hub."""
+def resolve_model(
+    model: str | os.PathLike[str] | None,
+    revision: str | None = None,
+    *,
+    files: list[str] = RUNTIME_FILES,
+) -> Path:
+    """The local folder for ``model``: itself if it is a folder, else a hub snapshot with
+    ``files`` (downloaded unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``). A
+    ``Path``, or a string that can only be a path (see ``looks_like_a_path``), is a folder and
+    never goes to the hub."""
     model = model or DEFAULT_MODEL
     path = Path(model).expanduser()
     if path.is_dir():
@@ -40,7 +48,7 @@ def resolve_model(model: str | os.PathLike[str] | None, revision: str | None = N
         return path
     if looks_like_a_path(model) or not _REPO_ID.match(model):
         raise ModelError(f"model folder not found: {model}")
-    return _snapshot(model, revision)
+    return _snapshot(model, revision, files)
 
 
 def looks_like_a_path(model: str | os.PathLike[str]) -> bool:
@@ -52,7 +60,7 @@ def looks_like_a_path(model: str | os.PathLike[str]) -> bool:
     return model.startswith((".", "/", "~")) or any(sep in model for sep in separators)
 
 
-def _snapshot(repo_id: str, revision: str | None) -> Path:
+def _snapshot(repo_id: str, revision: str | None, files: list[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -60,7 +68,7 @@ def _snapshot(repo_id: str, revision: str | None) -> Path:
     try:
         return Path(
             snapshot_download(
-                repo_id, revision=revision, allow_patterns=RUNTIME_FILES, local_files_only=offline
+                repo_id, revision=revision, allow_patterns=files, local_files_only=offline
             )
         )
     except LocalEntryNotFoundError:

@@ -1,6 +1,8 @@
-"""Text to image with a latent consistency model, as diffusers' ``LatentConsistencyModelPipeline``:
+"""Text to image with a latent consistency model, as diffusers' ``LatentConsistencyModelPipeline``,
+and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 
-    tokenize -> encode -> latents -> for t in timesteps: UNet, LCM step -> VAE decode -> images
+    tokenize -> encode -> latents (noise, or an encoded picture noised to the first timestep)
+    -> for t in timesteps: UNet, LCM step -> VAE decode -> images
 
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
@@ -21,12 +23,20 @@ import numpy as np
 from PIL import Image
 
 from .compiler import Compiler
-from .errors import Cancelled, UsageError
+from .errors import Cancelled, ModelError, UsageError
 from .folder import ModelFolder
 from .guidance import guidance_scale_embedding
-from .hub import resolve_model
+from .hub import VAE_ENCODER_FILES, resolve_model
 from .images import to_pil
-from .networks import TextEncoder, UNet, VAEDecoder
+from .networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
+from .pictures import (
+    Picture,
+    check_picture_count,
+    load_images,
+    output_size,
+    preprocess,
+    repeat_for_batch,
+)
 from .scheduler import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
@@ -65,6 +75,8 @@ class Settings:
     num_images: int
     timesteps: tuple[int, ...]
     original_inference_steps: int
+    image: str | None = None  # the starting picture's file name ("" if it had none)
+    strength: float | None = None
 
 
 class GenerationResult(list[Image.Image]):
@@ -90,7 +102,9 @@ class GenerationResult(list[Image.Image]):
         return list(self)
 
     def metadata(self, index: int, model: str) -> dict[str, object]:
-        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks."""
+        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
+        starting picture's file name and the strength for image-to-image)."""
+        picture = {"image": self.settings.image, "strength": self.settings.strength}
         return {
             "prompt": self.settings.prompts[index // self.settings.num_images],
             "seed": self.seed,
@@ -103,6 +117,7 @@ class GenerationResult(list[Image.Image]):
             "original_inference_steps": self.settings.original_inference_steps,
             "index": index % self.settings.num_images,
             "model": model,
+            **(picture if self.settings.image is not None else {}),
         }
 
 
@@ -114,6 +129,7 @@ class _Compiled:
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
     vae_decoder: VAEDecoder | None = None
+    vae_encoder: VAEEncoder | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -125,9 +141,15 @@ class LCMPipeline:
     """
 
     def __init__(
-        self, folder: ModelFolder, compiler: Compiler, *, keep_models: bool = True
+        self,
+        folder: ModelFolder,
+        compiler: Compiler,
+        *,
+        keep_models: bool = True,
+        hub_id: str | None = None,
     ) -> None:
         self.folder = folder
+        self.hub_id = hub_id  # the hub repository ``folder`` is a snapshot of, if any
         self.compiler = compiler
         self.keep_models = keep_models
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
@@ -154,20 +176,24 @@ class LCMPipeline:
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
         processes."""
+        folder = resolve_model(model, revision)
         return cls(
-            ModelFolder.open(resolve_model(model, revision)),
+            ModelFolder.open(folder),
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
+            hub_id=None if folder == Path(model).expanduser() else str(model),
         )
 
     def __call__(
         self,
         prompt: str | Sequence[str],
         *,
+        image: Picture | Sequence[Picture] | None = None,
+        strength: float = 0.8,
         steps: int = 4,
         guidance_scale: float = 8.0,
-        width: int = DEFAULT_SIZE,
-        height: int = DEFAULT_SIZE,
+        width: int | None = None,
+        height: int | None = None,
         num_images: int = 1,
         seed: int | None = None,
         latents: np.ndarray | None = None,
@@ -177,16 +203,32 @@ class LCMPipeline:
     ) -> GenerationResult:
         """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
-        own code embeds the scale unchanged, so its 8 is diffusers' 9)."""
+        own code embeds the scale unchanged, so its 8 is diffusers' 9).
+
+        With ``image`` (a picture, or a list: see ``pictures.load_image``), image to image: the
+        picture, resized to ``width x height`` (default: its own size rounded down to a multiple
+        of 8), is encoded and noised to the ``strength`` point of the schedule, and ``steps`` are
+        taken from the last ``int(original_inference_steps * strength)`` distillation timesteps:
+        at 1.0 the start is nearly pure noise, the smaller the closer to the picture."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
+        pictures = None
+        if image is not None:
+            check_strength(strength)
+            pictures = load_images(image)
+            width, height = output_size(
+                pictures[0], width, height, self.folder.vae_scale_factor, MAX_SIZE
+            )
+        width = DEFAULT_SIZE if width is None else width
+        height = DEFAULT_SIZE if height is None else height
         check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
         steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
         schedule = self.scheduler.timesteps(
             None if timesteps is not None else steps,
             original_inference_steps=original_inference_steps,
             timesteps=timesteps,
+            strength=1.0 if pictures is None else strength,
         )
         original_inference_steps = (
             original_inference_steps or self.scheduler.config.original_inference_steps
@@ -200,6 +242,8 @@ class LCMPipeline:
             num_images,
             tuple(int(t) for t in schedule),
             int(original_inference_steps),
+            image=None if pictures is None else picture_name(image),
+            strength=None if pictures is None else float(strength),
         )
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
@@ -210,8 +254,15 @@ class LCMPipeline:
         )
         if latents is not None and latents.shape != latent_shape:
             raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
+        pixels = None
+        if pictures is not None and latents is None:
+            check_picture_count(len(pictures), latent_shape[0])
+            pixels = preprocess(pictures, width, height)
+            self._fetch_vae_encoder()
         with self._lock:
-            return self._generate(settings, schedule, latent_shape, generator, latents, callback)
+            return self._generate(
+                settings, schedule, latent_shape, generator, latents, pixels, callback
+            )
 
     def _generate(
         self,
@@ -220,6 +271,7 @@ class LCMPipeline:
         latent_shape: tuple[int, ...],
         generator: TorchGenerator,
         latents: np.ndarray | None,
+        pixels: np.ndarray | None,
         callback: StepCallback | None,
     ) -> GenerationResult:
         timings: dict[str, float] = {}
@@ -230,8 +282,10 @@ class LCMPipeline:
                 log.warning("prompt too long for CLIP: %d tokens dropped from %.40r", dropped, text)
         prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
-        if latents is None:
+        if latents is None and pixels is None:
             latents = generator.randn(latent_shape)
+        elif latents is None:
+            latents = self._picture_latents(compiled, pixels, int(schedule[0]), generator, timings)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         guidance_embedding = guidance_scale_embedding(
             settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
@@ -263,6 +317,37 @@ class LCMPipeline:
         compiled.seconds.clear()
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
 
+    def _picture_latents(
+        self,
+        compiled: _Compiled,
+        pixels: np.ndarray,
+        first_timestep: int,
+        generator: TorchGenerator,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """diffusers' img2img ``prepare_latents``: the pictures' latents (a draw for the
+        posterior sample), tiled over the batch, noised to the first timestep (a second draw)."""
+        vae_encoder = self._network(compiled, "vae_encoder")
+        clock = time.perf_counter()
+        picture_latents = vae_encoder(pixels, generator)
+        timings["vae_encoder"] = _lap(clock)
+        batch_latents = repeat_for_batch(picture_latents, compiled.key[1])  # key: (prompts, *shape)
+        noise = generator.randn(batch_latents.shape)
+        return self.scheduler.add_noise(batch_latents, noise, first_timestep)
+
+    def _fetch_vae_encoder(self) -> None:
+        """The VAE encoder is read only for image to image; a hub model's is downloaded then."""
+        if self.folder.xml("vae_encoder").is_file():
+            return
+        if self.hub_id is not None:  # the snapshot's commit: the encoder matches the rest
+            resolve_model(self.hub_id, self.folder.root.name, files=VAE_ENCODER_FILES)
+        if not self.folder.xml("vae_encoder").is_file():
+            raise ModelError(
+                f"{self.folder.root} has no VAE encoder (vae_encoder/), which image to image "
+                "needs: convert the model again with `lcm-lite-convert SOURCE OUT_DIR "
+                "--with-vae-encoder`"
+            )
+
     def _encode_prompts(
         self, prompts: list[str], compiled: _Compiled, timings: dict[str, float]
     ) -> tuple[TokenizedPrompts, np.ndarray]:
@@ -289,7 +374,9 @@ class LCMPipeline:
             self._compiled = _Compiled(key)
         return self._compiled
 
-    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEDecoder:
+    def _network(
+        self, compiled: _Compiled, name: str
+    ) -> TextEncoder | UNet | VAEDecoder | VAEEncoder:
         """``compiled``'s network ``name``, compiled for its shapes now if it is not held; held
         for the next call only with ``keep_models``."""
         network = getattr(compiled, name)
@@ -303,6 +390,8 @@ class LCMPipeline:
             network = TextEncoder(self.compiler, self.folder, num_prompts, text_length)
         elif name == "unet":
             network = UNet(self.compiler, self.folder, latent_shape, text_length)
+        elif name == "vae_encoder":
+            network = VAEEncoder(self.compiler, self.folder, latent_shape)
         else:
             network = VAEDecoder(self.compiler, self.folder, latent_shape)
         compiled.seconds[name] = _lap(clock)
@@ -311,7 +400,12 @@ class LCMPipeline:
         return network
 
 
-_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decoder": "VAE decoder"}
+_LABELS = {
+    "text_encoder": "text encoder",
+    "unet": "UNet",
+    "vae_decoder": "VAE decoder",
+    "vae_encoder": "VAE encoder",
+}
 
 
 def _lap(start: float) -> float:
@@ -319,10 +413,16 @@ def _lap(start: float) -> float:
 
 
 def check_arguments(
-    prompts: list[str], steps: int, guidance_scale: float, width: int, height: int, num_images: int
+    prompts: list[str],
+    steps: int,
+    guidance_scale: float,
+    width: int | None,
+    height: int | None,
+    num_images: int,
 ) -> None:
     """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
-    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool."""
+    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool.
+    ``width`` or ``height`` None: not given (image to image takes the picture's)."""
     if not prompts:
         raise UsageError("give at least one prompt")
     for prompt in prompts:
@@ -340,6 +440,8 @@ def check_arguments(
         ("num_images", num_images, 1, MAX_IMAGES),
         ("steps", steps, 1, None),
     ):
+        if value is None and name in ("width", "height"):
+            continue
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if value < low or (high is not None and value > high):
@@ -347,7 +449,7 @@ def check_arguments(
                 f"{name} must be from {low} to {high or 'the schedule length'}, got {value}"
             )
     for name, value in (("width", width), ("height", height)):
-        if value % 8:
+        if value is not None and value % 8:
             raise UsageError(f"{name} must be a multiple of 8, got {value}")
     if (
         not isinstance(guidance_scale, numbers.Real)
@@ -356,3 +458,19 @@ def check_arguments(
         or guidance_scale < 0
     ):
         raise UsageError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+
+
+def check_strength(strength: float) -> None:
+    """Image to image's ``strength``: a number in (0, 1] (diffusers accepts 0, then fails)."""
+    is_number = isinstance(strength, (int, float)) and not isinstance(strength, bool)
+    if not is_number or not 0 < strength <= 1:
+        raise UsageError(f"strength must be a number in (0, 1], got {strength!r}")
+
+
+def picture_name(image: object) -> str:
+    """The file name a starting picture came from, for the metadata ("" if none)."""
+    if isinstance(image, (list, tuple)):
+        return ", ".join(picture_name(item) for item in image)
+    if isinstance(image, (str, Path)):
+        return Path(image).name
+    return Path(getattr(image, "filename", "") or "").name

@@ -289,6 +289,8 @@ def test_help_lists_every_option_and_the_other_commands(lcm):
         "--no-cache",
         "--model",
         "--revision",
+        "--image",
+        "--strength",
         "-q",
         "info",
         "bench",
@@ -362,3 +364,87 @@ def test_an_interrupted_batch_exits_with_the_signal_code_and_leaves_only_whole_p
     assert on_disk == written  # no partial or temporary file
     for path in on_disk:
         assert _pixels(tmp_path / path).shape == (128, 128, 3)
+
+
+# --- image to image ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_picture(tmp_path):
+    """Write a varied 100x75 picture as ``start.<suffix>`` in the run's folder."""
+
+    def write(suffix: str = "jpg") -> str:
+        rows, columns = np.mgrid[0:75, 0:100]
+        noise = np.random.default_rng(0).integers(0, 60, (75, 100, 3))
+        pixels = np.stack([columns * 2, rows * 3, (rows + columns) * 1.4], -1) + noise
+        picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        picture.save(tmp_path / f"start.{suffix}")
+        return f"start.{suffix}"
+
+    return write
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp"])
+def test_an_image_and_strength_start_from_the_picture_at_its_size(
+    lcm, tmp_path, start_picture, suffix
+):
+    name = start_picture(suffix)
+    run = lcm(
+        "a watercolour", "--image", name, "--strength", "0.6", "--seed", "5", "--json", size=False
+    )
+    assert run.returncode == 0, run.stderr
+    (line,) = [json.loads(text) for text in run.stdout.splitlines()]
+    assert (line["image"], line["strength"], line["width"], line["height"]) == (name, 0.6, 96, 72)
+    assert "vae_encoder" in line["timings"]
+    metadata = read_png_metadata(tmp_path / line["path"])
+    assert (metadata["image"], metadata["strength"]) == (name, "0.6")
+    assert _pixels(tmp_path / line["path"]).shape == (72, 96, 3)
+
+
+def test_width_and_height_resize_the_picture(lcm, tmp_path, start_picture):
+    run = lcm("a watercolour", "--image", start_picture(), "--seed", "5", "--out", "o.png")
+    assert run.returncode == 0, run.stderr
+    assert _pixels(tmp_path / "o.png").shape == (64, 64, 3)
+
+
+def test_an_image_without_a_prompt_makes_variations_named_after_the_picture(
+    lcm, tmp_path, start_picture
+):
+    run = lcm("--image", start_picture(), "--seed", "8", "--num-images", "2", size=False)
+    assert run.returncode == 0, run.stderr
+    first, second = (_pixels(tmp_path / f"start-8-{index}.png") for index in (0, 1))
+    assert not np.array_equal(first, second)
+    assert read_png_metadata(tmp_path / "start-8-0.png")["prompt"] == ""
+
+
+def test_the_same_seed_and_picture_give_the_same_image(lcm, tmp_path, start_picture):
+    name = start_picture("png")
+    for out in ("a.png", "b.png"):
+        assert lcm("x", "--image", name, "--seed", "3", "--out", out).returncode == 0
+    assert np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "b.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["x", "--strength", "0.5"], "--strength needs --image"),
+        (["x", "--image", "absent.png"], "no such picture file: absent.png"),
+        (["x", "--image", "prompts.txt"], "prompts.txt is not a PNG, JPEG or WebP picture"),
+        (["x", "--image", "dot.png"], "dot.png is 1x1"),
+        (["x", "--image", "start.jpg", "--strength", "1.5"], r"strength must be a number in"),
+        (["x", "--image", "start.jpg", "--strength", "nan"], r"strength must be a number in"),
+        (["x", "--image", "start.jpg", "--strength", "0.1", "--steps", "6"], "at most 5 steps"),
+    ],
+)
+def test_bad_image_to_image_input_is_one_line_exit_2_and_no_file(
+    lcm, tmp_path, start_picture, args, message
+):
+    start_picture()
+    (tmp_path / "prompts.txt").write_text("not a picture")
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    run = lcm(*args, size=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith("lcm-lite: error: ")
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dot.png", "prompts.txt", "start.jpg"]
