@@ -65,7 +65,8 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 @dataclass(frozen=True)
 class Settings:
     """What one call ran: with the seed, everything needed to make its images again. ``steps``
-    and ``timesteps`` are those sampled (custom ``timesteps`` replace the asked ``steps``)."""
+    and ``timesteps`` are those sampled; ``custom_timesteps`` the schedule a caller gave instead
+    of ``steps`` (image to image samples its last ``int(len * strength)``, as diffusers)."""
 
     prompts: list[str]
     steps: int
@@ -77,6 +78,7 @@ class Settings:
     original_inference_steps: int
     image: str | None = None  # the starting picture's file name ("" if it had none)
     strength: float | None = None
+    custom_timesteps: tuple[int, ...] | None = None
 
 
 class GenerationResult(list[Image.Image]):
@@ -105,6 +107,7 @@ class GenerationResult(list[Image.Image]):
         """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
         starting picture's file name and the strength for image-to-image)."""
         picture = {"image": self.settings.image, "strength": self.settings.strength}
+        custom = self.settings.custom_timesteps
         return {
             "prompt": self.settings.prompts[index // self.settings.num_images],
             "seed": self.seed,
@@ -118,6 +121,7 @@ class GenerationResult(list[Image.Image]):
             "index": index % self.settings.num_images,
             "model": model,
             **(picture if self.settings.image is not None else {}),
+            **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
         }
 
 
@@ -244,6 +248,7 @@ class LCMPipeline:
             int(original_inference_steps),
             image=None if pictures is None else picture_name(image),
             strength=None if pictures is None else float(strength),
+            custom_timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
         )
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (

@@ -90,13 +90,24 @@ def test_png_metadata_records_how_to_make_the_image_again(lcm, tmp_path, tiny_ov
         (
             "-a 'quoted' prompt; $HOME",
             ["--steps", "4", "--timesteps", "999,759,259"],
-            {"steps": "3", "timesteps": "999,759,259", "original_inference_steps": "50"},
+            {"steps": "3", "timesteps": "999,759,259", "custom_timesteps": "999,759,259"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.6"],
+            {"steps": "4", "timesteps": "599,459,299,159", "strength": "0.6"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.5", "--timesteps", "999,759,499,259"],
+            {"timesteps": "499,259", "custom_timesteps": "999,759,499,259", "strength": "0.5"},
         ),
     ],
 )
 def test_info_prints_a_command_line_that_remakes_the_image(
-    lcm, tmp_path, tiny_ov_dir, prompt, options, recorded
+    lcm, tmp_path, tiny_ov_dir, start_picture, prompt, options, recorded
 ):
+    start_picture("png")
     model = ["--model", str(tiny_ov_dir), "--width", "64", "--height", "64"]
     run = lcm(
         "generate",
