@@ -73,11 +73,7 @@ def bench_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     configure_logging(args.quiet)
-    from .pipeline import check_arguments
-
-    for size in args.sizes:
-        for steps in args.steps:
-            check_arguments([args.prompt], steps, 8.0, size, size, 1)
+    check_bench_arguments(args)
     clock = time.perf_counter()
     pipe = open_pipeline(args, keep_models=True)
     report = {
@@ -94,6 +90,21 @@ def main(argv: list[str]) -> int:
     else:
         print(format_table(report))
     return 0
+
+
+def check_bench_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, what ``generate`` refuses: every size and step count as
+    the pipeline checks them, the seed as ``TorchGenerator`` does, and at least one image."""
+    from .errors import UsageError
+    from .pipeline import check_arguments
+    from .torch_rng import TorchGenerator
+
+    if args.images < 1:
+        raise UsageError(f"--images must be at least 1, got {args.images}")
+    for size in args.sizes:
+        for steps in args.steps:
+            check_arguments([args.prompt], steps, 8.0, size, size, 1)
+    TorchGenerator(args.seed)
 
 
 def _measure(pipe, args: argparse.Namespace) -> Iterator[Row]:

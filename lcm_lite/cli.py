@@ -7,6 +7,7 @@ Every failure is one line on stderr and an exit code (README: "Exit codes").
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import re
@@ -17,7 +18,16 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
-from .options import PROG, Parser, configure_logging, integer, model_options, number, open_pipeline
+from .options import (
+    PROG,
+    Parser,
+    configure_logging,
+    integer,
+    model_options,
+    number,
+    open_pipeline,
+    timestep_list,
+)
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
@@ -55,6 +65,17 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--seed",
         type=integer,
         help="0 .. 2**64-1, as torch.Generator().manual_seed (default: random)",
+    )
+    parser.add_argument(
+        "--original-inference-steps",
+        type=integer,
+        help="length of the distillation schedule the steps are taken from (default: the "
+        "model's, 50)",
+    )
+    parser.add_argument(
+        "--timesteps",
+        type=timestep_list,
+        help="custom descending timesteps, e.g. 999,759,499,259 (replaces --steps)",
     )
     parser.add_argument(
         "--image",
@@ -129,14 +150,30 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         raise UsageError("give a prompt, or --prompts FILE (one of the two)")
     if args.prompts is None:
         return [args.prompt]
-    try:
-        lines = args.prompts.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read prompts from {args.prompts}: {error}") from None
+    lines = _prompt_lines(args.prompts)
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts")
     return prompts
+
+
+def _prompt_lines(path: Path) -> list[str]:
+    """The lines of a ``--prompts`` file: UTF-8, with or without a byte-order mark (Windows
+    Notepad writes one; it is not part of the first prompt). UTF-16 and UTF-32 are refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read prompts from {path}: {error.strerror}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise UsageError(
+            f"{path} is UTF-16 or UTF-32 text: save it as UTF-8 (with or without a BOM)"
+        )
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
 
 
 def _generate(argv: list[str]) -> int:
@@ -165,6 +202,8 @@ def _generate(argv: list[str]) -> int:
             height=args.height,
             num_images=args.num_images,
             seed=args.seed,
+            original_inference_steps=args.original_inference_steps,
+            timesteps=args.timesteps,
             callback=progress,
         )
         for index, image in enumerate(result):
@@ -262,6 +301,7 @@ def _info(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.image is not None:
         from .images import read_png_metadata
+        from .remake import remake_command
 
         if not args.image.is_file():
             raise UsageError(f"no such file: {args.image}")
@@ -273,6 +313,7 @@ def _info(argv: list[str]) -> int:
             raise UsageError(f"{args.image} carries no lcm-lite metadata")
         for key, value in metadata.items():
             print(f"{key}: {value}")
+        print(f"remake: {remake_command(metadata)}")
         return 0
     from .blob_cache import default_cache_dir
     from .hub import resolve_model

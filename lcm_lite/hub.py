@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, UsageError
 
 DEFAULT_MODEL = "OpenVINO/LCM_Dreamshaper_v7-int8-ov"
 RUNTIME_FILES = [
@@ -29,17 +29,35 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def resolve_model(
-    model: str | None, revision: str | None = None, *, files: list[str] = RUNTIME_FILES
+    model: str | os.PathLike[str] | None,
+    revision: str | None = None,
+    *,
+    files: list[str] = RUNTIME_FILES,
 ) -> Path:
     """The local folder for ``model``: itself if it is a folder, else a hub snapshot with
-    ``files`` (downloaded unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``)."""
+    ``files`` (downloaded unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``). A
+    ``Path``, or a string that can only be a path (see ``looks_like_a_path``), is a folder and
+    never goes to the hub."""
     model = model or DEFAULT_MODEL
     path = Path(model).expanduser()
     if path.is_dir():
+        if revision is not None:
+            raise UsageError(
+                f"--revision {revision} applies to hub models only; {model} is a local folder"
+            )
         return path
-    if not _REPO_ID.match(model) or model.startswith((".", "/", "~")):
+    if looks_like_a_path(model) or not _REPO_ID.match(model):
         raise ModelError(f"model folder not found: {model}")
     return _snapshot(model, revision, files)
+
+
+def looks_like_a_path(model: str | os.PathLike[str]) -> bool:
+    """A ``Path``, or a string that starts with ``./``, ``../``, ``/`` or ``~`` or holds the
+    OS's own separator where that is not ``/`` (a hub id is ``owner/name``)."""
+    if not isinstance(model, str):
+        return True
+    separators = {os.sep, os.altsep} - {None, "/"}
+    return model.startswith((".", "/", "~")) or any(sep in model for sep in separators)
 
 
 def _snapshot(repo_id: str, revision: str | None, files: list[str]) -> Path:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compiler import Compiler
+from .blob_cache import cache_size_limit, cache_usage
+from .compiler import Compiler, describe_devices
 from .folder import COMPONENTS, ModelFolder
 
 
@@ -26,14 +27,13 @@ def describe(root: Path, cache_dir: Path | None) -> str:
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
                 f"{port.get_partial_shape()}"
             )
-    lines.append(f"devices: {', '.join(compiler.core.available_devices)}")
+    lines.append(f"devices: {describe_devices(compiler.core)}")
     if cache_dir is None:
         lines.append("compiled-model cache: off")
     else:
-        cached = (
-            sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
-            if cache_dir.is_dir()
-            else 0
+        used = cache_usage(cache_dir) if cache_dir.is_dir() else 0
+        lines.append(
+            f"compiled-model cache: {cache_dir} ({used / 2**20:.1f} MB used of "
+            f"{cache_size_limit() / 2**20:.0f} MB, LCM_LITE_CACHE_SIZE)"
         )
-        lines.append(f"compiled-model cache: {cache_dir} ({cached / 2**20:.1f} MB)")
     return "\n".join(lines)

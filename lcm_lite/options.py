@@ -28,7 +28,11 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         "(default: OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once)",
     )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
-    parser.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
+    parser.add_argument(
+        "--device",
+        default="CPU",
+        help="OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:... (default CPU)",
+    )
     parser.add_argument(
         "--precision",
         choices=["f32", "bf16", "f16"],
@@ -46,6 +50,16 @@ def integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def timestep_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integer timesteps (the scheduler checks their order)."""
+    try:
+        return [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
 
 
 def number(text: str) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,7 +64,9 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What one call asked for: with the seed, everything needed to make its images again."""
+    """What one call ran: with the seed, everything needed to make its images again. ``steps``
+    and ``timesteps`` are those sampled; ``custom_timesteps`` the schedule a caller gave instead
+    of ``steps`` (image to image samples its last ``int(len * strength)``, as diffusers)."""
 
     prompts: list[str]
     steps: int
@@ -71,8 +74,11 @@ class Settings:
     width: int
     height: int
     num_images: int
+    timesteps: tuple[int, ...]
+    original_inference_steps: int
     image: str | None = None  # the starting picture's file name ("" if it had none)
     strength: float | None = None
+    custom_timesteps: tuple[int, ...] | None = None
 
 
 class GenerationResult(list[Image.Image]):
@@ -101,6 +107,7 @@ class GenerationResult(list[Image.Image]):
         """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
         starting picture's file name and the strength for image-to-image)."""
         picture = {"image": self.settings.image, "strength": self.settings.strength}
+        custom = self.settings.custom_timesteps
         return {
             "prompt": self.settings.prompts[index // self.settings.num_images],
             "seed": self.seed,
@@ -109,9 +116,12 @@ class GenerationResult(list[Image.Image]):
             "width": self.settings.width,
             "height": self.settings.height,
             "num_images": self.settings.num_images,
+            "timesteps": ",".join(map(str, self.settings.timesteps)),
+            "original_inference_steps": self.settings.original_inference_steps,
             "index": index % self.settings.num_images,
             "model": model,
             **(picture if self.settings.image is not None else {}),
+            **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
         }
 
 
@@ -170,12 +180,12 @@ class LCMPipeline:
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
         processes."""
-        folder = resolve_model(str(model), revision)
+        folder = resolve_model(model, revision)
         return cls(
             ModelFolder.open(folder),
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
-            hub_id=None if folder == Path(str(model)).expanduser() else str(model),
+            hub_id=None if folder == Path(model).expanduser() else str(model),
         )
 
     def __call__(
@@ -216,17 +226,30 @@ class LCMPipeline:
             )
         width = DEFAULT_SIZE if width is None else width
         height = DEFAULT_SIZE if height is None else height
+        check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
+        steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
+        schedule = self.scheduler.timesteps(
+            None if timesteps is not None else steps,
+            original_inference_steps=original_inference_steps,
+            timesteps=timesteps,
+            strength=1.0 if pictures is None else strength,
+        )
+        original_inference_steps = (
+            original_inference_steps or self.scheduler.config.original_inference_steps
+        )
         settings = Settings(
             list(prompts),
-            steps,
-            guidance_scale,
+            len(schedule),
+            float(guidance_scale),
             width,
             height,
             num_images,
+            tuple(int(t) for t in schedule),
+            int(original_inference_steps),
             image=None if pictures is None else picture_name(image),
-            strength=None if pictures is None else strength,
+            strength=None if pictures is None else float(strength),
+            custom_timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
         )
-        check_arguments(settings.prompts, steps, guidance_scale, width, height, num_images)
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
@@ -236,12 +259,6 @@ class LCMPipeline:
         )
         if latents is not None and latents.shape != latent_shape:
             raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
-        schedule = self.scheduler.timesteps(
-            None if timesteps is not None else steps,
-            original_inference_steps=original_inference_steps,
-            timesteps=timesteps,
-            strength=1.0 if pictures is None else strength,
-        )
         pixels = None
         if pictures is not None and latents is None:
             check_picture_count(len(pictures), latent_shape[0])
@@ -409,6 +426,7 @@ def check_arguments(
     num_images: int,
 ) -> None:
     """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
+    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool.
     ``width`` or ``height`` None: not given (image to image takes the picture's)."""
     if not prompts:
         raise UsageError("give at least one prompt")
@@ -429,7 +447,7 @@ def check_arguments(
     ):
         if value is None and name in ("width", "height"):
             continue
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if value < low or (high is not None and value > high):
             raise UsageError(
@@ -439,7 +457,7 @@ def check_arguments(
         if value is not None and value % 8:
             raise UsageError(f"{name} must be a multiple of 8, got {value}")
     if (
-        not isinstance(guidance_scale, (int, float))
+        not isinstance(guidance_scale, numbers.Real)
         or isinstance(guidance_scale, bool)
         or not math.isfinite(guidance_scale)
         or guidance_scale < 0

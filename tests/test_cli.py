@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import openvino as ov
 import pytest
 from PIL import Image
 
@@ -77,6 +79,63 @@ def test_png_metadata_records_how_to_make_the_image_again(lcm, tmp_path, tiny_ov
     assert f"prompt: {PROMPT}" in info.stdout.splitlines()
 
 
+@pytest.mark.parametrize(
+    ("prompt", "options", "recorded"),
+    [
+        (
+            PROMPT,
+            ["--steps", "3", "--original-inference-steps", "20"],
+            {"steps": "3", "timesteps": "999,699,349", "original_inference_steps": "20"},
+        ),
+        (
+            "-a 'quoted' prompt; $HOME",
+            ["--steps", "4", "--timesteps", "999,759,259"],
+            {"steps": "3", "timesteps": "999,759,259", "custom_timesteps": "999,759,259"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.6"],
+            {"steps": "4", "timesteps": "599,459,299,159", "strength": "0.6"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.5", "--timesteps", "999,759,499,259"],
+            {"timesteps": "499,259", "custom_timesteps": "999,759,499,259", "strength": "0.5"},
+        ),
+    ],
+)
+def test_info_prints_a_command_line_that_remakes_the_image(
+    lcm, tmp_path, tiny_ov_dir, start_picture, prompt, options, recorded
+):
+    start_picture("png")
+    model = ["--model", str(tiny_ov_dir), "--width", "64", "--height", "64"]
+    run = lcm(
+        "generate",
+        "--seed",
+        "9",
+        *options,
+        *model,
+        "--out",
+        "first.png",
+        "--",
+        prompt,
+        model=False,
+        size=False,
+    )
+    assert run.returncode == 0, run.stderr
+    metadata = read_png_metadata(tmp_path / "first.png")
+    assert {key: metadata[key] for key in recorded} == recorded
+    info = lcm("info", "first.png", model=False, size=False)
+    assert info.returncode == 0, info.stderr
+    command = info.stdout.splitlines()[-1].removeprefix("remake: ")
+    argv = shlex.split(command)
+    assert argv[:2] == ["lcm-lite", "generate"]
+    again = lcm("generate", "--out", "again.png", *argv[2:], model=False, size=False)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(_pixels(tmp_path / "first.png"), _pixels(tmp_path / "again.png"))
+    assert read_png_metadata(tmp_path / "again.png") == metadata
+
+
 def test_the_same_seed_gives_the_same_image_and_another_seed_another(lcm, tmp_path):
     for name, seed in (("a.png", "7"), ("b.png", "7"), ("c.png", "8")):
         assert lcm(PROMPT, "--seed", seed, "--out", name).returncode == 0
@@ -138,6 +197,31 @@ def test_a_prompts_file_runs_every_prompt_in_one_process(lcm, tmp_path):
     assert len(list((tmp_path / "batch").glob("*.png"))) == 3
 
 
+def test_a_byte_order_mark_in_a_prompts_file_is_not_part_of_any_prompt(lcm, tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeff\r\na red cube\r\n".encode())
+    run = lcm("--prompts", "bom.txt", "--seed", "4", "--json", "--out", "bom")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(text) for text in run.stdout.splitlines()]
+    assert [line["prompt"] for line in lines] == ["a red cube"]  # no prompt of the BOM alone
+    plain = lcm("a red cube", "--seed", "4", "--json", "--out", "plain")
+    same = json.loads(plain.stdout)["path"]
+    assert np.array_equal(_pixels(tmp_path / lines[0]["path"]), _pixels(tmp_path / same))
+    assert read_png_metadata(tmp_path / lines[0]["path"])["prompt"] == "a red cube"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [("utf-16", "is UTF-16 or UTF-32 text"), ("utf-16-le", "is UTF-16"), ("latin-1", "not UTF-8")],
+)
+def test_a_prompts_file_not_in_utf8_is_refused_in_one_line(lcm, tmp_path, encoding, message):
+    (tmp_path / "p.txt").write_bytes("a café\n".encode(encoding))
+    run = lcm("--prompts", "p.txt", "--seed", "4")
+    assert run.returncode == 2
+    assert run.stderr.startswith("lcm-lite: error: ") and run.stderr.count("\n") == 1
+    assert message in run.stderr and "save it as UTF-8" in run.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_quiet_mode_prints_nothing_on_stderr(lcm):
     run = lcm(" ".join(["word"] * 100), "--seed", "1", "-q")
     assert run.returncode == 0
@@ -192,7 +276,7 @@ def test_info_describes_the_model_its_inputs_devices_and_cache(lcm, tiny_ov_dir)
         "vae_decoder:",
         "input sample: f32",
         "input timestep_cond: f32",
-        "devices: CPU",
+        f"devices: CPU ({ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')})",
         "compiled-model cache:",
     ):
         assert expected in out

@@ -6,10 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from lcm_lite.errors import ModelError
+from lcm_lite import LCMPipeline
+from lcm_lite.errors import ModelError, UsageError
 from lcm_lite.hub import DEFAULT_MODEL, RUNTIME_FILES, resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -114,3 +116,21 @@ def test_importing_lcm_lite_loads_nothing_heavy_and_opens_no_connection():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [Path("missing/dir"), "./missing", "../missing/dir", "/missing/dir", "~/missing", "missing"],
+)
+def test_a_path_that_does_not_exist_is_model_folder_not_found_never_a_hub_id(model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub look-up would say "not in the cache"
+    with pytest.raises(ModelError, match="model folder not found"):
+        LCMPipeline.from_pretrained(model)
+
+
+def test_a_revision_with_a_local_folder_is_refused(tiny_ov_dir, offline_hub):
+    with pytest.raises(UsageError, match="--revision v1 applies to hub models only"):
+        resolve_model(tiny_ov_dir, "v1")
+    run = _info(offline_hub, "--model", str(tiny_ov_dir), "--revision", "v1")
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "is a local folder" in run.stderr
