@@ -11,32 +11,28 @@ import codecs
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
 from .options import (
+    EXIT_TERMINATED,
     PROG,
     Parser,
+    Terminated,
     configure_logging,
     integer,
     model_options,
     number,
     open_pipeline,
+    raise_on_sigterm,
     timestep_list,
 )
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 EXIT_INTERNAL = 1
-
-
-class Terminated(BaseException):
-    """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
 
 
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -113,7 +109,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "generate"
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    raise_on_sigterm()
     try:
         return _COMMANDS[command](argv)
     except LcmLiteError as error:
@@ -137,10 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:

@@ -6,12 +6,30 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 from typing import NoReturn
 
 from .errors import UsageError
 
 PROG = "lcm-lite"
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that cleanup runs (``finally``, ``except BaseException``) and
+    no file or folder is left half-written."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on, SIGTERM raises ``Terminated`` in the main thread (as Ctrl+C raises
+    KeyboardInterrupt); the command catches it and exits ``EXIT_TERMINATED``."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 class Parser(argparse.ArgumentParser):
