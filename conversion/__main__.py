@@ -33,9 +33,19 @@ def _parser() -> argparse.ArgumentParser:
         default="fp16",
         help="weight format: fp32, fp16 (default) or int8 (NNCF weight compression)",
     )
-    parser.add_argument(
-        "--with-vae-encoder", action="store_true", help="also export the VAE encoder"
+    encoder = parser.add_mutually_exclusive_group()
+    encoder.add_argument(
+        "--with-vae-encoder",
+        action="store_true",
+        help="export the VAE encoder, which image to image needs (the default)",
     )
+    encoder.add_argument(
+        "--without-vae-encoder",
+        dest="with_vae_encoder",
+        action="store_false",
+        help="leave the VAE encoder out (text to image only; saves about 3%% of the folder)",
+    )
+    parser.set_defaults(with_vae_encoder=True)
     parser.add_argument(
         "--quantize-unet",
         action="store_true",

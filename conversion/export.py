@@ -10,7 +10,7 @@ The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
     text_encoder/   openvino_model.xml/.bin, config.json
     unet/           openvino_model.xml/.bin, config.json
     vae_decoder/    openvino_model.xml/.bin, config.json (the VAE's)
-    vae_encoder/    the same, only with ``with_vae_encoder``
+    vae_encoder/    the same (image to image's), unless ``with_vae_encoder=False``
 
 Each network is traced from float32 torch weights and freed before the next is loaded, so the
 full-size model converts within a few GiB.
@@ -67,7 +67,7 @@ def convert(
     out_dir: Path,
     *,
     weights: str = "fp16",
-    with_vae_encoder: bool = False,
+    with_vae_encoder: bool = True,
     force: bool = False,
     quantize_unet: bool = False,
     calibration_size: int = 512,

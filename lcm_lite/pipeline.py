@@ -287,9 +287,9 @@ class LCMPipeline:
                 log.warning("prompt too long for CLIP: %d tokens dropped from %.40r", dropped, text)
         prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
-        if latents is None and pixels is None:
+        if latents is None and pixels is None:  # text to image: pure noise
             latents = generator.randn(latent_shape)
-        elif latents is None:
+        elif latents is None:  # image to image: the encoded pictures, noised
             latents = self._picture_latents(compiled, pixels, int(schedule[0]), generator, timings)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         guidance_embedding = guidance_scale_embedding(
@@ -346,12 +346,19 @@ class LCMPipeline:
             return
         if self.hub_id is not None:  # the snapshot's commit: the encoder matches the rest
             resolve_model(self.hub_id, self.folder.root.name, files=VAE_ENCODER_FILES)
-        if not self.folder.xml("vae_encoder").is_file():
+        if self.folder.xml("vae_encoder").is_file():
+            return
+        convert = "convert the model with `lcm-lite-convert SOURCE OUT_DIR --with-vae-encoder`"
+        if self.hub_id is None:
             raise ModelError(
                 f"{self.folder.root} has no VAE encoder (vae_encoder/), which image to image "
-                "needs: convert the model again with `lcm-lite-convert SOURCE OUT_DIR "
-                "--with-vae-encoder`"
+                f"needs: {convert}"
             )
+        raise ModelError(
+            f"{self.hub_id} has no VAE encoder (vae_encoder/), which image to image needs, in the "
+            "local Hugging Face cache and none could be downloaded: on a connected machine run "
+            f"`hf download {self.hub_id} --include 'vae_encoder/*'`, or {convert}"
+        )
 
     def _encode_prompts(
         self, prompts: list[str], compiled: _Compiled, timings: dict[str, float]
@@ -467,7 +474,7 @@ def check_arguments(
 
 def check_strength(strength: float) -> None:
     """Image to image's ``strength``: a number in (0, 1] (diffusers accepts 0, then fails)."""
-    is_number = isinstance(strength, (int, float)) and not isinstance(strength, bool)
+    is_number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
     if not is_number or not 0 < strength <= 1:
         raise UsageError(f"strength must be a number in (0, 1], got {strength!r}")
 
