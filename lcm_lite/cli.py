@@ -17,7 +17,16 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
-from .options import PROG, Parser, configure_logging, integer, model_options, number, open_pipeline
+from .options import (
+    PROG,
+    Parser,
+    configure_logging,
+    integer,
+    model_options,
+    number,
+    open_pipeline,
+    vae_option,
+)
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
@@ -68,6 +77,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
     )
+    vae_option(parser)
     model_options(parser)
     return parser
 
@@ -134,7 +144,8 @@ def _generate(argv: list[str]) -> int:
 
         TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
-    progress = _StepProgress(enabled=not args.quiet and sys.stderr.isatty())
+    if not args.quiet and sys.stderr.isatty():
+        pipe.progress = _StageBars()
     for prompt in prompts:
         result = pipe(
             prompt,
@@ -144,7 +155,7 @@ def _generate(argv: list[str]) -> int:
             height=args.height,
             num_images=args.num_images,
             seed=args.seed,
-            callback=progress,
+            vae=args.vae,
         )
         for index, image in enumerate(result):
             metadata = result.metadata(index, model=args.model or default_model)
@@ -198,18 +209,23 @@ def _save_unique(
                 raise  # a real write failure, not a name taken in the meantime
 
 
-class _StepProgress:
-    """A one-line step counter on stderr, for terminals only."""
+class _StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        self.bar = None
 
-    def __call__(self, info: object) -> None:
-        if self.enabled:
-            step, total = info.step, info.num_steps  # type: ignore[attr-defined]
-            bar = "#" * step + "." * (total - step)
-            end = "\n" if step == total else ""
-            print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
 
 
 def _info(argv: list[str]) -> int:

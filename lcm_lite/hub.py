@@ -1,4 +1,5 @@
-"""Where a model comes from: a local folder, or a Hugging Face hub repository of OpenVINO IR.
+"""Where a model (or a tiny VAE) comes from: a local folder, or a Hugging Face hub repository of
+OpenVINO IR.
 
 Only the files the runtime reads are fetched (no vae_encoder, safety_checker or
 feature_extractor). ``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
@@ -29,16 +30,38 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 def resolve_model(model: str | None, revision: str | None = None) -> Path:
     """The local folder for ``model``: itself if it is a folder, else a hub snapshot (downloaded
     unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``)."""
-    model = model or DEFAULT_MODEL
-    path = Path(model).expanduser()
+    return resolve(
+        model or DEFAULT_MODEL,
+        revision,
+        what="model",
+        files=RUNTIME_FILES,
+        option="--model",
+        alternative="convert a diffusers model with `lcm-lite-convert SOURCE FOLDER`",
+    )
+
+
+def resolve(
+    name: str,
+    revision: str | None,
+    *,
+    what: str,
+    files: list[str],
+    option: str,
+    alternative: str,
+) -> Path:
+    """The local folder ``name`` (a ``what``: "model", "tiny VAE") is, or the hub snapshot of its
+    ``files``. The error for a hub id
+    that is neither cached nor reachable names the ``option`` that takes a copied folder, and the
+    ``alternative`` way to make one."""
+    path = Path(name).expanduser()
     if path.is_dir():
         return path
-    if not _REPO_ID.match(model) or model.startswith((".", "/", "~")):
-        raise ModelError(f"model folder not found: {model}")
-    return _snapshot(model, revision)
+    if not _REPO_ID.match(name) or name.startswith((".", "/", "~")):
+        raise ModelError(f"{what} folder not found: {name}")
+    return _snapshot(name, revision, files, f"then pass {option} FOLDER; or {alternative}")
 
 
-def _snapshot(repo_id: str, revision: str | None) -> Path:
+def _snapshot(repo_id: str, revision: str | None, files: list[str], instead: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -46,15 +69,14 @@ def _snapshot(repo_id: str, revision: str | None) -> Path:
     try:
         return Path(
             snapshot_download(
-                repo_id, revision=revision, allow_patterns=RUNTIME_FILES, local_files_only=offline
+                repo_id, revision=revision, allow_patterns=files, local_files_only=offline
             )
         )
     except LocalEntryNotFoundError:
         raise ModelError(
             f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: download it on a connected machine"
-            f" (`hf download {repo_id}`) and copy the folder here, then pass --model FOLDER;"
-            " or convert a diffusers model with `lcm-lite-convert SOURCE FOLDER`"
+            f" (`hf download {repo_id}`) and copy the folder here, {instead}"
         ) from None
     except HfHubHTTPError as error:
         raise ModelError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from None

@@ -2,6 +2,9 @@
 
     tokenize -> encode -> latents -> for t in timesteps: UNet, LCM step -> VAE decode -> images
 
+The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
+``tiny_vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
+
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
 """
@@ -14,7 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -27,6 +32,7 @@ from .hub import resolve_model
 from .images import to_pil
 from .networks import TextEncoder, UNet, VAEDecoder
 from .scheduler import LCMScheduler, LCMSchedulerConfig
+from .tiny_vae import TinyVAE, load_tiny_vae, own_tiny_vae
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
@@ -46,6 +52,20 @@ class StepInfo:
     timestep: int
     latents: np.ndarray
     denoised: np.ndarray
+    decoder: Callable[[np.ndarray], list[Image.Image]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def preview(self) -> list[Image.Image]:
+        """This step's ``denoised`` latents decoded by the tiny VAE, one image per image of the
+        call. Decoded when called, so a callback that does not ask costs nothing; callable from
+        another thread. Raises UsageError when the pipeline has no tiny VAE."""
+        if self.decoder is None:
+            raise UsageError(
+                "previews need a tiny VAE: load one with LCMPipeline.from_pretrained(..., "
+                "tiny_vae=FOLDER or HUB_ID) (command line: --tiny-vae)"
+            )
+        return self.decoder(self.denoised)
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]
@@ -61,6 +81,7 @@ class Settings:
     width: int
     height: int
     num_images: int
+    vae: str = "full"
 
 
 class GenerationResult(list[Image.Image]):
@@ -97,6 +118,7 @@ class GenerationResult(list[Image.Image]):
             "num_images": self.settings.num_images,
             "index": index % self.settings.num_images,
             "model": model,
+            "vae": self.settings.vae,
         }
 
 
@@ -107,7 +129,7 @@ class _Compiled:
     key: tuple[int, int, int, int]
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
-    vae_decoder: VAEDecoder | None = None
+    decoders: dict[Path, VAEDecoder] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -115,15 +137,26 @@ class LCMPipeline:
     """Load once, call many times. Calls are serialised: one inference at a time per pipeline.
 
     ``keep_models=False`` frees the text encoder after encoding and the UNet before decoding,
-    which lowers peak memory for a one-shot run but recompiles on the next call.
+    which lowers peak memory for a one-shot run but recompiles on the next call (a tiny VAE's
+    decoder, a few MB that previews use every step, stays).
+
+    ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
+    decoder if it is an AutoencoderTiny, else none.
     """
 
     def __init__(
-        self, folder: ModelFolder, compiler: Compiler, *, keep_models: bool = True
+        self,
+        folder: ModelFolder,
+        compiler: Compiler,
+        *,
+        keep_models: bool = True,
+        tiny_vae: TinyVAE | None = None,
     ) -> None:
         self.folder = folder
         self.compiler = compiler
         self.keep_models = keep_models
+        self.tiny_vae = tiny_vae or own_tiny_vae(folder)
+        self.progress: StageProgress | None = None
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(
             LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
@@ -131,6 +164,7 @@ class LCMPipeline:
         self._compiled: _Compiled | None = None
         self._last_encoding: tuple[list[str], TokenizedPrompts, np.ndarray] | None = None
         self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()  # previews may decode from another thread
 
     @classmethod
     def from_pretrained(
@@ -142,17 +176,26 @@ class LCMPipeline:
         precision: str | None = None,
         cache_dir: Path | None = None,
         keep_models: bool = True,
+        tiny_vae: str | Path | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
-        processes."""
+        processes. ``tiny_vae``: a tiny-VAE folder or hub id (``rupeshs/taesd-ov``; see
+        ``tiny_vae``) for ``vae="tiny"`` and previews."""
+        folder = ModelFolder.open(resolve_model(str(model), revision))
         return cls(
-            ModelFolder.open(resolve_model(str(model), revision)),
+            folder,
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
+            tiny_vae=None if tiny_vae is None else load_tiny_vae(tiny_vae, folder),
         )
+
+    @property
+    def has_previews(self) -> bool:
+        """Whether ``StepInfo.preview()`` works, that is whether a tiny VAE is loaded."""
+        return self.tiny_vae is not None
 
     def __call__(
         self,
@@ -167,16 +210,19 @@ class LCMPipeline:
         latents: np.ndarray | None = None,
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
+        vae: str = "full",
         callback: StepCallback | None = None,
     ) -> GenerationResult:
         """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
-        own code embeds the scale unchanged, so its 8 is diffusers' 9)."""
+        own code embeds the scale unchanged, so its 8 is diffusers' 9). ``vae="tiny"`` decodes
+        with the tiny VAE: faster, and close to but not the full VAE's image."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
-        settings = Settings(list(prompts), steps, guidance_scale, width, height, num_images)
+        settings = Settings(list(prompts), steps, guidance_scale, width, height, num_images, vae)
         check_arguments(settings.prompts, steps, guidance_scale, width, height, num_images)
+        self._check_vae(vae)
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
@@ -219,7 +265,9 @@ class LCMPipeline:
         )
 
         unet = self._network(compiled, "unet")
+        preview = None if self.tiny_vae is None else partial(self._decode, compiled, "tiny")
         denoised = latents
+        self._report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
             model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
@@ -229,17 +277,13 @@ class LCMPipeline:
                 model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
             )
             timings[f"unet_step_{i + 1}"] = _lap(clock)
-            if (
-                callback is not None
-                and callback(StepInfo(i + 1, len(schedule), int(t), latents, denoised)) is False
-            ):
+            self._report("steps", i + 1, len(schedule))
+            info = StepInfo(i + 1, len(schedule), int(t), latents, denoised, preview)
+            if callback is not None and callback(info) is False:
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
         del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
 
-        vae_decoder = self._network(compiled, "vae_decoder")
-        clock = time.perf_counter()
-        images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
-        timings["vae_decoder"] = _lap(clock)
+        images = self._decode(compiled, settings.vae, denoised, timings)
         timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})
         compiled.seconds.clear()
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
@@ -270,29 +314,102 @@ class LCMPipeline:
             self._compiled = _Compiled(key)
         return self._compiled
 
-    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEDecoder:
-        """``compiled``'s network ``name``, compiled for its shapes now if it is not held; held
-        for the next call only with ``keep_models``."""
+    def _check_vae(self, vae: str) -> None:
+        if vae not in ("full", "tiny"):
+            raise UsageError(f'vae must be "full" or "tiny", got {vae!r}')
+        if vae == "tiny" and self.tiny_vae is None:
+            raise UsageError(
+                'vae="tiny" needs a tiny VAE: LCMPipeline.from_pretrained(..., tiny_vae=FOLDER or '
+                "HUB_ID) (command line: --tiny-vae, default rupeshs/taesd-ov)"
+            )
+
+    def _decode(
+        self,
+        compiled: _Compiled,
+        vae: str,
+        denoised: np.ndarray,
+        timings: dict[str, float] | None = None,
+    ) -> list[Image.Image]:
+        """``denoised`` latents to images with the ``vae`` decoder: "full" is the model's,
+        "tiny" the tiny VAE's; each takes ``latents / scaling_factor + shift_factor`` from its
+        own config. Serialised, since a preview may run in another thread; a tiny decoder stays
+        compiled even without ``keep_models``."""
+        if vae == "full":
+            xml, config, name = self.folder.xml("vae_decoder"), self.folder.vae, "vae_decoder"
+        else:
+            xml, config, name = self.tiny_vae.xml, self.tiny_vae.config, "tiny_vae_decoder"
+        with self._decode_lock:
+            decoder = compiled.decoders.get(xml)
+            if decoder is None:
+                decoder = self._compile(
+                    compiled,
+                    name,
+                    lambda: VAEDecoder(self.compiler, xml, compiled.key[1:], _LABELS[name]),
+                )
+                if self.keep_models or config.is_tiny:
+                    compiled.decoders[xml] = decoder
+            if timings is None:
+                return to_pil(decoder(config.decoder_input(denoised)))
+            self._report("decode", 0, 1)
+            clock = time.perf_counter()
+            images = to_pil(decoder(config.decoder_input(denoised)))
+            timings["vae_decoder"] = _lap(clock)
+            self._report("decode", 1, 1)
+            return images
+
+    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet:
+        """``compiled``'s text encoder or UNet, compiled for its shapes now if it is not held;
+        held for the next call only with ``keep_models``."""
         network = getattr(compiled, name)
         if network is not None:
             return network
         num_prompts, latent_shape = compiled.key[0], compiled.key[1:]
-        log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, latent_shape)))
-        clock = time.perf_counter()
         text_length = self.tokenizer.model_max_length
         if name == "text_encoder":
-            network = TextEncoder(self.compiler, self.folder, num_prompts, text_length)
-        elif name == "unet":
-            network = UNet(self.compiler, self.folder, latent_shape, text_length)
+            network = self._compile(
+                compiled,
+                name,
+                lambda: TextEncoder(self.compiler, self.folder, num_prompts, text_length),
+            )
         else:
-            network = VAEDecoder(self.compiler, self.folder, latent_shape)
-        compiled.seconds[name] = _lap(clock)
+            network = self._compile(
+                compiled, name, lambda: UNet(self.compiler, self.folder, latent_shape, text_length)
+            )
         if self.keep_models:
             setattr(compiled, name, network)
         return network
 
+    def _compile(self, compiled: _Compiled, name: str, build: Callable[[], _Network]) -> _Network:
+        """``build()`` a network, reported as the stage "compile <label>" and timed."""
+        stage = f"compile {_LABELS[name]}"
+        if self.progress is None:  # else the progress shows it
+            log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, compiled.key[1:])))
+        self._report(stage, 0, 1)
+        clock = time.perf_counter()
+        network = build()
+        compiled.seconds[name] = _lap(clock)
+        self._report(stage, 1, 1)
+        return network
 
-_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decoder": "VAE decoder"}
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+class StageProgress(Protocol):
+    """Told where a call is: ``(stage, 0, total)`` when a stage starts, ``(stage, done, total)``
+    as it advances. Stages: "compile <network>", "steps", "decode". The CLI's progress bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None: ...
+
+
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder)
+_LABELS = {
+    "text_encoder": "text encoder",
+    "unet": "UNet",
+    "vae_decoder": "VAE decoder",
+    "tiny_vae_decoder": "tiny VAE decoder",
+}
 
 
 def _lap(start: float) -> float:
