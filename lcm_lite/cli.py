@@ -256,7 +256,7 @@ def _info(argv: list[str]) -> int:
     from .info import describe
 
     cache_dir = None if args.no_cache else default_cache_dir()
-    print(describe(resolve_model(args.model, args.revision), cache_dir))
+    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
     return 0
 
 

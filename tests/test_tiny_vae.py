@@ -372,6 +372,21 @@ def test_the_default_tiny_vae_comes_from_the_hub_cache(tiny_ov_dir, tiny_taesd_o
     assert read_png_metadata(tmp_path / "out.png")["vae"] == "tiny"
 
 
+def test_bench_and_info_take_the_tiny_vae(tiny_ov_dir, tiny_taesd_ov_dir, capsys):
+    from lcm_lite.cli import main
+
+    argv = ["--model", str(tiny_ov_dir), "--tiny-vae", str(tiny_taesd_ov_dir), "--no-cache"]
+    size = ["--sizes", "64", "--steps", "1", "--images", "1", "--json"]
+    assert main(["bench", *argv, *size, "--vae", "tiny"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["vae"] == "tiny"
+    assert sorted(report["rows"][0]["compile"]) == ["text_encoder", "tiny_vae_decoder", "unet"]
+    assert main(["info", *argv]) == 0
+    assert f"tiny VAE (previews, --vae tiny): {tiny_taesd_ov_dir} (AutoencoderTiny" in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_tiny_vae_with_other_latent_channels_exits_3_in_one_line(
     tiny_ov_dir, tiny_taesd_ov_dir, tmp_path
 ):
