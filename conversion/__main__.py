@@ -23,9 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
-        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read.",
+        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read; or a tiny VAE "
+        "(AutoencoderTiny, e.g. madebyollin/taesd) to the vae_decoder/ + vae_encoder/ folder "
+        "that --tiny-vae takes.",
     )
-    parser.add_argument("source", help="local diffusers pipeline folder or Hugging Face hub id")
+    parser.add_argument(
+        "source", help="local diffusers folder (LCM pipeline or AutoencoderTiny) or hub id"
+    )
     parser.add_argument("out_dir", type=Path, help="folder to create")
     parser.add_argument(
         "--weights",

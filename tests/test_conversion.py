@@ -359,7 +359,7 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
 
     assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
-    assert "not a diffusers pipeline" in _one_error_line(capsys)
+    assert "neither a diffusers pipeline" in _one_error_line(capsys)
 
 
 def test_a_non_empty_output_folder_is_refused_without_force(tmp_path, tiny_diffusers_dir, capsys):
