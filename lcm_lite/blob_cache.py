@@ -118,7 +118,7 @@ def write_blob(compiled: ov.CompiledModel, blob: Path, limit: int) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as file:
-            _lock(file, shared=False)
+            _lock(file, shared=False)  # at once: unlocked, it looks abandoned to other processes
             data = compiled.export_model().getbuffer()
             prune_cache(blob.parent, limit, room=data.nbytes)
             file.write(data)

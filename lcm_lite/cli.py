@@ -11,32 +11,29 @@ import codecs
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
 from .options import (
+    EXIT_TERMINATED,
     PROG,
     Parser,
+    Terminated,
     configure_logging,
     integer,
     model_options,
     number,
     open_pipeline,
+    raise_on_sigterm,
     timestep_list,
+    vae_option,
 )
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 EXIT_INTERNAL = 1
-
-
-class Terminated(BaseException):
-    """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
 
 
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -106,6 +103,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
     )
+    vae_option(parser)
     model_options(parser)
     return parser
 
@@ -113,7 +111,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "generate"
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    raise_on_sigterm()
     try:
         return _COMMANDS[command](argv)
     except LcmLiteError as error:
@@ -137,10 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -191,7 +185,8 @@ def _generate(argv: list[str]) -> int:
 
         TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
-    progress = _StepProgress(enabled=not args.quiet and sys.stderr.isatty())
+    if not args.quiet and sys.stderr.isatty():
+        pipe.progress = _StageBars()
     for prompt in prompts:
         result = pipe(
             prompt,
@@ -204,7 +199,7 @@ def _generate(argv: list[str]) -> int:
             seed=args.seed,
             original_inference_steps=args.original_inference_steps,
             timesteps=args.timesteps,
-            callback=progress,
+            vae=args.vae,
         )
         for index, image in enumerate(result):
             metadata = result.metadata(index, model=args.model or default_model)
@@ -276,18 +271,23 @@ def _save_unique(
                 raise  # a real write failure, not a name taken in the meantime
 
 
-class _StepProgress:
-    """A one-line step counter on stderr, for terminals only."""
+class _StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        self.bar = None
 
-    def __call__(self, info: object) -> None:
-        if self.enabled:
-            step, total = info.step, info.num_steps  # type: ignore[attr-defined]
-            bar = "#" * step + "." * (total - step)
-            end = "\n" if step == total else ""
-            print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
 
 
 def _info(argv: list[str]) -> int:
@@ -320,7 +320,7 @@ def _info(argv: list[str]) -> int:
     from .info import describe
 
     cache_dir = None if args.no_cache else default_cache_dir()
-    print(describe(resolve_model(args.model, args.revision), cache_dir))
+    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
     return 0
 
 

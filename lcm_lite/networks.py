@@ -8,6 +8,7 @@ a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -146,13 +147,14 @@ class UNet:
 
 
 class VAEDecoder:
-    """VAE decoder: latents (batch, 4, h, w) -> image (batch, 3, h*8, w*8) in [-1, 1]."""
+    """VAE decoder (AutoencoderKL or AutoencoderTiny): latents (batch, 4, h, w) -> image
+    (batch, 3, h*8, w*8) in [-1, 1]."""
 
     def __init__(
-        self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
+        self, compiler: Compiler, xml: Path, latent_shape: tuple[int, ...], name: str
     ) -> None:
         self.compiled = compiler.compile(
-            folder.xml("vae_decoder"), lambda model: {0: latent_shape}, latent_shape, "VAE decoder"
+            xml, lambda model: {0: latent_shape}, latent_shape, name
         )  # the request needs it alive
         self.request = self.compiled.create_infer_request()
 

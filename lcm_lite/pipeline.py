@@ -4,6 +4,9 @@ and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
     tokenize -> encode -> latents (noise, or an encoded picture noised to the first timestep)
     -> for t in timesteps: UNet, LCM step -> VAE decode -> images
 
+The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
+``tiny_vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
+
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
 """
@@ -17,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -38,6 +43,7 @@ from .pictures import (
     repeat_for_batch,
 )
 from .scheduler import LCMScheduler, LCMSchedulerConfig
+from .tiny_vae import TinyVAE, load_tiny_vae, own_tiny_vae
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
@@ -57,6 +63,20 @@ class StepInfo:
     timestep: int
     latents: np.ndarray
     denoised: np.ndarray
+    decoder: Callable[[np.ndarray], list[Image.Image]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def preview(self) -> list[Image.Image]:
+        """This step's ``denoised`` latents decoded by the tiny VAE, one image per image of the
+        call. Decoded when called, so a callback that does not ask costs nothing; callable from
+        another thread. Raises UsageError when the pipeline has no tiny VAE."""
+        if self.decoder is None:
+            raise UsageError(
+                "previews need a tiny VAE: load one with LCMPipeline.from_pretrained(..., "
+                "tiny_vae=FOLDER or HUB_ID) (command line: --tiny-vae)"
+            )
+        return self.decoder(self.denoised)
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]
@@ -79,6 +99,7 @@ class Settings:
     image: str | None = None  # the starting picture's file name ("" if it had none)
     strength: float | None = None
     custom_timesteps: tuple[int, ...] | None = None
+    vae: str = "full"
 
 
 class GenerationResult(list[Image.Image]):
@@ -120,6 +141,7 @@ class GenerationResult(list[Image.Image]):
             "original_inference_steps": self.settings.original_inference_steps,
             "index": index % self.settings.num_images,
             "model": model,
+            "vae": self.settings.vae,
             **(picture if self.settings.image is not None else {}),
             **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
         }
@@ -132,7 +154,7 @@ class _Compiled:
     key: tuple[int, int, int, int]
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
-    vae_decoder: VAEDecoder | None = None
+    decoders: dict[Path, VAEDecoder] = field(default_factory=dict)
     vae_encoder: VAEEncoder | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -141,7 +163,11 @@ class LCMPipeline:
     """Load once, call many times. Calls are serialised: one inference at a time per pipeline.
 
     ``keep_models=False`` frees the text encoder after encoding and the UNet before decoding,
-    which lowers peak memory for a one-shot run but recompiles on the next call.
+    which lowers peak memory for a one-shot run but recompiles on the next call (a tiny VAE's
+    decoder, a few MB that previews use every step, stays).
+
+    ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
+    decoder if it is an AutoencoderTiny, else none.
     """
 
     def __init__(
@@ -151,11 +177,14 @@ class LCMPipeline:
         *,
         keep_models: bool = True,
         hub_id: str | None = None,
+        tiny_vae: TinyVAE | None = None,
     ) -> None:
         self.folder = folder
         self.hub_id = hub_id  # the hub repository ``folder`` is a snapshot of, if any
         self.compiler = compiler
         self.keep_models = keep_models
+        self.tiny_vae = tiny_vae or own_tiny_vae(folder)
+        self.progress: StageProgress | None = None
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(
             LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
@@ -163,6 +192,7 @@ class LCMPipeline:
         self._compiled: _Compiled | None = None
         self._last_encoding: tuple[list[str], TokenizedPrompts, np.ndarray] | None = None
         self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()  # previews may decode from another thread
 
     @classmethod
     def from_pretrained(
@@ -174,19 +204,28 @@ class LCMPipeline:
         precision: str | None = None,
         cache_dir: Path | None = None,
         keep_models: bool = True,
+        tiny_vae: str | Path | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
-        processes."""
-        folder = resolve_model(model, revision)
+        processes. ``tiny_vae``: a tiny-VAE folder or hub id (``rupeshs/taesd-ov``; see
+        ``tiny_vae``) for ``vae="tiny"`` and previews."""
+        root = resolve_model(model, revision)
+        folder = ModelFolder.open(root)
         return cls(
-            ModelFolder.open(folder),
+            folder,
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
-            hub_id=None if folder == Path(model).expanduser() else str(model),
+            hub_id=None if root == Path(model).expanduser() else str(model),
+            tiny_vae=None if tiny_vae is None else load_tiny_vae(tiny_vae, folder),
         )
+
+    @property
+    def has_previews(self) -> bool:
+        """Whether ``StepInfo.preview()`` works, that is whether a tiny VAE is loaded."""
+        return self.tiny_vae is not None
 
     def __call__(
         self,
@@ -203,11 +242,13 @@ class LCMPipeline:
         latents: np.ndarray | None = None,
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
+        vae: str = "full",
         callback: StepCallback | None = None,
     ) -> GenerationResult:
         """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
-        own code embeds the scale unchanged, so its 8 is diffusers' 9).
+        own code embeds the scale unchanged, so its 8 is diffusers' 9). ``vae="tiny"`` decodes
+        with the tiny VAE: faster, and close to but not the full VAE's image.
 
         With ``image`` (a picture, or a list: see ``pictures.load_image``), image to image: the
         picture, resized to ``width x height`` (default: its own size rounded down to a multiple
@@ -227,6 +268,7 @@ class LCMPipeline:
         width = DEFAULT_SIZE if width is None else width
         height = DEFAULT_SIZE if height is None else height
         check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
+        self._check_vae(vae)
         steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
         schedule = self.scheduler.timesteps(
             None if timesteps is not None else steps,
@@ -248,6 +290,7 @@ class LCMPipeline:
             int(original_inference_steps),
             image=None if pictures is None else picture_name(image),
             strength=None if pictures is None else float(strength),
+            vae=vae,
             custom_timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
         )
         generator = TorchGenerator(random_seed() if seed is None else seed)
@@ -297,7 +340,9 @@ class LCMPipeline:
         )
 
         unet = self._network(compiled, "unet")
+        preview = None if self.tiny_vae is None else partial(self._decode, compiled, "tiny")
         denoised = latents
+        self._report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
             model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
@@ -307,17 +352,13 @@ class LCMPipeline:
                 model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
             )
             timings[f"unet_step_{i + 1}"] = _lap(clock)
-            if (
-                callback is not None
-                and callback(StepInfo(i + 1, len(schedule), int(t), latents, denoised)) is False
-            ):
+            self._report("steps", i + 1, len(schedule))
+            info = StepInfo(i + 1, len(schedule), int(t), latents, denoised, preview)
+            if callback is not None and callback(info) is False:
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
         del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
 
-        vae_decoder = self._network(compiled, "vae_decoder")
-        clock = time.perf_counter()
-        images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
-        timings["vae_decoder"] = _lap(clock)
+        images = self._decode(compiled, settings.vae, denoised, timings)
         timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})
         compiled.seconds.clear()
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
@@ -386,37 +427,106 @@ class LCMPipeline:
             self._compiled = _Compiled(key)
         return self._compiled
 
-    def _network(
-        self, compiled: _Compiled, name: str
-    ) -> TextEncoder | UNet | VAEDecoder | VAEEncoder:
-        """``compiled``'s network ``name``, compiled for its shapes now if it is not held; held
-        for the next call only with ``keep_models``."""
+    def _check_vae(self, vae: str) -> None:
+        if vae not in ("full", "tiny"):
+            raise UsageError(f'vae must be "full" or "tiny", got {vae!r}')
+        if vae == "tiny" and self.tiny_vae is None:
+            raise UsageError(
+                'vae="tiny" needs a tiny VAE: LCMPipeline.from_pretrained(..., tiny_vae=FOLDER or '
+                "HUB_ID) (command line: --tiny-vae, default rupeshs/taesd-ov)"
+            )
+
+    def _decode(
+        self,
+        compiled: _Compiled,
+        vae: str,
+        denoised: np.ndarray,
+        timings: dict[str, float] | None = None,
+    ) -> list[Image.Image]:
+        """``denoised`` latents to images with the ``vae`` decoder: "full" is the model's,
+        "tiny" the tiny VAE's; each takes ``latents / scaling_factor + shift_factor`` from its
+        own config. Serialised, since a preview may run in another thread; a tiny decoder stays
+        compiled even without ``keep_models``."""
+        if vae == "full":
+            xml, config, name = self.folder.xml("vae_decoder"), self.folder.vae, "vae_decoder"
+        else:
+            xml, config, name = self.tiny_vae.xml, self.tiny_vae.config, "tiny_vae_decoder"
+        with self._decode_lock:
+            decoder = compiled.decoders.get(xml)
+            if decoder is None:
+                decoder = self._compile(
+                    compiled,
+                    name,
+                    lambda: VAEDecoder(self.compiler, xml, compiled.key[1:], _LABELS[name]),
+                )
+                if self.keep_models or config.is_tiny:
+                    compiled.decoders[xml] = decoder
+            if timings is None:
+                return to_pil(decoder(config.decoder_input(denoised)))
+            self._report("decode", 0, 1)
+            clock = time.perf_counter()
+            images = to_pil(decoder(config.decoder_input(denoised)))
+            timings["vae_decoder"] = _lap(clock)
+            self._report("decode", 1, 1)
+            return images
+
+    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEEncoder:
+        """``compiled``'s text encoder, UNet or VAE encoder, compiled for its shapes now if it is
+        not held; held for the next call only with ``keep_models``."""
         network = getattr(compiled, name)
         if network is not None:
             return network
         num_prompts, latent_shape = compiled.key[0], compiled.key[1:]
-        log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, latent_shape)))
-        clock = time.perf_counter()
         text_length = self.tokenizer.model_max_length
         if name == "text_encoder":
-            network = TextEncoder(self.compiler, self.folder, num_prompts, text_length)
-        elif name == "unet":
-            network = UNet(self.compiler, self.folder, latent_shape, text_length)
+            network = self._compile(
+                compiled,
+                name,
+                lambda: TextEncoder(self.compiler, self.folder, num_prompts, text_length),
+            )
         elif name == "vae_encoder":
-            network = VAEEncoder(self.compiler, self.folder, latent_shape)
+            network = self._compile(
+                compiled, name, lambda: VAEEncoder(self.compiler, self.folder, latent_shape)
+            )
         else:
-            network = VAEDecoder(self.compiler, self.folder, latent_shape)
-        compiled.seconds[name] = _lap(clock)
+            network = self._compile(
+                compiled, name, lambda: UNet(self.compiler, self.folder, latent_shape, text_length)
+            )
         if self.keep_models:
             setattr(compiled, name, network)
         return network
 
+    def _compile(self, compiled: _Compiled, name: str, build: Callable[[], _Network]) -> _Network:
+        """``build()`` a network, reported as the stage "compile <label>" and timed."""
+        stage = f"compile {_LABELS[name]}"
+        if self.progress is None:  # else the progress shows it
+            log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, compiled.key[1:])))
+        self._report(stage, 0, 1)
+        clock = time.perf_counter()
+        network = build()
+        compiled.seconds[name] = _lap(clock)
+        self._report(stage, 1, 1)
+        return network
 
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+class StageProgress(Protocol):
+    """Told where a call is: ``(stage, 0, total)`` when a stage starts, ``(stage, done, total)``
+    as it advances. Stages: "compile <network>", "steps", "decode". The CLI's progress bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None: ...
+
+
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
 _LABELS = {
     "text_encoder": "text encoder",
     "unet": "UNet",
     "vae_decoder": "VAE decoder",
     "vae_encoder": "VAE encoder",
+    "tiny_vae_decoder": "tiny VAE decoder",
 }
 
 

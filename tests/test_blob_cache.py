@@ -4,6 +4,7 @@ a blob that a process is using; interrupted writes leave nothing behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -130,3 +131,73 @@ def test_a_bound_in_python_is_refused_when_malformed(monkeypatch, tiny_ov_dir, t
     monkeypatch.setenv("LCM_LITE_CACHE_SIZE", "-1G")
     with pytest.raises(UsageError, match="LCM_LITE_CACHE_SIZE"):
         LCMPipeline.from_pretrained(tiny_ov_dir, cache_dir=tmp_path)
+
+
+def _generate_in_background(model: Path, cache: Path, folder: Path) -> subprocess.Popen:
+    """``lcm-lite`` compiling a fresh cache (three blobs written) in a process of its own."""
+    argv = [sys.executable, "-m", "lcm_lite", "x", "--model", str(model), "--width", "64"]
+    return subprocess.Popen(
+        [*argv, "--height", "64", "--steps", "1", "--out", "o.png"],
+        cwd=folder,
+        env={**os.environ, "LCM_LITE_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop_while_writing_a_blob(process: subprocess.Popen, cache: Path) -> Path | None:
+    """Stop ``process`` (SIGSTOP) at a moment it holds a blob temporary; that temporary, or
+    ``None`` if it finished first. Temporaries already there are not its own."""
+    earlier = set(cache.glob(".*.blob.*"))
+    while process.poll() is None:
+        if set(cache.glob(".*.blob.*")) - earlier:
+            process.send_signal(signal.SIGSTOP)
+            temporaries = set(cache.glob(".*.blob.*")) - earlier
+            if temporaries:
+                return temporaries.pop()
+            process.send_signal(signal.SIGCONT)
+    return None
+
+
+def _stopped_writer(model: Path, cache: Path, folder: Path) -> tuple[subprocess.Popen, Path]:
+    """A real run stopped in the middle of writing a blob (a few tries: the window is short)."""
+    for _ in range(10):
+        process = _generate_in_background(model, cache, folder)
+        temporary = _stop_while_writing_a_blob(process, cache)
+        if temporary is not None:
+            return process, temporary
+        process.communicate(timeout=60)
+        for blob in cache.glob("*.blob"):
+            blob.unlink()
+    pytest.fail("never caught a process writing a blob")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_first_compile_leaves_no_blob_temporary(tiny_ov_dir, tmp_path, sig, code):
+    cache = tmp_path / "cache"
+    process, temporary = _stopped_writer(tiny_ov_dir, cache, tmp_path)
+    process.send_signal(sig)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert not temporary.exists()
+    assert not list(cache.glob(".*")) and not (tmp_path / "o.png").exists()
+
+
+def test_temporaries_of_killed_runs_are_deleted_at_start_and_those_of_live_runs_kept(
+    tiny_ov_dir, tmp_path
+):
+    cache = tmp_path / "cache"
+    killed, left_behind = _stopped_writer(tiny_ov_dir, cache, tmp_path)
+    killed.kill()  # SIGKILL: no cleanup can run
+    killed.communicate(timeout=60)
+    assert left_behind.exists()
+    writing, being_written = _stopped_writer(tiny_ov_dir, cache, tmp_path)
+    try:
+        LCMPipeline.from_pretrained(tiny_ov_dir, cache_dir=cache)  # a start: prunes temporaries
+        assert not left_behind.exists()
+        assert being_written.exists()  # its writer is alive (stopped), holding it
+    finally:
+        writing.kill()
+        writing.communicate(timeout=60)

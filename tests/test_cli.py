@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -234,20 +235,44 @@ def test_a_too_long_prompt_warns_how_many_tokens_were_dropped(lcm):
     assert "tokens dropped" in run.stderr
 
 
-def test_progress_shows_each_step_on_a_terminal_only(lcm):
+def _terminal_stderr(lcm, *args):
+    """What ``lcm(*args)`` writes to a stderr that is a terminal (a 120-column pseudo-terminal)."""
+    import fcntl
     import pty
+    import struct
+    import termios
 
     leader, follower = pty.openpty()
-    run = lcm(PROMPT, "--seed", "1", "--steps", "3", stderr=follower)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    run = lcm(*args, stderr=follower)
     os.close(follower)
-    seen = os.read(leader, 65536).decode()
+    seen = b""
+    while chunk := _read_or_empty(leader):
+        seen += chunk
     os.close(leader)
     assert run.returncode == 0
-    assert "step 3/3" in seen
-    assert "compiling the UNet" in seen
+    return seen.decode()
+
+
+def _read_or_empty(fd):
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other end is closed and everything was read
+        return b""
+
+
+def test_progress_shows_each_stage_with_elapsed_and_remaining_time_on_a_terminal_only(
+    lcm, tmp_path
+):
+    seen = _terminal_stderr(lcm, PROMPT, "--seed", "1", "--steps", "3", "--no-cache")
+    for stage in ("compile text encoder", "compile UNet", "steps", "decode"):
+        assert f"{stage}: 100%" in seen
+    assert re.search(r"steps: 100%.*\| 3/3 \[\d\d:\d\d<00:00", seen)  # elapsed<remaining
+    assert re.search(r"steps: +33%.*\| 1/3 \[\d\d:\d\d<", seen)
+    assert _terminal_stderr(lcm, PROMPT, "--seed", "1", "-q") == ""
     piped = lcm(PROMPT, "--seed", "1").stderr  # a pipe is not a terminal
-    assert "step" not in piped
-    assert "compiling" not in piped
+    assert "steps" not in piped
+    assert "compil" not in piped
 
 
 def test_the_compiled_model_cache_is_used_unless_no_cache(lcm, tmp_path):
@@ -302,6 +327,8 @@ def test_help_lists_every_option_and_the_other_commands(lcm):
         "--revision",
         "--image",
         "--strength",
+        "--vae",
+        "--tiny-vae",
         "-q",
         "info",
         "bench",

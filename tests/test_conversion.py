@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -355,7 +359,7 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
 
     assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
-    assert "not a diffusers pipeline" in _one_error_line(capsys)
+    assert "neither a diffusers pipeline" in _one_error_line(capsys)
 
 
 def test_a_non_empty_output_folder_is_refused_without_force(tmp_path, tiny_diffusers_dir, capsys):
@@ -418,3 +422,26 @@ def test_an_export_failing_midway_leaves_no_half_model(
         assert _sibling_names(out_dir) == ["out"]
     else:
         assert _sibling_names(out_dir) == []
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_export_exits_with_its_code_and_leaves_no_folder(
+    tmp_path, tiny_diffusers_dir, sig, exit_code
+):
+    """A real ``lcm-lite-convert`` process, signalled once its staging folder exists."""
+    out_dir = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conversion", str(tiny_diffusers_dir), str(out_dir), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.*.partial")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert process.poll() is None, process.stderr.read()  # it is exporting now
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr
+    assert stderr.splitlines()[-1].endswith("the output folder was not written")
+    assert list(tmp_path.iterdir()) == []  # no out/, no .out.*.partial

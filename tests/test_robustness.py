@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -356,3 +357,36 @@ def test_bools_and_non_integers_are_still_refused(f32_pipe, name, value):
     kwargs = {"steps": 1, "width": 64, "height": 64, name: value}
     with pytest.raises(UsageError, match=name):
         f32_pipe("x", **kwargs)
+
+
+def test_the_tmpfs_fixture_fails_in_ci_as_root_when_mounting_fails(tmp_path):
+    """CI runs as root: a tmpfs test that cannot mount must fail there, not skip silently."""
+    (tmp_path / "test_mount.py").write_text(
+        "def test_mount(tmpfs):\n    tmpfs('bad', 'size=not-a-size')\n"
+    )
+    conftest_dir = Path(__file__).parent
+
+    def outcome(ci: str) -> str:
+        path = os.pathsep.join([str(conftest_dir), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "CI": ci, "PYTHONPATH": path}
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfs",
+            str(tmp_path / "test_mount.py"),
+        ]
+        run = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        return run.stdout
+
+    if os.geteuid() == 0:
+        assert "1 failed" in outcome("true")
+        assert "CI runs as root, yet mounting a tmpfs failed" in outcome("true")
+    assert "1 skipped" in outcome("")
