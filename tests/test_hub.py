@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.server
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from lcm_lite import LCMPipeline
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.hub import DEFAULT_MODEL, RUNTIME_FILES, resolve_model
+from lcm_lite.hub import DEFAULT_MODEL, resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -93,12 +100,190 @@ def test_an_uncached_model_offline_says_what_to_do_in_one_line(offline_hub):
     assert "Traceback" not in run.stderr
 
 
-def test_only_the_runtime_files_are_fetched():
-    assert not any(
-        p.startswith(("vae_encoder", "safety_checker", "feature_extractor")) for p in RUNTIME_FILES
+class FakeHub:
+    """A Hugging Face hub on loopback serving one model repository from a folder: the three
+    routes ``snapshot_download`` uses (revision info, file tree, file resolve), recording each
+    file request. ``cut_short`` names a file whose body stops halfway (a connection lost)."""
+
+    def __init__(self, repo_id: str, folder: Path, cut_short: str | None = None) -> None:
+        self.repo_id, self.cut_short, self.fetched = repo_id, cut_short, []
+        self.files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._send_file(body=False)
+
+            def do_GET(self) -> None:
+                route = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                if route.startswith(f"/api/models/{hub.repo_id}/revision/"):
+                    self._send_json({"id": hub.repo_id, "sha": COMMIT, "siblings": []})
+                elif route.startswith(f"/api/models/{hub.repo_id}/tree/"):
+                    self._send_json(
+                        [
+                            {
+                                "type": "file",
+                                "path": name,
+                                "size": path.stat().st_size,
+                                "oid": hashlib.sha1(path.read_bytes()).hexdigest(),
+                            }
+                            for name, path in hub.files.items()
+                        ]
+                    )
+                else:
+                    self._send_file(body=True)
+
+            def _send_json(self, value: object) -> None:
+                data = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_file(self, body: bool) -> None:
+                route = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                prefix = f"/{hub.repo_id}/resolve/{COMMIT}/"
+                name = route.removeprefix(prefix)
+                if not route.startswith(prefix) or name not in hub.files:
+                    self.send_error(404)
+                    return
+                data = hub.files[name].read_bytes()
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    hub.fetched.append(name)
+                    cut = len(data) // 2 if name == hub.cut_short else len(data)
+                    self.wfile.write(data[:cut])
+                    self.close_connection = True
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub_repo(tiny_ov_dir, tmp_path):
+    """The tiny model as a hub repository holds it: with the files the runtime does not read."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_ov_dir, repo)
+    for extra in ("safety_checker/model.safetensors", "feature_extractor/preprocessor_config.json"):
+        (repo / extra).parent.mkdir()
+        (repo / extra).write_text("{}")
+    return repo
+
+
+def _info_online(hf_home, hub_url, *args, **env):
+    """``lcm-lite info`` in a fresh process that downloads from ``hub_url`` (loopback only)."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), "HF_ENDPOINT": hub_url, **env}
+    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "NO_PROXY", "no_proxy"):
+        environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_lite", "info", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    for needed in ("unet/*", "text_encoder/*", "vae_decoder/*", "scheduler/scheduler_config.json"):
-        assert needed in RUNTIME_FILES
+
+
+def test_only_the_runtime_files_are_fetched(hub_repo, tmp_path):
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info_online(tmp_path / "hf", hub.url, "--model", "someone/tiny-lcm-ov")
+    finally:
+        hub.close()
+    assert run.returncode == 0, run.stderr
+    snapshot = Path(run.stdout.splitlines()[0].removeprefix("model: "))
+    on_disk = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    assert sorted(hub.fetched) == sorted(on_disk)
+    expected = {
+        name
+        for name in hub.files
+        if name.split("/")[0] in ("text_encoder", "unet", "vae_decoder")
+        or name in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/merges.txt")
+        or (name.startswith("tokenizer/") and name.endswith(".json"))
+    }
+    assert on_disk == expected
+    left_out = set(hub.files) - on_disk
+    assert {name.split("/")[0] for name in left_out} >= {
+        "vae_encoder",
+        "safety_checker",
+        "feature_extractor",
+    }
+    assert "tokenizer/openvino_tokenizer.xml" in left_out  # openvino_tokenizers' files too
+
+
+def _last_line_error(run, *phrases):
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("lcm-lite: error: cannot download someone/tiny-lcm-ov: "), last
+    for phrase in phrases:
+        assert phrase in last
+
+
+def test_a_connection_lost_mid_download_is_exit_code_3_and_says_run_again(hub_repo, tmp_path):
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo, cut_short="unet/openvino_model.bin")
+    try:
+        run = _info_online(tmp_path / "hf", hub.url, "--model", "someone/tiny-lcm-ov")
+    finally:
+        hub.close()
+    assert "unet/openvino_model.bin" in hub.fetched
+    _last_line_error(run, "the connection to the hub was lost", "run again to resume")
+
+
+def test_a_proxy_that_refuses_is_exit_code_3_and_names_the_proxy(hub_repo, tmp_path):
+    """The hub over HTTPS through a proxy that answers CONNECT with 407 (both on loopback)."""
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = proxy.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+                    )
+
+    threading.Thread(target=refuse, daemon=True).start()
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info_online(
+            tmp_path / "hf",
+            hub.url.replace("http://", "https://"),
+            "--model",
+            "someone/tiny-lcm-ov",
+            HTTPS_PROXY=f"http://127.0.0.1:{proxy.getsockname()[1]}",
+        )
+    finally:
+        hub.close()
+        proxy.close()
+    _last_line_error(run, "the proxy refused the connection", "407", "HTTPS_PROXY")
+
+
+def test_a_full_disk_during_a_download_is_exit_code_3_and_says_where(hub_repo, tmpfs):
+    small = tmpfs("hf", "size=1m")  # the tiny model takes about 5 MB
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info_online(small, hub.url, "--model", "someone/tiny-lcm-ov")
+    finally:
+        hub.close()
+    _last_line_error(run, "no space left", "HF_HOME")
 
 
 def test_a_missing_local_path_is_a_model_error(tmp_path):
