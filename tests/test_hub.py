@@ -47,17 +47,21 @@ def offline_hub(tmp_path):
     return tmp_path / "hf"
 
 
-def _info(hf_home, *args):
-    """``lcm-lite info`` in a fresh process with ``HF_HOME`` set, as a user runs it: huggingface_hub
-    reads its environment when it is imported, so the variables must be set before the start."""
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    env.pop("HF_HUB_CACHE", None)
+def _info(hf_home, *args, **env):
+    """``lcm-lite info`` in a fresh process with ``HF_HOME`` and ``env`` set, as a user runs it:
+    huggingface_hub reads its environment when it is imported, so the variables must be set
+    before the start. Offline, unless ``env`` names an ``HF_ENDPOINT`` (a fake hub on loopback)."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), **env}
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "NO_PROXY", "no_proxy"):
+        environment.pop(name, None)
+    if "HF_ENDPOINT" not in env:
+        environment["HF_HUB_OFFLINE"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "lcm_lite", "info", *args],
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 
@@ -186,24 +190,10 @@ def hub_repo(tiny_ov_dir, tmp_path):
     return repo
 
 
-def _info_online(hf_home, hub_url, *args, **env):
-    """``lcm-lite info`` in a fresh process that downloads from ``hub_url`` (loopback only)."""
-    environment = {**os.environ, "HF_HOME": str(hf_home), "HF_ENDPOINT": hub_url, **env}
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "NO_PROXY", "no_proxy"):
-        environment.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "lcm_lite", "info", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_only_the_runtime_files_are_fetched(hub_repo, tmp_path):
     hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
     try:
-        run = _info_online(tmp_path / "hf", hub.url, "--model", "someone/tiny-lcm-ov")
+        run = _info(tmp_path / "hf", "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
     finally:
         hub.close()
     assert run.returncode == 0, run.stderr
@@ -239,7 +229,7 @@ def _last_line_error(run, *phrases):
 def test_a_connection_lost_mid_download_is_exit_code_3_and_says_run_again(hub_repo, tmp_path):
     hub = FakeHub("someone/tiny-lcm-ov", hub_repo, cut_short="unet/openvino_model.bin")
     try:
-        run = _info_online(tmp_path / "hf", hub.url, "--model", "someone/tiny-lcm-ov")
+        run = _info(tmp_path / "hf", "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
     finally:
         hub.close()
     assert "unet/openvino_model.bin" in hub.fetched
@@ -263,11 +253,11 @@ def test_a_proxy_that_refuses_is_exit_code_3_and_names_the_proxy(hub_repo, tmp_p
     threading.Thread(target=refuse, daemon=True).start()
     hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
     try:
-        run = _info_online(
+        run = _info(
             tmp_path / "hf",
-            hub.url.replace("http://", "https://"),
             "--model",
             "someone/tiny-lcm-ov",
+            HF_ENDPOINT=hub.url.replace("http://", "https://"),
             HTTPS_PROXY=f"http://127.0.0.1:{proxy.getsockname()[1]}",
         )
     finally:
@@ -280,7 +270,7 @@ def test_a_full_disk_during_a_download_is_exit_code_3_and_says_where(hub_repo, t
     small = tmpfs("hf", "size=1m")  # the tiny model takes about 5 MB
     hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
     try:
-        run = _info_online(small, hub.url, "--model", "someone/tiny-lcm-ov")
+        run = _info(small, "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
     finally:
         hub.close()
     _last_line_error(run, "no space left", "HF_HOME")
