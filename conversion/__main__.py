@@ -23,9 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
-        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read.",
+        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read; or a tiny VAE "
+        "(AutoencoderTiny, e.g. madebyollin/taesd) to the vae_decoder/ + vae_encoder/ folder "
+        "that --tiny-vae takes.",
     )
-    parser.add_argument("source", help="local diffusers pipeline folder or Hugging Face hub id")
+    parser.add_argument(
+        "source", help="local diffusers folder (LCM pipeline or AutoencoderTiny) or hub id"
+    )
     parser.add_argument("out_dir", type=Path, help="folder to create")
     parser.add_argument(
         "--weights",
@@ -33,9 +37,19 @@ def _parser() -> argparse.ArgumentParser:
         default="fp16",
         help="weight format: fp32, fp16 (default) or int8 (NNCF weight compression)",
     )
-    parser.add_argument(
-        "--with-vae-encoder", action="store_true", help="also export the VAE encoder"
+    encoder = parser.add_mutually_exclusive_group()
+    encoder.add_argument(
+        "--with-vae-encoder",
+        action="store_true",
+        help="export the VAE encoder, which image to image needs (the default)",
     )
+    encoder.add_argument(
+        "--without-vae-encoder",
+        dest="with_vae_encoder",
+        action="store_false",
+        help="leave the VAE encoder out (text to image only; saves about 3%% of the folder)",
+    )
+    parser.set_defaults(with_vae_encoder=True)
     parser.add_argument(
         "--quantize-unet",
         action="store_true",

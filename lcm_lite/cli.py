@@ -28,6 +28,7 @@ from .options import (
     open_pipeline,
     raise_on_sigterm,
     timestep_list,
+    vae_option,
 )
 
 COMMANDS = ("generate", "info", "bench", "serve")
@@ -38,10 +39,12 @@ EXIT_INTERNAL = 1
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
-        description="Generate images from a text prompt.",
+        description="Generate images from a text prompt, or from a picture and a prompt.",
         epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
     )
-    parser.add_argument("prompt", nargs="?", help="the text prompt")
+    parser.add_argument(
+        "prompt", nargs="?", help="the text prompt (with --image it may be empty: variations)"
+    )
     parser.add_argument(
         "--prompts",
         type=Path,
@@ -71,8 +74,23 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=timestep_list,
         help="custom descending timesteps, e.g. 999,759,499,259 (replaces --steps)",
     )
-    parser.add_argument("--width", type=integer, default=512, help="multiple of 8")
-    parser.add_argument("--height", type=integer, default=512, help="multiple of 8")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="start from this picture (PNG, JPEG or WebP): image to image",
+    )
+    parser.add_argument(
+        "--strength",
+        type=number,
+        help="with --image: how much to change it, 0 < X <= 1 (default 0.8)",
+    )
+    parser.add_argument(
+        "--width", type=integer, help="multiple of 8 (default 512, or the --image's width)"
+    )
+    parser.add_argument(
+        "--height", type=integer, help="multiple of 8 (default 512, or the --image's height)"
+    )
     parser.add_argument("--num-images", type=integer, default=1, help="images per prompt")
     parser.add_argument(
         "--out",
@@ -85,6 +103,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
     )
+    vae_option(parser)
     model_options(parser)
     return parser
 
@@ -119,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompt is None and args.prompts is None and args.image is not None:
+        return [""]  # variations of the picture
     if (args.prompt is None) == (args.prompts is None):
         raise UsageError("give a prompt, or --prompts FILE (one of the two)")
     if args.prompts is None:
@@ -158,15 +179,18 @@ def _generate(argv: list[str]) -> int:
     from .pipeline import check_arguments
 
     check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
+    picture = _check_picture(args)
     if args.seed is not None:
         from .torch_rng import TorchGenerator
 
         TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
-    progress = _StepProgress(enabled=not args.quiet and sys.stderr.isatty())
+    if not args.quiet and sys.stderr.isatty():
+        pipe.progress = _StageBars()
     for prompt in prompts:
         result = pipe(
             prompt,
+            **picture,
             steps=args.steps,
             guidance_scale=args.guidance,
             width=args.width,
@@ -175,12 +199,13 @@ def _generate(argv: list[str]) -> int:
             seed=args.seed,
             original_inference_steps=args.original_inference_steps,
             timesteps=args.timesteps,
-            callback=progress,
+            vae=args.vae,
         )
         for index, image in enumerate(result):
             metadata = result.metadata(index, model=args.model or default_model)
+            name = prompt or (args.image.stem if args.image else "")
             path = _save_unique(
-                save_png, image, _output_path(args, prompt, result.seed, index), metadata
+                save_png, image, _output_path(args, name, result.seed, index), metadata
             )
             if args.json:
                 print(
@@ -198,8 +223,25 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _check_picture(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline's image-to-image arguments, the picture and strength checked before the
+    model loads; none without ``--image``."""
+    if args.image is None:
+        if args.strength is not None:
+            raise UsageError("--strength needs --image (it says how much to change the picture)")
+        return {}
+    from .pictures import load_image
+    from .pipeline import check_strength
+
+    strength = 0.8 if args.strength is None else args.strength
+    check_strength(strength)
+    load_image(args.image)
+    return {"image": args.image, "strength": strength}
+
+
 def _output_path(args: argparse.Namespace, prompt: str, seed: int, index: int) -> Path:
-    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``."""
+    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``
+    (the picture's name for variations of it)."""
     is_file = args.out.suffix.lower() == ".png"
     folder = args.out.parent if is_file else args.out
     try:
@@ -229,18 +271,23 @@ def _save_unique(
                 raise  # a real write failure, not a name taken in the meantime
 
 
-class _StepProgress:
-    """A one-line step counter on stderr, for terminals only."""
+class _StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        self.bar = None
 
-    def __call__(self, info: object) -> None:
-        if self.enabled:
-            step, total = info.step, info.num_steps  # type: ignore[attr-defined]
-            bar = "#" * step + "." * (total - step)
-            end = "\n" if step == total else ""
-            print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
 
 
 def _info(argv: list[str]) -> int:
@@ -273,7 +320,7 @@ def _info(argv: list[str]) -> int:
     from .info import describe
 
     cache_dir = None if args.no_cache else default_cache_dir()
-    print(describe(resolve_model(args.model, args.revision), cache_dir))
+    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
     return 0
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 from .blob_cache import cache_size_limit, cache_usage
 from .compiler import Compiler, describe_devices
 from .folder import COMPONENTS, ModelFolder
+from .tiny_vae import load_tiny_vae, own_tiny_vae
 
 
-def describe(root: Path, cache_dir: Path | None) -> str:
-    """What ``lcm-lite info`` prints: the folder, each network's inputs, the devices, the cache."""
+def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) -> str:
+    """What ``lcm-lite info`` prints: the folder, each network's inputs, the tiny VAE (``tiny_vae``,
+    or the model's own TAESD decoder), the devices, the cache."""
     folder = ModelFolder.open(root)
     compiler = Compiler()
     lines = [
@@ -27,6 +29,12 @@ def describe(root: Path, cache_dir: Path | None) -> str:
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
                 f"{port.get_partial_shape()}"
             )
+    tiny = own_tiny_vae(folder) if tiny_vae is None else load_tiny_vae(tiny_vae, folder)
+    if tiny is not None:
+        lines.append(
+            f"tiny VAE (previews, --vae tiny): {tiny.root} ({tiny.config.class_name}, "
+            f"scaling factor {tiny.config.scaling_factor:g})"
+        )
     lines.append(f"devices: {describe_devices(compiler.core)}")
     if cache_dir is None:
         lines.append("compiled-model cache: off")

@@ -47,6 +47,12 @@ def model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
     parser.add_argument(
+        "--tiny-vae",
+        metavar="DIR|HUB_ID",
+        help="tiny VAE (TAESD) folder or hub id, for --vae tiny and previews "
+        "(default with --vae tiny: rupeshs/taesd-ov, downloaded once)",
+    )
+    parser.add_argument(
         "--device",
         default="CPU",
         help="OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:... (default CPU)",
@@ -60,6 +66,16 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         "--no-cache", action="store_true", help="do not keep compiled models in the per-user cache"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
+
+
+def vae_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vae",
+        choices=["full", "tiny"],
+        default="full",
+        help="final decoder: the model's VAE (default) or the tiny VAE (TAESD: faster, softer, "
+        "not the full VAE's image)",
+    )
 
 
 def integer(text: str) -> int:
@@ -88,19 +104,26 @@ def number(text: str) -> float:
 
 
 def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
-    """Load ``--model`` (a folder or hub id; the default model if none) as the options say."""
+    """Load ``--model`` (a folder or hub id; the default model if none) as the options say;
+    ``--vae tiny`` without ``--tiny-vae`` takes the model's own tiny decoder if it has one, else
+    the default tiny VAE."""
     from .blob_cache import default_cache_dir
     from .hub import DEFAULT_MODEL
     from .pipeline import LCMPipeline
+    from .tiny_vae import DEFAULT_TINY_VAE, load_tiny_vae
 
-    return LCMPipeline.from_pretrained(
+    pipe = LCMPipeline.from_pretrained(
         args.model or DEFAULT_MODEL,
         revision=args.revision,
         device=args.device,
         precision=args.precision,
         cache_dir=None if args.no_cache else default_cache_dir(),
         keep_models=keep_models,
+        tiny_vae=args.tiny_vae,
     )
+    if getattr(args, "vae", "full") == "tiny" and not pipe.has_previews:
+        pipe.tiny_vae = load_tiny_vae(DEFAULT_TINY_VAE, pipe.folder)
+    return pipe
 
 
 def configure_logging(quiet: bool) -> None:

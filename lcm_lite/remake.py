@@ -2,7 +2,9 @@
 
 ``REMAKE_OPTIONS`` maps each metadata key (``GenerationResult.metadata``) to the words of
 the ``lcm-lite generate`` options that set it; a new setting is one more row. ``prompt`` is the
-positional argument; ``index`` (which image of the call) is not an option.
+positional argument; ``index`` (which image of the call) is not an option, nor ``timesteps``
+(what ran: ``steps``, ``original_inference_steps`` and ``strength`` make it again, or the
+``custom_timesteps`` a caller gave).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ def _option(option: str) -> Formatter:
 REMAKE_OPTIONS: dict[str, Formatter] = {
     "seed": _option("--seed"),
     "steps": _option("--steps"),
-    "timesteps": _option("--timesteps"),
+    "custom_timesteps": _option("--timesteps"),
     "original_inference_steps": _option("--original-inference-steps"),
     "guidance": _option("--guidance"),
     "width": _option("--width"),
     "height": _option("--height"),
     "num_images": _option("--num-images"),
     "model": _option("--model"),
+    "image": _option("--image"),
+    "strength": _option("--strength"),
 }
 
 

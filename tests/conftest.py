@@ -78,3 +78,20 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight AutoencoderTiny (TAESD's 4 blocks, 8 channels) as a diffusers folder."""
+    pytest.importorskip("diffusers")
+    from conversion.random_model import build_random_tiny_vae
+
+    return build_random_tiny_vae(tmp_path_factory.mktemp("tiny-taesd") / "diffusers", size="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd_ov_dir(tmp_path_factory: pytest.TempPathFactory, tiny_taesd_dir: Path) -> Path:
+    """``tiny_taesd_dir`` converted to a tiny-VAE folder (vae_decoder/, vae_encoder/), fp32."""
+    from conversion.export import convert
+
+    return convert(tiny_taesd_dir, tmp_path_factory.mktemp("tiny-taesd-ov") / "ov", weights="fp32")

@@ -294,20 +294,26 @@ def test_openvino_genai_generates_an_image_from_the_export(tiny_ov_dir):
     assert image.std() > 1
 
 
-@pytest.mark.parametrize("weights", ["fp16", "int8"])
+@pytest.mark.parametrize(
+    ("weights", "options", "folders"),
+    [
+        ("fp16", [], NETWORK_FOLDERS),
+        ("int8", ["--without-vae-encoder"], ("text_encoder", "unet", "vae_decoder")),
+    ],
+)
 def test_cli_exports_compressed_weights_that_compile_and_are_smaller_than_fp32(
-    tmp_path, capsys, weights, tiny_diffusers_dir, tiny_ov_dir
+    tmp_path, capsys, weights, options, folders, tiny_diffusers_dir, tiny_ov_dir
 ):
     out_dir = tmp_path / weights
 
-    assert main([str(tiny_diffusers_dir), str(out_dir), "--weights", weights]) == 0
+    assert main([str(tiny_diffusers_dir), str(out_dir), "--weights", weights, *options]) == 0
     progress = capsys.readouterr().err
-    for folder in ("text_encoder", "unet", "vae_decoder"):
+    for folder in folders:
         assert f"lcm-lite-convert: {folder}: {weights} IR written in " in progress
         ov.Core().compile_model(out_dir / folder / "openvino_model.xml", "CPU")
         size = (out_dir / folder / "openvino_model.bin").stat().st_size
         assert size < (tiny_ov_dir / folder / "openvino_model.bin").stat().st_size
-    assert not (out_dir / "vae_encoder").exists()
+    assert (out_dir / "vae_encoder").exists() == ("vae_encoder" in folders)
 
 
 # --- refusals and failures ------------------------------------------------------------------
@@ -353,7 +359,7 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
 
     assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
-    assert "not a diffusers pipeline" in _one_error_line(capsys)
+    assert "neither a diffusers pipeline" in _one_error_line(capsys)
 
 
 def test_a_non_empty_output_folder_is_refused_without_force(tmp_path, tiny_diffusers_dir, capsys):

@@ -15,7 +15,9 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from lcm_lite import LCMPipeline
 from lcm_lite.errors import ModelError, UsageError
@@ -309,3 +311,63 @@ def test_a_revision_with_a_local_folder_is_refused(tiny_ov_dir, offline_hub):
     run = _info(offline_hub, "--model", str(tiny_ov_dir), "--revision", "v1")
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "is a local folder" in run.stderr
+
+
+# --- the VAE encoder comes with the first image-to-image call -------------------------------
+
+
+@pytest.fixture
+def local_hub(tiny_ov_dir):
+    """A stand-in for the Hugging Face hub (unreachable here) on 127.0.0.1, serving
+    ``tiny_ov_dir`` as ``someone/tiny-lcm-ov``; yields its URL and the list of files downloaded
+    from it."""
+    hub = FakeHub("someone/tiny-lcm-ov", tiny_ov_dir)
+    yield hub.url, hub.fetched
+    hub.close()
+
+
+def test_the_vae_encoder_is_downloaded_on_the_first_image_to_image_call_only(local_hub, tmp_path):
+    endpoint, downloaded = local_hub
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)).save(
+        tmp_path / "start.png"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": endpoint}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_HUB_CACHE", None)
+
+    def generate(*args):
+        argv = [sys.executable, "-m", "lcm_lite", "x", "--model", "someone/tiny-lcm-ov", *args]
+        run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+
+    generate("--width", "64", "--height", "64", "--seed", "1")
+    assert downloaded and not any(name.startswith("vae_encoder/") for name in downloaded)
+    downloaded.clear()
+
+    generate("--image", "start.png", "--seed", "1")
+    assert {name.split("/")[0] for name in downloaded} == {"vae_encoder"}
+    downloaded.clear()
+
+    generate("--image", "start.png", "--seed", "2")
+    assert not any(name.startswith("vae_encoder/") for name in downloaded)
+
+
+def test_a_cached_hub_model_without_its_encoder_offline_says_how_to_get_it(
+    tiny_ov_dir, offline_hub, tmp_path
+):
+    text_only = tmp_path / "text-only"
+    shutil.copytree(tiny_ov_dir, text_only, ignore=shutil.ignore_patterns("vae_encoder"))
+    _lay_out_hub_cache(offline_hub, "someone/tiny-lcm-ov", text_only)
+    Image.new("RGB", (64, 48), "teal").save(tmp_path / "start.png")
+    env = {**os.environ, "HF_HOME": str(offline_hub), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    argv = [sys.executable, "-m", "lcm_lite", "x", "--model", "someone/tiny-lcm-ov"]
+
+    run = subprocess.run(
+        [*argv, "--image", "start.png"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+    assert run.returncode == 3
+    assert run.stderr.count("\n") == 1
+    assert "hf download someone/tiny-lcm-ov --include 'vae_encoder/*'" in run.stderr
+    assert [path.name for path in tmp_path.glob("*.png")] == ["start.png"]  # nothing written
