@@ -2,6 +2,7 @@
 time, in order, from a bounded queue; a full queue is refused at once instead of piling up.
 
 A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done.
+Cancelling a job stops it alone: a queued one fails at once, a running one after its current step.
 """
 
 from __future__ import annotations
@@ -65,10 +66,51 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    _on_finish: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from the worker thread) once the job is done or failed; at once
+        if it already is."""
+        with self._lock:
+            if not self.finished.is_set():
+                self._on_finish.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> None:
+        """Stop this job: a queued job fails now, a running one after its current step."""
+        with self._lock:
+            self.cancelled = True
+            queued = self.state == "queued"
+        if queued:
+            self.fail(Cancelled("the job was cancelled"))
+
+    def start(self) -> bool:
+        """Mark the job running, unless it was cancelled while it waited."""
+        with self._lock:
+            if not self.cancelled:
+                self.state = "running"
+            return not self.cancelled
 
     def fail(self, error: BaseException) -> None:
         self.state, self.error = "failed", error
-        self.finished.set()
+        self._finish()
+
+    def succeed(self, images: list[bytes], seconds: float, timings: dict[str, float]) -> None:
+        self.images, self.seconds, self.timings = images, seconds, timings
+        self.state = "done"
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self.finished.is_set():
+                return
+            self.finished.set()
+            callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback()
 
 
 class JobQueue:
@@ -83,7 +125,6 @@ class JobQueue:
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
         self._closed = False
-        self._cancel = False
         self.capacity = capacity
         self.running: Job | None = None
         self.last_seconds = 1.0
@@ -113,8 +154,10 @@ class JobQueue:
         return self._jobs.get(job_id)
 
     def cancel_running(self) -> None:
-        """Make the running job stop after its current step (it fails with Cancelled)."""
-        self._cancel = True
+        """Make the running job stop after its current step (it fails with Cancelled); the
+        jobs after it run as usual."""
+        if (job := self.running) is not None:
+            job.cancel()
 
     def close(self) -> None:
         """Refuse new jobs, fail the queued ones, and return once the running job has finished."""
@@ -140,7 +183,9 @@ class JobQueue:
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            self.running, job.state = job, "running"
+            if not job.start():  # cancelled while it waited
+                continue
+            self.running = job
             try:
                 self._run(job)
             except LcmLiteError as error:
@@ -165,18 +210,16 @@ class JobQueue:
             seed=request.seed,
             callback=lambda info: self._progress(job, info),
         )
-        job.images = [
+        images = [
             _png_bytes(image, result.metadata(index, self._model))
             for index, image in enumerate(result)
         ]
-        job.seconds = self.last_seconds = time.perf_counter() - clock
-        job.timings = result.timings
-        job.state = "done"
-        job.finished.set()
+        self.last_seconds = time.perf_counter() - clock
+        job.succeed(images, self.last_seconds, result.timings)
 
     def _progress(self, job: Job, info: StepInfo) -> bool:
         job.step = info.step
-        return not self._cancel
+        return not job.cancelled
 
 
 def _png_bytes(image: Image.Image, metadata: dict[str, object]) -> bytes:
