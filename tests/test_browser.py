@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server import Server
+from lcm_lite.server.running import Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402 - only once selenium is known present

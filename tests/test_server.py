@@ -24,7 +24,9 @@ from PIL import Image
 from lcm_lite.cli import main as cli_main
 from lcm_lite.errors import UsageError
 from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server import MAX_BODY_BYTES, Server, serve_parser
+from lcm_lite.server.app import MAX_BODY_BYTES
+from lcm_lite.server.command import serve_parser
+from lcm_lite.server.running import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "correct-horse-battery-staple"
@@ -174,6 +176,17 @@ def test_the_same_seed_gives_the_same_image_and_no_seed_a_random_one_safe_in_jav
     assert again_seed == seed and np.array_equal(image, again)
 
 
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_or_whitespace_prompt_is_allowed_and_gives_the_pipelines_image(
+    server: Server, f32_pipe: LCMPipeline, prompt: str
+) -> None:
+    reply = call(server.url, "POST", "/api/generate", {"prompt": prompt, "seed": 9, **SMALL})
+    assert reply.status == 200, reply.body
+    served = np.asarray(png(base64.b64decode(reply.json()["images"][0]["png_base64"])))
+    alone = f32_pipe(prompt, seed=9, width=64, height=64, steps=1)[0]
+    assert np.array_equal(served, np.asarray(alone))
+
+
 @pytest.mark.parametrize("how", [{"headers": {"Accept": "image/png"}}, {"query": "?format=png"}])
 def test_png_bytes_come_back_when_asked_for_with_the_seed_in_a_header(
     server: Server, how: dict
@@ -235,30 +248,33 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"{not json", "not valid JSON"),
-        (b'{"prompt": "x", "guidance": NaN}', "guidance must be a number from 0 to 20"),
-        ([1, 2], "must be a JSON object"),
-        ({"width": 64}, "prompt must be a non-empty string"),
-        ({"prompt": 5}, "prompt must be a non-empty string"),
-        ({"prompt": "   "}, "prompt must be a non-empty string"),
-        ({"prompt": "x" * 1001}, "at most 1000 characters, got 1001"),
-        ({"prompt": "a\x00b"}, "NUL"),
-        ({"prompt": "a\ud800b"}, "not valid UTF-8"),
-        ({"prompt": "x", "guidance_scale": 8}, "unknown field 'guidance_scale'"),
-        ({"prompt": "x", "width": "64"}, "width must be an integer from 64 to 1024, got '64'"),
-        ({"prompt": "x", "width": 64.0}, "width must be an integer"),
-        ({"prompt": "x", "steps": True}, "steps must be an integer"),
-        ({"prompt": "x", "width": 1032}, "width must be an integer from 64 to 1024, got 1032"),
-        ({"prompt": "x", "height": 32}, "height must be an integer from 64 to 1024"),
-        ({"prompt": "x", "width": 100}, "width must be a multiple of 8, got 100"),
-        ({"prompt": "x", "steps": 0}, "steps must be an integer from 1 to 8"),
-        ({"prompt": "x", "steps": 9}, "steps must be an integer from 1 to 8"),
-        ({"prompt": "x", "num_images": 5}, "num_images must be an integer from 1 to 4"),
-        ({"prompt": "x", "guidance": 20.5}, "guidance must be a number from 0 to 20"),
-        ({"prompt": "x", "guidance": "8"}, "guidance must be a number"),
-        ({"prompt": "x", "seed": -1}, "seed must be an integer from 0 to 18446744073709551615"),
-        ({"prompt": "x", "seed": 2**64}, "seed must be an integer"),
-        ({"prompt": "x", "seed": 1.5}, "seed must be an integer"),
+        (b"{not json", "the body is not valid JSON"),
+        (b'{"prompt": "x", "guidance": NaN}', "guidance: Input should be a finite number"),
+        ([1, 2], "Input should be a valid dictionary or object"),
+        ({"width": 64}, "prompt: Field required"),
+        ({"prompt": 5}, "prompt: Input should be a valid string, got 5"),
+        ({"prompt": "x" * 1001}, "prompt: String should have at most 1000 characters"),
+        ({"prompt": "a\x00b"}, "a prompt contains a NUL character"),
+        ({"prompt": "a\ud800b"}, "prompt: Input should be a valid string, unable to parse"),
+        ({"prompt": "x", "guidance_scale": 8}, "guidance_scale: Extra inputs are not permitted"),
+        ({"prompt": "x", "width": "64"}, "width: Input should be a valid integer, got '64'"),
+        ({"prompt": "x", "width": 64.0}, "width: Input should be a valid integer, got 64.0"),
+        ({"prompt": "x", "steps": True}, "steps: Input should be a valid integer, got True"),
+        ({"prompt": "x", "width": 1032}, "width: Input should be less than or equal to 1024"),
+        ({"prompt": "x", "height": 32}, "height: Input should be greater than or equal to 64"),
+        ({"prompt": "x", "width": 100}, "width: Input should be a multiple of 8, got 100"),
+        ({"prompt": "x", "steps": 0}, "steps: Input should be greater than or equal to 1"),
+        ({"prompt": "x", "steps": 9}, "steps: Input should be less than or equal to 8"),
+        ({"prompt": "x", "num_images": 5}, "num_images: Input should be less than or equal to 4"),
+        ({"prompt": "x", "guidance": 20.5}, "guidance: Input should be less than or equal to 20"),
+        ({"prompt": "x", "guidance": "8"}, "guidance: Input should be a valid number, got '8'"),
+        ({"prompt": "x", "seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"prompt": "x", "seed": 2**64}, "less than or equal to 18446744073709551615"),
+        ({"prompt": "x", "seed": 1.5}, "seed: Input should be a valid integer, got 1.5"),
+        (
+            {"prompt": "x", "width": 100, "steps": 0},
+            "multiple of 8, got 100; steps: Input should be greater than or equal to 1, got 0",
+        ),
     ],
 )
 def test_invalid_requests_are_refused_with_400_and_say_what_is_wrong(
@@ -282,22 +298,42 @@ def test_a_body_not_sent_as_json_is_refused_with_415(server: Server) -> None:
     assert "application/json" in reply.json()["error"]
 
 
-def test_a_body_without_a_content_length_is_refused_with_411(server: Server) -> None:
+def send_chunked(server: Server, body: bytes) -> Reply:
+    """POST ``body`` in chunks of 4 KiB, without a Content-Length."""
     address = urlsplit(server.url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-    connection.putrequest("POST", "/api/generate")
-    connection.putheader("Content-Type", "application/json")
-    connection.endheaders()
-    reply = Reply(connection.getresponse())
-    connection.close()
-    assert reply.status == 411
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    chunks = (body[start : start + 4096] for start in range(0, len(body), 4096))
+    try:
+        connection.request(
+            "POST",
+            "/api/generate",
+            body=chunks,
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        return Reply(connection.getresponse())
+    finally:
+        connection.close()
 
 
-def test_a_body_over_the_limit_is_refused_with_413(server: Server) -> None:
-    body = json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode()
+def test_a_chunked_body_is_read_and_counted_against_the_limit(server: Server) -> None:
+    small = json.dumps({"prompt": "chunked", "seed": 5, **SMALL}).encode()
+    reply = send_chunked(server, small)
+    assert (reply.status, reply.json()["seed"]) == (200, 5)
+    reply = send_chunked(server, json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode())
+    assert reply.status == 413
+    assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 4 * 1024 * 1024])
+def test_a_body_over_the_limit_is_refused_with_413_that_the_client_reads(
+    server: Server, size: int
+) -> None:
+    body = json.dumps({"prompt": "x" * size}).encode()
     reply = call(server.url, "POST", "/api/generate", body)
     assert reply.status == 413
     assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+    assert call(server.url, "GET", "/api/health").status == 200
 
 
 def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
@@ -320,7 +356,8 @@ def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
 
 def test_an_unknown_response_format_is_refused_with_400(server: Server) -> None:
     reply = call(server.url, "POST", "/api/generate?format=jpeg", {"prompt": "x", **SMALL})
-    assert (reply.status, reply.json()["error"]) == (400, "format must be png or json")
+    assert reply.status == 400
+    assert reply.json()["error"] == "format: Input should be 'png' or 'json', got 'jpeg'"
 
 
 def test_on_loopback_a_request_addressed_to_another_host_name_is_refused(server: Server) -> None:
@@ -381,6 +418,21 @@ def test_the_server_class_refuses_to_listen_beyond_loopback_without_a_token(
 ) -> None:
     with pytest.raises(UsageError, match="refusing to bind to 0.0.0.0"):
         Server(f32_pipe, host="0.0.0.0", port=0)
+
+
+def test_without_the_serve_extra_serve_says_what_to_install_in_one_line() -> None:
+    hide = "import sys; sys.modules.update(dict.fromkeys(['fastapi', 'uvicorn', 'multipart']))"
+    run = "from lcm_lite.cli import main; sys.exit(main(['serve', '--port', '0']))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{hide}; {run}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert 'pip install "lcm-lite[serve]"' in done.stderr
 
 
 def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

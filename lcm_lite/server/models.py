@@ -1,0 +1,289 @@
+"""What the HTTP API accepts and answers, as pydantic models: they validate every field, and
+FastAPI turns them into the 400 messages and the OpenAPI document at ``/openapi.json``.
+
+Two dialects: lcm-lite's own (``/api/...``, the names of the CLI's options, unknown fields
+refused) and the OpenAI / OpenVINO Model Server images API (``/v1/images/...``,
+``/v3/images/...``: OpenAI's names plus OVMS's extras; fields that do not apply are ignored, as
+OVMS does).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..jobs import Request
+from ..pipeline import DEFAULT_SIZE, check_arguments
+
+MAX_PROMPT_CHARS = 1000
+SEED_LIMIT = 2**64
+INTEGER_LIMITS = {
+    "width": (64, 1024, 8),
+    "height": (64, 1024, 8),
+    "steps": (1, 8, 1),
+    "num_images": (1, 4, 1),
+}  # name: (min, max, multiple of)
+GUIDANCE_LIMITS = (0.0, 20.0)
+DEFAULTS: dict[str, int | float] = {
+    "width": DEFAULT_SIZE,
+    "height": DEFAULT_SIZE,
+    "steps": 4,
+    "guidance": 8.0,
+    "num_images": 1,
+}
+
+
+def _bounded(name: str) -> object:
+    low, high, multiple = INTEGER_LIMITS[name]
+    return Field(ge=low, le=high, multiple_of=multiple)
+
+
+Prompt = Annotated[
+    str,
+    Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="The text prompt; empty or whitespace-only is allowed, as in diffusers",
+    ),
+]
+Size = Annotated[int, _bounded("width")]
+Steps = Annotated[int, _bounded("steps")]
+NumImages = Annotated[int, _bounded("num_images")]
+Guidance = Annotated[
+    float,
+    Field(
+        ge=GUIDANCE_LIMITS[0],
+        le=GUIDANCE_LIMITS[1],
+        allow_inf_nan=False,
+        description="diffusers' guidance_scale",
+    ),
+]
+Seed = Annotated[int, Field(ge=0, le=SEED_LIMIT - 1)]
+
+
+def random_seed() -> int:
+    """A seed below 2**53, so that JavaScript reads it exactly."""
+    return secrets.randbits(53)
+
+
+def _checked(request: Request) -> Request:
+    """The pipeline's own checks (NUL, UTF-8) now, rather than in the worker."""
+    check_arguments(
+        [request.prompt],
+        request.steps,
+        request.guidance,
+        request.width,
+        request.height,
+        request.num_images,
+    )
+    return request
+
+
+class GenerateRequest(BaseModel):
+    """``POST /api/generate`` and ``/api/jobs``: the CLI's options, JSON types exactly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: Prompt
+    seed: Seed | None = Field(None, description="random (below 2**53) when missing or null")
+    width: Size = DEFAULTS["width"]
+    height: Size = DEFAULTS["height"]
+    guidance: Guidance = DEFAULTS["guidance"]
+    steps: Steps = DEFAULTS["steps"]
+    num_images: NumImages = DEFAULTS["num_images"]
+
+    @model_validator(mode="after")
+    def _pipeline_accepts_it(self) -> GenerateRequest:
+        self.job_request()
+        return self
+
+    def job_request(self) -> Request:
+        return _checked(
+            Request(
+                prompt=self.prompt,
+                seed=random_seed() if self.seed is None else self.seed,
+                width=self.width,
+                height=self.height,
+                guidance=self.guidance,
+                steps=self.steps,
+                num_images=self.num_images,
+            )
+        )
+
+
+_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations`` (and OVMS's ``/v3/...``): OpenAI's fields and OVMS's
+    extras. ``size`` "auto" or missing is the model's own size, as in OVMS; ``model`` is
+    accepted whatever it names (one model is served); OpenAI fields that do not apply
+    (``quality``, ``style``, ``user``, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    prompt: Prompt
+    model: str | None = None
+    n: NumImages | None = None
+    size: str | None = Field(None, pattern=r"^(auto|\d{1,5}x\d{1,5})$", examples=["512x512"])
+    response_format: Literal["b64_json", "url"] | None = Field(
+        None, description="only b64_json is served (the default)"
+    )
+    num_inference_steps: Steps = DEFAULTS["steps"]
+    guidance_scale: Guidance = DEFAULTS["guidance"]
+    rng_seed: Seed | None = None
+    num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageGenerationRequest:
+        if self.response_format == "url":
+            raise ValueError(
+                "response_format 'url' is not supported: lcm-lite stores no images; "
+                "ask for b64_json (the default)"
+            )
+        if None not in (self.n, self.num_images_per_prompt) and self.n != (
+            self.num_images_per_prompt
+        ):
+            raise ValueError("n and num_images_per_prompt differ; give one of them")
+        for name, value in zip(("width", "height"), self._size(DEFAULT_SIZE), strict=True):
+            low, high, multiple = INTEGER_LIMITS[name]
+            if not low <= value <= high or value % multiple:
+                raise ValueError(
+                    f"size must be WxH with each side from {low} to {high} and a multiple of "
+                    f"{multiple}, got {self.size!r}"
+                )
+        return self
+
+    def _size(self, native_size: int) -> tuple[int, int]:
+        match = _SIZE.fullmatch(self.size or "auto")
+        return (int(match[1]), int(match[2])) if match else (native_size, native_size)
+
+    def job_request(self, native_size: int) -> Request:
+        width, height = self._size(native_size)
+        return _checked(
+            Request(
+                prompt=self.prompt,
+                seed=random_seed() if self.rng_seed is None else self.rng_seed,
+                width=width,
+                height=height,
+                guidance=self.guidance_scale,
+                steps=self.num_inference_steps,
+                num_images=self.n or self.num_images_per_prompt or 1,
+            )
+        )
+
+
+OPENAI_PATHS = ("/v1/", "/v3/")
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    501: "not_implemented_error",
+}
+
+
+def error_json(path: str, status: int, message: str) -> dict[str, object]:
+    """An error answer: ``{"error": "<one line>"}``, or OpenAI's error object under the OpenAI
+    paths (which the ``openai`` client reads into ``APIError.message``, ``.type``)."""
+    if path.startswith(OPENAI_PATHS):
+        kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": message}
+
+
+class ErrorAnswer(BaseModel):
+    """Every error of ``/api/...`` and of the page: one line."""
+
+    error: str
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorAnswer(BaseModel):
+    """Every error of ``/v1/...`` and ``/v3/...``, in OpenAI's shape."""
+
+    error: OpenAIError
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class PngImage(BaseModel):
+    index: int
+    png_base64: str
+
+
+class JobView(BaseModel):
+    """A job: the request (with the seed used), its state and steps done; once done its images
+    and times, once failed its error."""
+
+    id: str
+    state: Literal["queued", "running", "done", "failed"]
+    step: int
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    guidance: float
+    steps: int
+    num_images: int
+    seconds: float | None = None
+    timings: dict[str, float] | None = None
+    images: list[PngImage] | None = None
+    error: str | None = None
+
+
+class Limit(BaseModel):
+    min: int | float
+    max: int | float
+    multiple_of: int | None = None
+
+
+class QueueState(BaseModel):
+    capacity: int
+    waiting: int
+    running: bool
+
+
+class Info(BaseModel):
+    model: str
+    device: str
+    version: str
+    native_size: int
+    defaults: dict[str, int | float]
+    limits: dict[str, Limit | int]
+    queue: QueueState
+
+
+class B64Image(BaseModel):
+    b64_json: str
+
+
+class ImagesAnswer(BaseModel):
+    """OpenAI's images answer."""
+
+    created: int
+    data: list[B64Image]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "lcm-lite"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
