@@ -135,6 +135,8 @@ class ImageGenerationRequest(BaseModel):
     guidance_scale: Guidance = DEFAULTS["guidance"]
     rng_seed: Seed | None = None
     num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
+    output_format: Literal["png"] | None = Field(None, description="PNG only")
+    stream: Literal[False] | None = Field(None, description="answers are not streamed")
 
     @model_validator(mode="after")
     def _check(self) -> ImageGenerationRequest:
