@@ -104,9 +104,9 @@ def test_a_wrong_api_key_is_refused_as_authentication_error(server: Server) -> N
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"response_format": "url"}, "response_format 'url' is not supported"),
-        ({"size": "100x64"}, "size must be WxH with each side from 64 to 1024"),
-        ({"size": "big"}, "size: String should match pattern"),
+        ({"response_format": "url"}, "response_format: Input should be 'b64_json', got 'url'"),
+        ({"size": "100x64"}, "size must be auto or WxH with each side from 64 to 1024"),
+        ({"size": "big"}, "a multiple of 8, got 'big'"),
         ({"n": 5}, "n: Input should be less than or equal to 4"),
         ({"extra_body": {"num_inference_steps": 9}}, "num_inference_steps: Input should be"),
         ({"extra_body": {"rng_seed": -1}}, "rng_seed: Input should be greater than or equal"),

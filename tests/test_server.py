@@ -258,7 +258,7 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
         ({"prompt": "a\ud800b"}, "prompt: Input should be a valid string, unable to parse"),
         ({"prompt": "x", "guidance_scale": 8}, "guidance_scale: Extra inputs are not permitted"),
         ({"prompt": "x", "width": "64"}, "width: Input should be a valid integer, got '64'"),
-        ({"prompt": "x", "width": 64.0}, "width: Input should be a valid integer, got 64.0"),
+        ({"prompt": "x", "width": 64.5}, "width: Input should be a valid integer, got 64.5"),
         ({"prompt": "x", "steps": True}, "steps: Input should be a valid integer, got True"),
         ({"prompt": "x", "width": 1032}, "width: Input should be less than or equal to 1024"),
         ({"prompt": "x", "height": 32}, "height: Input should be greater than or equal to 64"),

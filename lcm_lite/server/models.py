@@ -13,7 +13,16 @@ import re
 import secrets
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from annotated_types import Interval, MultipleOf
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from ..jobs import Request
 from ..pipeline import DEFAULT_SIZE, check_arguments
@@ -36,31 +45,32 @@ DEFAULTS: dict[str, int | float] = {
 }
 
 
-def _bounded(name: str) -> object:
-    low, high, multiple = INTEGER_LIMITS[name]
-    return Field(ge=low, le=high, multiple_of=multiple)
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer: 64.0 is 64 (strings and booleans stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Prompt = Annotated[
+def _integer(low: int, high: int, multiple: int = 1) -> object:
+    """An integer type with its range, in the JSON schema too."""
+    return Annotated[
+        int, Interval(ge=low, le=high), MultipleOf(multiple), BeforeValidator(_whole_number)
+    ]
+
+
+Prompt = Annotated[  # empty or blank allowed, as in diffusers; NUL is not (the pipeline says so)
     str,
-    Field(
-        max_length=MAX_PROMPT_CHARS,
-        description="The text prompt; empty or whitespace-only is allowed, as in diffusers",
-    ),
+    StringConstraints(max_length=MAX_PROMPT_CHARS),
+    Field(json_schema_extra={"pattern": "^[^\\x00]*$"}),
 ]
-Size = Annotated[int, _bounded("width")]
-Steps = Annotated[int, _bounded("steps")]
-NumImages = Annotated[int, _bounded("num_images")]
+Size = _integer(*INTEGER_LIMITS["width"])
+Steps = _integer(*INTEGER_LIMITS["steps"])
+NumImages = _integer(*INTEGER_LIMITS["num_images"])
+Seed = _integer(0, SEED_LIMIT - 1)
 Guidance = Annotated[
     float,
-    Field(
-        ge=GUIDANCE_LIMITS[0],
-        le=GUIDANCE_LIMITS[1],
-        allow_inf_nan=False,
-        description="diffusers' guidance_scale",
-    ),
+    Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
+    AllowInfNan(False),
 ]
-Seed = Annotated[int, Field(ge=0, le=SEED_LIMIT - 1)]
 
 
 def random_seed() -> int:
@@ -114,6 +124,7 @@ class GenerateRequest(BaseModel):
 
 
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+_SIDES = "|".join(map(str, range(64, 1025, 8)))  # INTEGER_LIMITS["width"], as a JSON Schema
 
 
 class ImageGenerationRequest(BaseModel):
@@ -127,9 +138,13 @@ class ImageGenerationRequest(BaseModel):
     prompt: Prompt
     model: str | None = None
     n: NumImages | None = None
-    size: str | None = Field(None, pattern=r"^(auto|\d{1,5}x\d{1,5})$", examples=["512x512"])
-    response_format: Literal["b64_json", "url"] | None = Field(
-        None, description="only b64_json is served (the default)"
+    size: str | None = Field(
+        None,
+        examples=["512x512"],
+        json_schema_extra={"pattern": f"^(auto|({_SIDES})x({_SIDES}))$"},  # checked in _check
+    )
+    response_format: Literal["b64_json"] | None = Field(
+        None, description="b64_json only: lcm-lite keeps no images to link to"
     )
     num_inference_steps: Steps = DEFAULTS["steps"]
     guidance_scale: Guidance = DEFAULTS["guidance"]
@@ -140,22 +155,21 @@ class ImageGenerationRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ImageGenerationRequest:
-        if self.response_format == "url":
-            raise ValueError(
-                "response_format 'url' is not supported: lcm-lite stores no images; "
-                "ask for b64_json (the default)"
-            )
         if None not in (self.n, self.num_images_per_prompt) and self.n != (
             self.num_images_per_prompt
         ):
             raise ValueError("n and num_images_per_prompt differ; give one of them")
-        for name, value in zip(("width", "height"), self._size(DEFAULT_SIZE), strict=True):
-            low, high, multiple = INTEGER_LIMITS[name]
-            if not low <= value <= high or value % multiple:
-                raise ValueError(
-                    f"size must be WxH with each side from {low} to {high} and a multiple of "
-                    f"{multiple}, got {self.size!r}"
-                )
+        low, high, multiple = INTEGER_LIMITS["width"]
+        if self.size not in (None, "auto") and not (
+            (match := _SIZE.fullmatch(self.size))
+            and all(
+                low <= int(side) <= high and int(side) % multiple == 0 for side in match.groups()
+            )
+        ):
+            raise ValueError(
+                f"size must be auto or WxH with each side from {low} to {high} and a multiple "
+                f"of {multiple}, got {self.size!r:.40}"
+            )
         return self
 
     def _size(self, native_size: int) -> tuple[int, int]:
