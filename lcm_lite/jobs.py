@@ -14,7 +14,7 @@ import queue
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -127,6 +127,7 @@ class JobQueue:
         self._closed = False
         self.capacity = capacity
         self.running: Job | None = None
+        self.outcomes: Counter[str] = Counter()  # jobs done, failed, cancelled since the start
         self.last_seconds = 1.0
         self._worker = threading.Thread(target=self._work, name="lcm-lite-worker", daemon=True)
         self._worker.start()
@@ -184,6 +185,7 @@ class JobQueue:
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             if not job.start():  # cancelled while it waited
+                self.outcomes["cancelled"] += 1
                 continue
             self.running = job
             try:
@@ -196,6 +198,7 @@ class JobQueue:
                 job.fail(error)
             finally:
                 self.running = None
+                self.outcomes["cancelled" if job.cancelled else job.state] += 1
 
     def _run(self, job: Job) -> None:
         request = job.request

@@ -106,7 +106,12 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "guidance": 8.0,
         "num_images": 1,
     }
-    assert info["queue"] == {"capacity": 2, "waiting": 0, "running": False}
+    assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
+        "capacity": 2,
+        "waiting": 0,
+        "running": False,
+    }
+    assert {"done", "failed", "cancelled"} <= set(info["queue"])
 
 
 def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Server) -> None:
@@ -470,7 +475,7 @@ def test_twenty_concurrent_requests_each_get_an_image_or_503_and_the_server_surv
 class ServeProcess:
     """``python -m lcm_lite serve`` in a subprocess, for what only a process shows: signals."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, queue_size: int = 1) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -482,7 +487,7 @@ class ServeProcess:
                 "--port",
                 "0",
                 "--queue-size",
-                "1",
+                str(queue_size),
                 "--no-cache",
             ],
             cwd=REPO_ROOT,

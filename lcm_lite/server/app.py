@@ -149,6 +149,7 @@ def create_app(
                 "capacity": jobs.capacity,
                 "waiting": jobs.waiting,
                 "running": jobs.running is not None,
+                **{outcome: jobs.outcomes[outcome] for outcome in ("done", "failed", "cancelled")},
             },
         )
 

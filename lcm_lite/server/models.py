@@ -270,6 +270,9 @@ class QueueState(BaseModel):
     capacity: int
     waiting: int
     running: bool
+    done: int = Field(description="jobs finished since the start")
+    failed: int
+    cancelled: int = Field(description="by their client hanging up, or by a second Ctrl+C")
 
 
 class Info(BaseModel):
