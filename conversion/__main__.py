@@ -1,7 +1,8 @@
 """``lcm-lite-convert`` / ``python -m conversion``: export an LCM to an OpenVINO IR folder.
 
 Errors are one line on stderr with the exit code of ``lcm_lite.errors`` (2 usage, 3 model,
-5 output, 130 interrupted); an interrupted export leaves no output folder.
+5 output, 130 interrupted by Ctrl+C, 143 terminated by SIGTERM); an interrupted or terminated
+export leaves no output folder and no staging folder.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from conversion.export import WEIGHT_FORMATS, convert
 from conversion.messages import silence_libraries
 from lcm_lite.errors import Cancelled, LcmLiteError
-from lcm_lite.options import Parser
+from lcm_lite.options import EXIT_TERMINATED, Parser, Terminated, raise_on_sigterm
 
 PROG = "lcm-lite-convert"
 
@@ -22,9 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
-        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read.",
+        "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read; or a tiny VAE "
+        "(AutoencoderTiny, e.g. madebyollin/taesd) to the vae_decoder/ + vae_encoder/ folder "
+        "that --tiny-vae takes.",
     )
-    parser.add_argument("source", help="local diffusers pipeline folder or Hugging Face hub id")
+    parser.add_argument(
+        "source", help="local diffusers folder (LCM pipeline or AutoencoderTiny) or hub id"
+    )
     parser.add_argument("out_dir", type=Path, help="folder to create")
     parser.add_argument(
         "--weights",
@@ -32,9 +37,19 @@ def _parser() -> argparse.ArgumentParser:
         default="fp16",
         help="weight format: fp32, fp16 (default) or int8 (NNCF weight compression)",
     )
-    parser.add_argument(
-        "--with-vae-encoder", action="store_true", help="also export the VAE encoder"
+    encoder = parser.add_mutually_exclusive_group()
+    encoder.add_argument(
+        "--with-vae-encoder",
+        action="store_true",
+        help="export the VAE encoder, which image to image needs (the default)",
     )
+    encoder.add_argument(
+        "--without-vae-encoder",
+        dest="with_vae_encoder",
+        action="store_false",
+        help="leave the VAE encoder out (text to image only; saves about 3%% of the folder)",
+    )
+    parser.set_defaults(with_vae_encoder=True)
     parser.add_argument(
         "--quantize-unet",
         action="store_true",
@@ -51,6 +66,7 @@ def _say(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    raise_on_sigterm()
     try:
         args = _parser().parse_args(argv)
         silence_libraries()
@@ -65,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         error: LcmLiteError = Cancelled("interrupted: the output folder was not written")
+    except Terminated:
+        _say("terminated: the output folder was not written")
+        return EXIT_TERMINATED
     except LcmLiteError as raised:
         error = raised
     else:

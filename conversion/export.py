@@ -10,7 +10,10 @@ The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
     text_encoder/   openvino_model.xml/.bin, config.json
     unet/           openvino_model.xml/.bin, config.json
     vae_decoder/    openvino_model.xml/.bin, config.json (the VAE's)
-    vae_encoder/    the same, only with ``with_vae_encoder``
+    vae_encoder/    the same (image to image's), unless ``with_vae_encoder=False``
+
+A tiny autoencoder (diffusers' ``AutoencoderTiny``, TAESD) becomes the tiny-VAE folder FastSD CPU
+reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``).
 
 Each network is traced from float32 torch weights and freed before the next is loaded, so the
 full-size model converts within a few GiB.
@@ -32,13 +35,13 @@ import diffusers
 import numpy as np
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from conversion.messages import first_line
+from conversion.messages import first_line, versions_note
 from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
 from conversion.quantize import collect_unet_inputs, quantize_unet
-from conversion.source import open_source
+from conversion.source import is_tiny_vae, open_source
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.errors import ModelError, OutputError, UsageError
@@ -67,13 +70,14 @@ def convert(
     out_dir: Path,
     *,
     weights: str = "fp16",
-    with_vae_encoder: bool = False,
+    with_vae_encoder: bool = True,
     force: bool = False,
     quantize_unet: bool = False,
     calibration_size: int = 512,
     progress: Progress | None = None,
 ) -> Path:
-    """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``.
+    """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
+    a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder).
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
@@ -90,18 +94,24 @@ def convert(
     folder = open_source(source).resolve()
     if out_dir.resolve() in (folder, *folder.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")
+    tiny = is_tiny_vae(folder)
+    if tiny and quantize_unet:
+        raise UsageError(f"{source} is a tiny VAE: it has no UNet to quantize")
     try:
         with staged_directory(out_dir, force=force) as staging:
-            _write_pipeline_files(folder, staging, report)
-            text_length = _export_text_encoder(folder, staging, weights, report)
-            samples = None
-            if quantize_unet:
-                report(f"unet: recording calibration inputs at {calibration_size} px")
-                samples = collect_unet_inputs(folder, size=calibration_size)
-            _export_unet(
-                folder, staging, weights, report, text_length=text_length, calibration=samples
-            )
-            _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
+            if tiny:
+                _export_tiny_vae(folder, staging, weights, report)
+            else:
+                _write_pipeline_files(folder, staging, report)
+                text_length = _export_text_encoder(folder, staging, weights, report)
+                samples = None
+                if quantize_unet:
+                    report(f"unet: recording calibration inputs at {calibration_size} px")
+                    samples = collect_unet_inputs(folder, size=calibration_size)
+                _export_unet(
+                    folder, staging, weights, report, text_length=text_length, calibration=samples
+                )
+                _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
     except OSError as error:
         raise OutputError(f"cannot write {out_dir}: {error}") from None
     report(f"wrote {out_dir}")
@@ -148,12 +158,20 @@ def _export_vae(
     _export_networks(vae_networks(vae, with_encoder=with_encoder), staging, weights, report)
 
 
-def _load(component: Any, folder: Path, subfolder: str, **options: Any) -> Any:
-    """``component.from_pretrained`` of one subfolder; any failure is a problem of the model."""
+def _export_tiny_vae(folder: Path, staging: Path, weights: str, report: Progress) -> None:
+    """A tiny-VAE folder: the AutoencoderTiny's decoder and encoder, nothing else."""
+    vae = _load(AutoencoderTiny, folder, None, dtype=torch.float32)
+    _export_networks(vae_networks(vae, with_encoder=True), staging, weights, report)
+
+
+def _load(component: Any, folder: Path, subfolder: str | None, **options: Any) -> Any:
+    """``component.from_pretrained`` of one subfolder (or of the folder itself); any failure is a
+    problem of the model."""
     try:
         return component.from_pretrained(folder, subfolder=subfolder, **options)
     except Exception as error:  # corrupt or missing files surface as many exception types
-        raise ModelError(f"cannot load the {subfolder} of {folder}: {first_line(error)}") from None
+        what = f"the {subfolder} of {folder}" if subfolder else str(folder)
+        raise ModelError(f"cannot load {what}: {first_line(error)}") from None
 
 
 def _export_networks(
@@ -190,8 +208,10 @@ def _to_openvino(network: Network, weights: str) -> ov.Model:
         try:
             model = ov.convert_model(network.module, example_input=network.example, input=inputs)
         except Exception as error:  # the tracer and OpenVINO's frontend raise many types
-            reason = first_line(error)
-            raise ModelError(f"cannot convert the {network.folder} to OpenVINO: {reason}") from None
+            raise ModelError(
+                f"cannot convert the {network.folder} to OpenVINO: {first_line(error)} "
+                f"{versions_note()}"
+            ) from None
     for port, name in zip(model.outputs, network.outputs, strict=True):
         port.get_tensor().set_names({name})
     return _compress_int8(model) if weights == "int8" else model

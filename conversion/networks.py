@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 DYNAMIC = -1
@@ -66,9 +66,10 @@ class _UNetNoise(torch.nn.Module):
 
 
 class _VaeDecoder(torch.nn.Module):
-    """AutoencoderKL's decoder: image in [-1, 1] from latents ``z`` (not yet unscaled)."""
+    """AutoencoderKL's or AutoencoderTiny's ``decode``: image in [-1, 1] from latents ``z`` (not
+    yet unscaled)."""
 
-    def __init__(self, vae: AutoencoderKL) -> None:
+    def __init__(self, vae: AutoencoderKL | AutoencoderTiny) -> None:
         super().__init__()
         self.vae = vae
 
@@ -85,6 +86,17 @@ class _VaeEncoder(torch.nn.Module):
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(sample).latent_dist.parameters
+
+
+class _TinyVaeEncoder(torch.nn.Module):
+    """AutoencoderTiny's encoder: the latents themselves (TAESD's encoder is deterministic)."""
+
+    def __init__(self, vae: AutoencoderTiny) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(sample).latents
 
 
 def text_encoder_networks(text_encoder: CLIPTextModel) -> list[Network]:
@@ -136,9 +148,10 @@ def unet_networks(unet: UNet2DConditionModel, *, text_length: int) -> list[Netwo
     ]
 
 
-def vae_networks(vae: AutoencoderKL, *, with_encoder: bool) -> list[Network]:
-    """The decoder (``latent_sample`` -> ``sample``) and, if asked, the encoder
-    (``sample`` -> ``latent_parameters``), both with the VAE's config."""
+def vae_networks(vae: AutoencoderKL | AutoencoderTiny, *, with_encoder: bool) -> list[Network]:
+    """The decoder (``latent_sample`` -> ``sample``) and, if asked, the encoder (``sample`` ->
+    ``latent_parameters`` of an AutoencoderKL, ``latent_sample`` of an AutoencoderTiny), both
+    with the VAE's config."""
     config = vae.config
     networks = [
         Network(
@@ -153,13 +166,14 @@ def vae_networks(vae: AutoencoderKL, *, with_encoder: bool) -> list[Network]:
         )
     ]
     if with_encoder:
+        tiny = isinstance(vae, AutoencoderTiny)
         networks.append(
             Network(
                 folder="vae_encoder",
-                module=_VaeEncoder(vae),
+                module=_TinyVaeEncoder(vae) if tiny else _VaeEncoder(vae),
                 inputs={"sample": ([DYNAMIC, config.in_channels, DYNAMIC, DYNAMIC], ov.Type.f32)},
                 example={"sample": torch.zeros((1, config.in_channels, 64, 64))},
-                outputs=("latent_parameters",),
+                outputs=("latent_sample" if tiny else "latent_parameters",),
                 write_config=vae.save_config,
             )
         )

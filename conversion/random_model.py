@@ -4,8 +4,10 @@
 component classes and configs as the real repository (UNet2DConditionModel with
 ``time_cond_proj_dim``, CLIPTextModel, AutoencoderKL, LCMScheduler, CLIPTokenizer, no safety
 checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a few MB.
+``build_random_tiny_vae`` saves a diffusers ``AutoencoderTiny``: "full" is TAESD's architecture
+(madebyollin/taesd), "tiny" a few thousand parameters.
 
-    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
+    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N] [--taesd]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     LatentConsistencyModelPipeline,
     LCMScheduler,
     UNet2DConditionModel,
@@ -169,6 +172,52 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     return out_dir
 
 
+# AutoencoderTiny's defaults are madebyollin/taesd's config; "tiny" keeps its 4 blocks (8x).
+TINY_VAE_ARCHITECTURES: dict[Size, dict[str, Any]] = {
+    "tiny": {
+        "encoder_block_out_channels": (8, 8, 8, 8),
+        "decoder_block_out_channels": (8, 8, 8, 8),
+        "num_encoder_blocks": (1, 1, 1, 1),
+        "num_decoder_blocks": (1, 1, 1, 1),
+    },
+    "full": {},
+}
+
+
+def build_random_tiny_vae(out_dir: Path, *, size: Size, seed: int = 0) -> Path:
+    """Save a seeded random-weight AutoencoderTiny (float32 safetensors) to ``out_dir``.
+
+    Default-initialised, TAESD's decoder maps every latent to nearly the same dark image (output
+    std 0.03), and its encoder to near-zero latents: the last convolution of each is rescaled so
+    that its outputs spread over their range (images of std about 0.4 in [-1, 1] from latents of
+    SD's unscaled magnitude, std 4; latents of std 1 from images), which makes comparisons of
+    images meaningful. Returns ``out_dir``.
+    """
+    torch.manual_seed(seed)
+    vae = AutoencoderTiny(**TINY_VAE_ARCHITECTURES[size])
+    with torch.no_grad():
+        _spread_last_conv(vae.decoder, 4 * torch.randn(2, 4, 16, 16), mean=0.5, std=0.2)
+        _spread_last_conv(vae.encoder, 2 * torch.rand(2, 3, 128, 128) - 1, mean=0.0, std=1.0)
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def _spread_last_conv(
+    module: torch.nn.Module, example: torch.Tensor, *, mean: float, std: float
+) -> None:
+    """Scale and shift ``module``'s last Conv2d so that its per-channel outputs on ``example``
+    have this mean and standard deviation (DecoderTiny maps its [0, 1] output to [-1, 1])."""
+    conv = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    outputs: list[torch.Tensor] = []
+    handle = conv.register_forward_hook(lambda _m, _i, output: outputs.append(output))
+    module(example)
+    handle.remove()
+    dims = (0, 2, 3)
+    gain = std / outputs[0].std(dim=dims)
+    conv.weight.mul_(gain[:, None, None, None])
+    conv.bias.copy_((conv.bias - outputs[0].mean(dim=dims)) * gain + mean)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m conversion.random_model OUT_DIR --size tiny|full``."""
     parser = argparse.ArgumentParser(
@@ -178,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=list(ARCHITECTURES), required=True)
     parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--taesd", action="store_true", help="build a tiny VAE (AutoencoderTiny) instead of an LCM"
+    )
     args = parser.parse_args(argv)
     if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
         parser.error(f"--vocab {args.vocab} has no vocab.json")
     silence_libraries()
+    if args.taesd:
+        build_random_tiny_vae(args.out_dir, size=args.size, seed=args.seed)
+        return 0
     build_random_lcm(args.out_dir, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     return 0
 

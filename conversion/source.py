@@ -1,4 +1,5 @@
-"""Find the diffusers folder to convert (local, or fetched from the hub); check it is an LCM."""
+"""Find the diffusers folder to convert (local, or fetched from the hub); check it is an LCM
+pipeline or a tiny autoencoder (``AutoencoderTiny``, e.g. madebyollin/taesd)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError
 
 _COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
-_CONFIG_FILES = ["model_index.json", "unet/config.json"]
+_CONFIG_FILES = ["model_index.json", "unet/config.json", "config.json"]
 _MODEL_FILES = [
     "scheduler/scheduler_config.json",
     "tokenizer/*",
@@ -23,17 +24,18 @@ _MODEL_FILES = [
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
 ]
+_TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
 def open_source(source: str | Path) -> Path:
-    """Return the local folder of the latent consistency model ``source`` names.
+    """Return the local folder of the latent consistency model or tiny VAE ``source`` names.
 
-    ``source`` is a diffusers pipeline folder or a hub repository id; from the hub only the
-    configs are fetched before the checks of ``check_lcm_folder``, then the safetensors weights.
+    ``source`` is a diffusers folder or a hub repository id; from the hub only the configs are
+    fetched before the checks of ``check_source_folder``, then the safetensors weights.
     """
     path = Path(source)
     if path.is_dir():
-        check_lcm_folder(path, str(source))
+        check_source_folder(path, str(source))
         return path
     if path.exists():
         raise ModelError(f"{source} is a file, not a diffusers pipeline folder")
@@ -42,8 +44,26 @@ def open_source(source: str | Path) -> Path:
     except HFValidationError:
         raise ModelError(f"{source}: no such folder") from None
     folder = _download(str(source), _CONFIG_FILES)
-    check_lcm_folder(folder, str(source))
-    return _download(str(source), _MODEL_FILES)
+    check_source_folder(folder, str(source))
+    return _download(str(source), _TINY_VAE_FILES if is_tiny_vae(folder) else _MODEL_FILES)
+
+
+def is_tiny_vae(folder: Path) -> bool:
+    """Whether ``folder`` is a diffusers ``AutoencoderTiny`` (its ``config.json`` says so)."""
+    config = folder / "config.json"
+    return config.is_file() and read_json_object(config).get("_class_name") == "AutoencoderTiny"
+
+
+def check_source_folder(folder: Path, name: str) -> None:
+    """Refuse a folder that is neither a tiny VAE nor an LCM pipeline (``check_lcm_folder``)."""
+    if is_tiny_vae(folder):
+        return
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(
+            f"{name} is neither a diffusers pipeline (no model_index.json) nor a tiny VAE "
+            "(no config.json naming AutoencoderTiny)"
+        )
+    check_lcm_folder(folder, name)
 
 
 def check_lcm_folder(folder: Path, name: str) -> None:

@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .options import PROG, Parser, configure_logging, integer, model_options, open_pipeline
+from .options import (
+    PROG,
+    Parser,
+    configure_logging,
+    integer,
+    model_options,
+    open_pipeline,
+    vae_option,
+)
 
 PROMPT = "a beautiful pink unicorn, 8k"
 SAMPLE_SECONDS = 0.05
@@ -66,6 +74,7 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", default=PROMPT, help="the prompt (default: a fixed one)")
     parser.add_argument("--seed", type=integer, default=0, help="noise seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
+    vae_option(parser)
     model_options(parser)
     return parser
 
@@ -73,17 +82,14 @@ def bench_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     configure_logging(args.quiet)
-    from .pipeline import check_arguments
-
-    for size in args.sizes:
-        for steps in args.steps:
-            check_arguments([args.prompt], steps, 8.0, size, size, 1)
+    check_bench_arguments(args)
     clock = time.perf_counter()
     pipe = open_pipeline(args, keep_models=True)
     report = {
         "model": str(pipe.folder.root),
         "device": args.device,
         "precision": _precision(pipe),
+        "vae": args.vae,
         "cache": pipe.compiler.cache_dir is not None,
         "open_seconds": round(time.perf_counter() - clock, 4),
         **_versions(),
@@ -94,6 +100,21 @@ def main(argv: list[str]) -> int:
     else:
         print(format_table(report))
     return 0
+
+
+def check_bench_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, what ``generate`` refuses: every size and step count as
+    the pipeline checks them, the seed as ``TorchGenerator`` does, and at least one image."""
+    from .errors import UsageError
+    from .pipeline import check_arguments
+    from .torch_rng import TorchGenerator
+
+    if args.images < 1:
+        raise UsageError(f"--images must be at least 1, got {args.images}")
+    for size in args.sizes:
+        for steps in args.steps:
+            check_arguments([args.prompt], steps, 8.0, size, size, 1)
+    TorchGenerator(args.seed)
 
 
 def _measure(pipe, args: argparse.Namespace) -> Iterator[Row]:
@@ -108,7 +129,9 @@ def _measure(pipe, args: argparse.Namespace) -> Iterator[Row]:
                     # encoding is reused by the pipeline)
                     prompt = f"{args.prompt}, {size} {steps} {index}"
                     clock = time.perf_counter()
-                    result = pipe(prompt, steps=steps, width=size, height=size, seed=args.seed)
+                    result = pipe(
+                        prompt, steps=steps, width=size, height=size, seed=args.seed, vae=args.vae
+                    )
                     walls.append(time.perf_counter() - clock)
                     timings.append(result.timings)
                 yield _row(size, steps, timings, walls, _peak_rss(), anon.peak)
@@ -153,7 +176,8 @@ def format_table(report: dict) -> str:
         f"{'tok ms':>6} {'text':>6} {'unet/step':>9} {'vae':>6} {'peak GiB':>8} {'anon GiB':>8}"
     )
     lines = [
-        f"model {report['model']}  device {report['device']}  precision {report['precision']}  "
+        f"model {report['model']}  vae {report['vae']}  device {report['device']}  "
+        f"precision {report['precision']}  "
         f"cache {'on' if report['cache'] else 'off'}  openvino {report['openvino']}",
         header,
     ]

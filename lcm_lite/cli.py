@@ -7,35 +7,44 @@ Every failure is one line on stderr and an exit code (README: "Exit codes").
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from .errors import Cancelled, LcmLiteError, OutputError, UsageError
-from .options import PROG, Parser, configure_logging, integer, model_options, number, open_pipeline
+from .options import (
+    EXIT_TERMINATED,
+    PROG,
+    Parser,
+    Terminated,
+    configure_logging,
+    integer,
+    model_options,
+    number,
+    open_pipeline,
+    raise_on_sigterm,
+    timestep_list,
+    vae_option,
+)
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 EXIT_INTERNAL = 1
-
-
-class Terminated(BaseException):
-    """SIGTERM as an exception, so that `finally` blocks run and no file is half-written."""
 
 
 def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
-        description="Generate images from a text prompt.",
+        description="Generate images from a text prompt, or from a picture and a prompt.",
         epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
     )
-    parser.add_argument("prompt", nargs="?", help="the text prompt")
+    parser.add_argument(
+        "prompt", nargs="?", help="the text prompt (with --image it may be empty: variations)"
+    )
     parser.add_argument(
         "--prompts",
         type=Path,
@@ -54,8 +63,34 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=integer,
         help="0 .. 2**64-1, as torch.Generator().manual_seed (default: random)",
     )
-    parser.add_argument("--width", type=integer, default=512, help="multiple of 8")
-    parser.add_argument("--height", type=integer, default=512, help="multiple of 8")
+    parser.add_argument(
+        "--original-inference-steps",
+        type=integer,
+        help="length of the distillation schedule the steps are taken from (default: the "
+        "model's, 50)",
+    )
+    parser.add_argument(
+        "--timesteps",
+        type=timestep_list,
+        help="custom descending timesteps, e.g. 999,759,499,259 (replaces --steps)",
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        metavar="FILE",
+        help="start from this picture (PNG, JPEG or WebP): image to image",
+    )
+    parser.add_argument(
+        "--strength",
+        type=number,
+        help="with --image: how much to change it, 0 < X <= 1 (default 0.8)",
+    )
+    parser.add_argument(
+        "--width", type=integer, help="multiple of 8 (default 512, or the --image's width)"
+    )
+    parser.add_argument(
+        "--height", type=integer, help="multiple of 8 (default 512, or the --image's height)"
+    )
     parser.add_argument("--num-images", type=integer, default=1, help="images per prompt")
     parser.add_argument(
         "--out",
@@ -68,6 +103,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
     )
+    vae_option(parser)
     model_options(parser)
     return parser
 
@@ -75,7 +111,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "generate"
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    raise_on_sigterm()
     try:
         return _COMMANDS[command](argv)
     except LcmLiteError as error:
@@ -101,23 +137,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompt is None and args.prompts is None and args.image is not None:
+        return [""]  # variations of the picture
     if (args.prompt is None) == (args.prompts is None):
         raise UsageError("give a prompt, or --prompts FILE (one of the two)")
     if args.prompts is None:
         return [args.prompt]
-    try:
-        lines = args.prompts.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read prompts from {args.prompts}: {error}") from None
+    lines = _prompt_lines(args.prompts)
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts")
     return prompts
+
+
+def _prompt_lines(path: Path) -> list[str]:
+    """The lines of a ``--prompts`` file: UTF-8, with or without a byte-order mark (Windows
+    Notepad writes one; it is not part of the first prompt). UTF-16 and UTF-32 are refused."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read prompts from {path}: {error.strerror}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise UsageError(
+            f"{path} is UTF-16 or UTF-32 text: save it as UTF-8 (with or without a BOM)"
+        )
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
 
 
 def _generate(argv: list[str]) -> int:
@@ -129,27 +179,33 @@ def _generate(argv: list[str]) -> int:
     from .pipeline import check_arguments
 
     check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
+    picture = _check_picture(args)
     if args.seed is not None:
         from .torch_rng import TorchGenerator
 
         TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
-    progress = _StepProgress(enabled=not args.quiet and sys.stderr.isatty())
+    if not args.quiet and sys.stderr.isatty():
+        pipe.progress = _StageBars()
     for prompt in prompts:
         result = pipe(
             prompt,
+            **picture,
             steps=args.steps,
             guidance_scale=args.guidance,
             width=args.width,
             height=args.height,
             num_images=args.num_images,
             seed=args.seed,
-            callback=progress,
+            original_inference_steps=args.original_inference_steps,
+            timesteps=args.timesteps,
+            vae=args.vae,
         )
         for index, image in enumerate(result):
             metadata = result.metadata(index, model=args.model or default_model)
+            name = prompt or (args.image.stem if args.image else "")
             path = _save_unique(
-                save_png, image, _output_path(args, prompt, result.seed, index), metadata
+                save_png, image, _output_path(args, name, result.seed, index), metadata
             )
             if args.json:
                 print(
@@ -167,8 +223,25 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _check_picture(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline's image-to-image arguments, the picture and strength checked before the
+    model loads; none without ``--image``."""
+    if args.image is None:
+        if args.strength is not None:
+            raise UsageError("--strength needs --image (it says how much to change the picture)")
+        return {}
+    from .pictures import load_image
+    from .pipeline import check_strength
+
+    strength = 0.8 if args.strength is None else args.strength
+    check_strength(strength)
+    load_image(args.image)
+    return {"image": args.image, "strength": strength}
+
+
 def _output_path(args: argparse.Namespace, prompt: str, seed: int, index: int) -> Path:
-    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``."""
+    """``--out`` as a file if it ends in .png, else as a folder of ``<prompt words>-<seed>.png``
+    (the picture's name for variations of it)."""
     is_file = args.out.suffix.lower() == ".png"
     folder = args.out.parent if is_file else args.out
     try:
@@ -198,18 +271,23 @@ def _save_unique(
                 raise  # a real write failure, not a name taken in the meantime
 
 
-class _StepProgress:
-    """A one-line step counter on stderr, for terminals only."""
+class _StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        self.bar = None
 
-    def __call__(self, info: object) -> None:
-        if self.enabled:
-            step, total = info.step, info.num_steps  # type: ignore[attr-defined]
-            bar = "#" * step + "." * (total - step)
-            end = "\n" if step == total else ""
-            print(f"\rstep {step}/{total} [{bar}]", end=end, file=sys.stderr, flush=True)
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
 
 
 def _info(argv: list[str]) -> int:
@@ -223,6 +301,7 @@ def _info(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.image is not None:
         from .images import read_png_metadata
+        from .remake import remake_command
 
         if not args.image.is_file():
             raise UsageError(f"no such file: {args.image}")
@@ -234,13 +313,14 @@ def _info(argv: list[str]) -> int:
             raise UsageError(f"{args.image} carries no lcm-lite metadata")
         for key, value in metadata.items():
             print(f"{key}: {value}")
+        print(f"remake: {remake_command(metadata)}")
         return 0
     from .blob_cache import default_cache_dir
     from .hub import resolve_model
     from .info import describe
 
     cache_dir = None if args.no_cache else default_cache_dir()
-    print(describe(resolve_model(args.model, args.revision), cache_dir))
+    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .blob_cache import mark_used, write_blob
+from .blob_cache import cache_size_limit, map_blob, mark_used, prune_temporaries, write_blob
 from .errors import DeviceError, ModelError, UsageError
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -24,8 +25,9 @@ class Compiler:
     With a ``cache_dir``, each compiled network is exported there once (``export_model``) and
     later imported from a memory-mapped file (``import_model``), so a warm start never reads the
     IR: peak memory is the blob plus the device's weights, not the IR, the blob and the weights
-    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Each
-    write first prunes the cache (``blob_cache.prune_cache``): an old model's blobs go.
+    (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Killed
+    writes' temporaries are deleted at start; the cache is pruned before each write
+    (``blob_cache``: bounded, least recently used blobs first, never one in use).
     """
 
     def __init__(
@@ -34,6 +36,9 @@ class Compiler:
         self.core = ov.Core()
         self.device = device
         self.cache_dir = cache_dir
+        self.cache_limit = 0 if cache_dir is None else cache_size_limit()
+        if cache_dir is not None and cache_dir.is_dir():
+            prune_temporaries(cache_dir)  # what killed runs left
         self.config: dict[str, str] = {}
         if precision is not None:
             if precision not in PRECISIONS:
@@ -41,10 +46,12 @@ class Compiler:
                     f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
                 )
             self.config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
-        known = [d.split(".")[0] for d in self.core.available_devices]
-        if device.split(":")[0] not in (*known, "AUTO", "MULTI", "HETERO"):
+        missing = unavailable_devices(device, self.core.available_devices)
+        if missing:
             raise DeviceError(
-                f"device {device!r} is not available; OpenVINO sees: {', '.join(known) or 'none'}"
+                f"device {missing[0]!r}{'' if missing == [device] else f' (in {device!r})'} "
+                f"is not available; OpenVINO sees: "
+                f"{describe_devices(self.core)}"
             )
 
     def read(self, xml: Path) -> ov.Model:
@@ -89,7 +96,7 @@ class Compiler:
             ) from None
         del model  # the IR's weights are no longer needed once compiled
         if blob is not None:
-            write_blob(compiled, blob)
+            write_blob(compiled, blob, self.cache_limit)
         return compiled
 
     def _blob_path(self, xml: Path, request: tuple[object, ...]) -> Path | None:
@@ -109,20 +116,62 @@ class Compiler:
         memory); ``None`` if it cannot be imported (then it is compiled and written again).
 
         The imported network runs on some of the mapped constants in place, so the map lives as
-        long as the returned model; its pages leave memory once imported and come back on use.
+        long as the returned model (and with it the lock that marks the blob in use); its pages
+        leave memory once imported and come back on use.
         """
+        mapping = map_blob(blob)
+        if mapping is None:
+            return None
         try:
-            with blob.open("rb") as file:
-                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
             data = np.frombuffer(mapping, dtype=np.uint8)
             compiled = self.core.import_model(
                 ov.Tensor(data, shared_memory=True), self.device, self.config
             )
         except (OSError, ValueError, RuntimeError):
             return None
-        mapping.madvise(mmap.MADV_DONTNEED)
+        _release_pages(mapping)
         mark_used(blob)
         return ov.CompiledModel(compiled, weights=data)
+
+
+def _release_pages(mapping: mmap.mmap) -> None:
+    """Let the imported blob's pages leave memory now (``MADV_DONTNEED``; they come back from the
+    file on use). Only where the platform has it: Windows has no ``madvise``, and its pages go
+    when the system needs them."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is not None and hasattr(mapping, "madvise"):
+        with contextlib.suppress(OSError):
+            mapping.madvise(advice)
+
+
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def unavailable_devices(device: str, available: list[str]) -> list[str]:
+    """The devices named in ``device`` that OpenVINO does not list in ``available`` (its
+    ``available_devices``: ``CPU``, ``GPU.0``, ``GPU.1``, ...). Accepted as OpenVINO accepts
+    them: a listed name (``GPU.1``); a family name where one of its members is listed (``GPU``
+    is ``GPU.0``); a virtual device alone (``AUTO``) or over listed ones (``AUTO:GPU,CPU``,
+    ``HETERO:GPU.1,CPU``, ``BATCH:GPU(4)``, ``AUTO:-CPU`` excluding one)."""
+    family, _, candidates = device.partition(":")
+    if family in VIRTUAL_DEVICES:
+        names = [re.sub(r"\(.*\)$", "", n.strip()).lstrip("-") for n in candidates.split(",")]
+    else:
+        names = [device]
+    families = {name.split(".")[0] for name in available}
+    return [n for n in names if n and n not in available and n not in families]
+
+
+def describe_devices(core: ov.Core) -> str:
+    """The devices OpenVINO lists, each with its ``FULL_DEVICE_NAME``: ``CPU (Intel(R) Core(TM)
+    Ultra 7 155H), GPU.0 (Intel(R) Arc(TM) Graphics (iGPU))``."""
+    described = []
+    for name in core.available_devices:
+        try:
+            described.append(f"{name} ({core.get_property(name, 'FULL_DEVICE_NAME')})")
+        except RuntimeError:
+            described.append(name)
+    return ", ".join(described) or "none"
 
 
 SUPPORTED_IR_VERSIONS = ("10", "11")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import read_json_object
+from .configs import VAEConfig, read_json_object
 from .errors import ModelError
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
@@ -24,13 +24,23 @@ class ModelFolder:
 
     root: Path
     unet_config: dict[str, Any]
-    vae_config: dict[str, Any]
+    vae: VAEConfig
 
     @classmethod
     def open(cls, root: str | Path) -> ModelFolder:
         root = Path(root)
         if not root.is_dir():
             raise ModelError(f"model folder not found: {root}")
+        vae_config = root / "vae_decoder" / "config.json"
+        if (
+            not (root / "unet").exists()
+            and vae_config.is_file()
+            and VAEConfig.read(vae_config).is_tiny
+        ):
+            raise ModelError(
+                f"{root} is a tiny VAE (AutoencoderTiny), not a latent consistency model: "
+                "pass it with --tiny-vae (Python: tiny_vae=)"
+            )
         for component in COMPONENTS:
             for name in ("openvino_model.xml", "openvino_model.bin"):
                 if not (root / component / name).is_file():
@@ -47,7 +57,7 @@ class ModelFolder:
                 f"{root} is not a latent consistency model: its UNet has no time_cond_proj_dim "
                 "(a plain Stable Diffusion UNet cannot run LCM sampling)"
             )
-        return cls(root, unet_config, read_json_object(root / "vae_decoder" / "config.json"))
+        return cls(root, unet_config, VAEConfig.read(root / "vae_decoder" / "config.json"))
 
     def xml(self, component: str) -> Path:
         return self.root / component / "openvino_model.xml"
@@ -63,12 +73,12 @@ class ModelFolder:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers computes it."""
-        return 2 ** (len(self.vae_config.get("block_out_channels", [0] * 4)) - 1)
+        return self.vae.pixels_per_latent
 
     @property
     def scaling_factor(self) -> float:
-        """The VAE latent scale; the decoder sees ``denoised / scaling_factor``."""
-        return float(self.vae_config.get("scaling_factor", 0.18215))
+        """The VAE latent scale, from the decoder's config (see ``VAEConfig``)."""
+        return self.vae.scaling_factor
 
     @property
     def default_size(self) -> int:

@@ -1,7 +1,9 @@
-"""Where a model comes from: a local folder, or a Hugging Face hub repository of OpenVINO IR.
+"""Where a model (or a tiny VAE) comes from: a local folder, or a Hugging Face hub repository of
+OpenVINO IR.
 
-Only the files the runtime reads are fetched (no vae_encoder, safety_checker or
-feature_extractor). ``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
+Only the files text to image reads are fetched (no vae_encoder, safety_checker or
+feature_extractor); the VAE encoder comes on the first image-to-image call.
+``HF_HOME``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are huggingface_hub's own
 variables and work as they do there.
 """
 
@@ -11,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, UsageError
 
 DEFAULT_MODEL = "OpenVINO/LCM_Dreamshaper_v7-int8-ov"
 RUNTIME_FILES = [
@@ -23,22 +25,64 @@ RUNTIME_FILES = [
     "unet/*",
     "vae_decoder/*",
 ]
+VAE_ENCODER_FILES = ["vae_encoder/*"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def resolve_model(model: str | None, revision: str | None = None) -> Path:
-    """The local folder for ``model``: itself if it is a folder, else a hub snapshot (downloaded
-    unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``)."""
-    model = model or DEFAULT_MODEL
-    path = Path(model).expanduser()
+def resolve_model(
+    model: str | os.PathLike[str] | None,
+    revision: str | None = None,
+    *,
+    files: list[str] = RUNTIME_FILES,
+) -> Path:
+    """The local folder for ``model``: itself if it is a folder, else a hub snapshot with
+    ``files`` (downloaded unless cached; from the cache alone when ``HF_HUB_OFFLINE=1``)."""
+    return resolve(
+        model or DEFAULT_MODEL,
+        revision,
+        what="model",
+        files=files,
+        option="--model",
+        alternative="convert a diffusers model with `lcm-lite-convert SOURCE FOLDER`",
+    )
+
+
+def resolve(
+    name: str | os.PathLike[str],
+    revision: str | None,
+    *,
+    what: str,
+    files: list[str],
+    option: str,
+    alternative: str,
+) -> Path:
+    """The local folder ``name`` (a ``what``: "model", "tiny VAE") is, or the hub snapshot of its
+    ``files``. A ``Path``, or a string that can only be a path (see ``looks_like_a_path``), is a
+    folder and never goes to the hub. The error for a hub id that is neither cached nor
+    reachable names the ``option`` that takes a copied folder, and the ``alternative`` way to
+    make one."""
+    path = Path(name).expanduser()
     if path.is_dir():
+        if revision is not None:
+            raise UsageError(
+                f"--revision {revision} applies to hub models only; {name} is a local folder"
+            )
         return path
-    if not _REPO_ID.match(model) or model.startswith((".", "/", "~")):
-        raise ModelError(f"model folder not found: {model}")
-    return _snapshot(model, revision)
+    if looks_like_a_path(name) or not _REPO_ID.match(str(name)):
+        raise ModelError(f"{what} folder not found: {name}")
+    return _snapshot(str(name), revision, files, f"then pass {option} FOLDER; or {alternative}")
 
 
-def _snapshot(repo_id: str, revision: str | None) -> Path:
+def looks_like_a_path(name: str | os.PathLike[str]) -> bool:
+    """A ``Path``, or a string that starts with ``./``, ``../``, ``/`` or ``~`` or holds the
+    OS's own separator where that is not ``/`` (a hub id is ``owner/name``)."""
+    if not isinstance(name, str):
+        return True
+    separators = {os.sep, os.altsep} - {None, "/"}
+    return name.startswith((".", "/", "~")) or any(sep in name for sep in separators)
+
+
+def _snapshot(repo_id: str, revision: str | None, files: list[str], instead: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -46,15 +90,14 @@ def _snapshot(repo_id: str, revision: str | None) -> Path:
     try:
         return Path(
             snapshot_download(
-                repo_id, revision=revision, allow_patterns=RUNTIME_FILES, local_files_only=offline
+                repo_id, revision=revision, allow_patterns=files, local_files_only=offline
             )
         )
     except LocalEntryNotFoundError:
         raise ModelError(
             f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: download it on a connected machine"
-            f" (`hf download {repo_id}`) and copy the folder here, then pass --model FOLDER;"
-            " or convert a diffusers model with `lcm-lite-convert SOURCE FOLDER`"
+            f" (`hf download {repo_id}`) and copy the folder here, {instead}"
         ) from None
     except HfHubHTTPError as error:
         raise ModelError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from None

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compiler import Compiler
+from .blob_cache import cache_size_limit, cache_usage
+from .compiler import Compiler, describe_devices
 from .folder import COMPONENTS, ModelFolder
+from .tiny_vae import load_tiny_vae, own_tiny_vae
 
 
-def describe(root: Path, cache_dir: Path | None) -> str:
-    """What ``lcm-lite info`` prints: the folder, each network's inputs, the devices, the cache."""
+def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) -> str:
+    """What ``lcm-lite info`` prints: the folder, each network's inputs, the tiny VAE (``tiny_vae``,
+    or the model's own TAESD decoder), the devices, the cache."""
     folder = ModelFolder.open(root)
     compiler = Compiler()
     lines = [
@@ -26,14 +29,19 @@ def describe(root: Path, cache_dir: Path | None) -> str:
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
                 f"{port.get_partial_shape()}"
             )
-    lines.append(f"devices: {', '.join(compiler.core.available_devices)}")
+    tiny = own_tiny_vae(folder) if tiny_vae is None else load_tiny_vae(tiny_vae, folder)
+    if tiny is not None:
+        lines.append(
+            f"tiny VAE (previews, --vae tiny): {tiny.root} ({tiny.config.class_name}, "
+            f"scaling factor {tiny.config.scaling_factor:g})"
+        )
+    lines.append(f"devices: {describe_devices(compiler.core)}")
     if cache_dir is None:
         lines.append("compiled-model cache: off")
     else:
-        cached = (
-            sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
-            if cache_dir.is_dir()
-            else 0
+        used = cache_usage(cache_dir) if cache_dir.is_dir() else 0
+        lines.append(
+            f"compiled-model cache: {cache_dir} ({used / 2**20:.1f} MB used of "
+            f"{cache_size_limit() / 2**20:.0f} MB, LCM_LITE_CACHE_SIZE)"
         )
-        lines.append(f"compiled-model cache: {cache_dir} ({cached / 2**20:.1f} MB)")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The three OpenVINO networks of an LCM, each reshaped to static shapes and compiled once.
+"""The OpenVINO networks of an LCM, and image-to-image's VAE encoder, each reshaped to static
+shapes and compiled once.
 
 Inputs are bound by *role*, not by name alone: exports differ (optimum-intel has been seen to emit
 a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather than float32).
@@ -7,13 +8,16 @@ a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 from .compiler import Compiler
+from .configs import read_json_object
 from .errors import ModelError
 from .folder import ModelFolder
+from .torch_rng import TorchGenerator
 
 
 @dataclass(frozen=True)
@@ -143,16 +147,65 @@ class UNet:
 
 
 class VAEDecoder:
-    """VAE decoder: latents (batch, 4, h, w) -> image (batch, 3, h*8, w*8) in [-1, 1]."""
+    """VAE decoder (AutoencoderKL or AutoencoderTiny): latents (batch, 4, h, w) -> image
+    (batch, 3, h*8, w*8) in [-1, 1]."""
 
     def __init__(
-        self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
+        self, compiler: Compiler, xml: Path, latent_shape: tuple[int, ...], name: str
     ) -> None:
         self.compiled = compiler.compile(
-            folder.xml("vae_decoder"), lambda model: {0: latent_shape}, latent_shape, "VAE decoder"
+            xml, lambda model: {0: latent_shape}, latent_shape, name
         )  # the request needs it alive
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, latents: np.ndarray) -> np.ndarray:
         self.request.infer({0: latents}, share_inputs=True)
         return self.request.get_output_tensor(0).data
+
+
+class VAEEncoder:
+    """VAE encoder: pictures (batch, 3, H, W) in [-1, 1] -> scaled latents (batch, C, H/8, W/8).
+
+    An AutoencoderKL encoder outputs ``latent_parameters``, the mean and log-variance of the
+    latent Gaussian (diffusers' ``DiagonalGaussianDistribution``, log-variance clamped to
+    [-30, 20]), sampled as ``mean + std * noise`` with one draw of the caller's generator for the
+    whole batch (``retrieve_latents(..., sample_mode="sample")``). An encoder that outputs
+    ``C`` channels returns latents directly (a tiny VAE's) and draws nothing. Then
+    ``(latents - shift_factor) * scaling_factor``, from the encoder's ``config.json``.
+    Compiled for one picture at a time: the batch size never recompiles it.
+    """
+
+    def __init__(
+        self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
+    ) -> None:
+        scale = folder.vae_scale_factor
+        shape = (1, 3, latent_shape[2] * scale, latent_shape[3] * scale)
+        self.compiled = compiler.compile(
+            folder.xml("vae_encoder"), lambda model: {0: shape}, shape, "VAE encoder"
+        )  # the request needs it alive
+        self.request = self.compiled.create_infer_request()
+        self.latent_channels = latent_shape[1]
+        config = read_json_object(folder.root / "vae_encoder" / "config.json")
+        self.scaling_factor = float(config.get("scaling_factor") or 1.0)
+        self.shift_factor = float(config.get("shift_factor") or 0.0)
+
+    def __call__(self, pixels: np.ndarray, generator: TorchGenerator) -> np.ndarray:
+        outputs = []
+        for picture in pixels:
+            self.request.infer({0: picture[None]}, share_inputs=True)
+            outputs.append(self.request.get_output_tensor(0).data.copy())
+        encoded = np.concatenate(outputs)
+        if encoded.shape[1] == 2 * self.latent_channels:
+            mean, log_variance = np.split(encoded, 2, axis=1)
+            std = np.exp(np.float32(0.5) * np.clip(log_variance, -30.0, 20.0))
+            latents = mean + std * generator.randn(mean.shape)
+        elif encoded.shape[1] == self.latent_channels:
+            latents = encoded
+        else:
+            raise ModelError(
+                f"the VAE encoder outputs {encoded.shape[1]} channels; expected "
+                f"{2 * self.latent_channels} (latent_parameters) or {self.latent_channels}"
+            )
+        if self.shift_factor:
+            latents = latents - np.float32(self.shift_factor)
+        return latents * np.float32(self.scaling_factor)

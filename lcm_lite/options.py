@@ -6,12 +6,30 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 from typing import NoReturn
 
 from .errors import UsageError
 
 PROG = "lcm-lite"
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that cleanup runs (``finally``, ``except BaseException``) and
+    no file or folder is left half-written."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on, SIGTERM raises ``Terminated`` in the main thread (as Ctrl+C raises
+    KeyboardInterrupt); the command catches it and exits ``EXIT_TERMINATED``."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,7 +46,17 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         "(default: OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once)",
     )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
-    parser.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
+    parser.add_argument(
+        "--tiny-vae",
+        metavar="DIR|HUB_ID",
+        help="tiny VAE (TAESD) folder or hub id, for --vae tiny and previews "
+        "(default with --vae tiny: rupeshs/taesd-ov, downloaded once)",
+    )
+    parser.add_argument(
+        "--device",
+        default="CPU",
+        help="OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:... (default CPU)",
+    )
     parser.add_argument(
         "--precision",
         choices=["f32", "bf16", "f16"],
@@ -40,12 +68,32 @@ def model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
 
 
+def vae_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vae",
+        choices=["full", "tiny"],
+        default="full",
+        help="final decoder: the model's VAE (default) or the tiny VAE (TAESD: faster, softer, "
+        "not the full VAE's image)",
+    )
+
+
 def integer(text: str) -> int:
     """An argparse type: an integer (range checks come later, with the other parameters)."""
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def timestep_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integer timesteps (the scheduler checks their order)."""
+    try:
+        return [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
 
 
 def number(text: str) -> float:
@@ -56,19 +104,26 @@ def number(text: str) -> float:
 
 
 def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
-    """Load ``--model`` (a folder or hub id; the default model if none) as the options say."""
+    """Load ``--model`` (a folder or hub id; the default model if none) as the options say;
+    ``--vae tiny`` without ``--tiny-vae`` takes the model's own tiny decoder if it has one, else
+    the default tiny VAE."""
     from .blob_cache import default_cache_dir
     from .hub import DEFAULT_MODEL
     from .pipeline import LCMPipeline
+    from .tiny_vae import DEFAULT_TINY_VAE, load_tiny_vae
 
-    return LCMPipeline.from_pretrained(
+    pipe = LCMPipeline.from_pretrained(
         args.model or DEFAULT_MODEL,
         revision=args.revision,
         device=args.device,
         precision=args.precision,
         cache_dir=None if args.no_cache else default_cache_dir(),
         keep_models=keep_models,
+        tiny_vae=args.tiny_vae,
     )
+    if getattr(args, "vae", "full") == "tiny" and not pipe.has_previews:
+        pipe.tiny_vae = load_tiny_vae(DEFAULT_TINY_VAE, pipe.folder)
+    return pipe
 
 
 def configure_logging(quiet: bool) -> None:

@@ -1,6 +1,11 @@
-"""Text to image with a latent consistency model, as diffusers' ``LatentConsistencyModelPipeline``:
+"""Text to image with a latent consistency model, as diffusers' ``LatentConsistencyModelPipeline``,
+and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 
-    tokenize -> encode -> latents -> for t in timesteps: UNet, LCM step -> VAE decode -> images
+    tokenize -> encode -> latents (noise, or an encoded picture noised to the first timestep)
+    -> for t in timesteps: UNet, LCM step -> VAE decode -> images
+
+The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
+``tiny_vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
 
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
@@ -10,23 +15,35 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from .compiler import Compiler
-from .errors import Cancelled, UsageError
+from .errors import Cancelled, ModelError, UsageError
 from .folder import ModelFolder
 from .guidance import guidance_scale_embedding
-from .hub import resolve_model
+from .hub import VAE_ENCODER_FILES, resolve_model
 from .images import to_pil
-from .networks import TextEncoder, UNet, VAEDecoder
+from .networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
+from .pictures import (
+    Picture,
+    check_picture_count,
+    load_images,
+    output_size,
+    preprocess,
+    repeat_for_batch,
+)
 from .scheduler import LCMScheduler, LCMSchedulerConfig
+from .tiny_vae import TinyVAE, load_tiny_vae, own_tiny_vae
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
@@ -46,6 +63,20 @@ class StepInfo:
     timestep: int
     latents: np.ndarray
     denoised: np.ndarray
+    decoder: Callable[[np.ndarray], list[Image.Image]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def preview(self) -> list[Image.Image]:
+        """This step's ``denoised`` latents decoded by the tiny VAE, one image per image of the
+        call. Decoded when called, so a callback that does not ask costs nothing; callable from
+        another thread. Raises UsageError when the pipeline has no tiny VAE."""
+        if self.decoder is None:
+            raise UsageError(
+                "previews need a tiny VAE: load one with LCMPipeline.from_pretrained(..., "
+                "tiny_vae=FOLDER or HUB_ID) (command line: --tiny-vae)"
+            )
+        return self.decoder(self.denoised)
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]
@@ -53,7 +84,9 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What one call asked for: with the seed, everything needed to make its images again."""
+    """What one call ran: with the seed, everything needed to make its images again. ``steps``
+    and ``timesteps`` are those sampled; ``custom_timesteps`` the schedule a caller gave instead
+    of ``steps`` (image to image samples its last ``int(len * strength)``, as diffusers)."""
 
     prompts: list[str]
     steps: int
@@ -61,6 +94,12 @@ class Settings:
     width: int
     height: int
     num_images: int
+    timesteps: tuple[int, ...]
+    original_inference_steps: int
+    image: str | None = None  # the starting picture's file name ("" if it had none)
+    strength: float | None = None
+    custom_timesteps: tuple[int, ...] | None = None
+    vae: str = "full"
 
 
 class GenerationResult(list[Image.Image]):
@@ -86,7 +125,10 @@ class GenerationResult(list[Image.Image]):
         return list(self)
 
     def metadata(self, index: int, model: str) -> dict[str, object]:
-        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks."""
+        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
+        starting picture's file name and the strength for image-to-image)."""
+        picture = {"image": self.settings.image, "strength": self.settings.strength}
+        custom = self.settings.custom_timesteps
         return {
             "prompt": self.settings.prompts[index // self.settings.num_images],
             "seed": self.seed,
@@ -95,8 +137,13 @@ class GenerationResult(list[Image.Image]):
             "width": self.settings.width,
             "height": self.settings.height,
             "num_images": self.settings.num_images,
+            "timesteps": ",".join(map(str, self.settings.timesteps)),
+            "original_inference_steps": self.settings.original_inference_steps,
             "index": index % self.settings.num_images,
             "model": model,
+            "vae": self.settings.vae,
+            **(picture if self.settings.image is not None else {}),
+            **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
         }
 
 
@@ -107,7 +154,8 @@ class _Compiled:
     key: tuple[int, int, int, int]
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
-    vae_decoder: VAEDecoder | None = None
+    decoders: dict[Path, VAEDecoder] = field(default_factory=dict)
+    vae_encoder: VAEEncoder | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -115,15 +163,28 @@ class LCMPipeline:
     """Load once, call many times. Calls are serialised: one inference at a time per pipeline.
 
     ``keep_models=False`` frees the text encoder after encoding and the UNet before decoding,
-    which lowers peak memory for a one-shot run but recompiles on the next call.
+    which lowers peak memory for a one-shot run but recompiles on the next call (a tiny VAE's
+    decoder, a few MB that previews use every step, stays).
+
+    ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
+    decoder if it is an AutoencoderTiny, else none.
     """
 
     def __init__(
-        self, folder: ModelFolder, compiler: Compiler, *, keep_models: bool = True
+        self,
+        folder: ModelFolder,
+        compiler: Compiler,
+        *,
+        keep_models: bool = True,
+        hub_id: str | None = None,
+        tiny_vae: TinyVAE | None = None,
     ) -> None:
         self.folder = folder
+        self.hub_id = hub_id  # the hub repository ``folder`` is a snapshot of, if any
         self.compiler = compiler
         self.keep_models = keep_models
+        self.tiny_vae = tiny_vae or own_tiny_vae(folder)
+        self.progress: StageProgress | None = None
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(
             LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
@@ -131,6 +192,7 @@ class LCMPipeline:
         self._compiled: _Compiled | None = None
         self._last_encoding: tuple[list[str], TokenizedPrompts, np.ndarray] | None = None
         self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()  # previews may decode from another thread
 
     @classmethod
     def from_pretrained(
@@ -142,41 +204,95 @@ class LCMPipeline:
         precision: str | None = None,
         cache_dir: Path | None = None,
         keep_models: bool = True,
+        tiny_vae: str | Path | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
-        processes."""
+        processes. ``tiny_vae``: a tiny-VAE folder or hub id (``rupeshs/taesd-ov``; see
+        ``tiny_vae``) for ``vae="tiny"`` and previews."""
+        root = resolve_model(model, revision)
+        folder = ModelFolder.open(root)
         return cls(
-            ModelFolder.open(resolve_model(str(model), revision)),
+            folder,
             Compiler(device, precision, cache_dir),
             keep_models=keep_models,
+            hub_id=None if root == Path(model).expanduser() else str(model),
+            tiny_vae=None if tiny_vae is None else load_tiny_vae(tiny_vae, folder),
         )
+
+    @property
+    def has_previews(self) -> bool:
+        """Whether ``StepInfo.preview()`` works, that is whether a tiny VAE is loaded."""
+        return self.tiny_vae is not None
 
     def __call__(
         self,
         prompt: str | Sequence[str],
         *,
+        image: Picture | Sequence[Picture] | None = None,
+        strength: float = 0.8,
         steps: int = 4,
         guidance_scale: float = 8.0,
-        width: int = DEFAULT_SIZE,
-        height: int = DEFAULT_SIZE,
+        width: int | None = None,
+        height: int | None = None,
         num_images: int = 1,
         seed: int | None = None,
         latents: np.ndarray | None = None,
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
+        vae: str = "full",
         callback: StepCallback | None = None,
     ) -> GenerationResult:
         """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
-        own code embeds the scale unchanged, so its 8 is diffusers' 9)."""
+        own code embeds the scale unchanged, so its 8 is diffusers' 9). ``vae="tiny"`` decodes
+        with the tiny VAE: faster, and close to but not the full VAE's image.
+
+        With ``image`` (a picture, or a list: see ``pictures.load_image``), image to image: the
+        picture, resized to ``width x height`` (default: its own size rounded down to a multiple
+        of 8), is encoded and noised to the ``strength`` point of the schedule, and ``steps`` are
+        taken from the last ``int(original_inference_steps * strength)`` distillation timesteps:
+        at 1.0 the start is nearly pure noise, the smaller the closer to the picture."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)):
             raise UsageError(f"prompt must be a string or a list of strings, got {prompt!r:.40}")
-        settings = Settings(list(prompts), steps, guidance_scale, width, height, num_images)
-        check_arguments(settings.prompts, steps, guidance_scale, width, height, num_images)
+        pictures = None
+        if image is not None:
+            check_strength(strength)
+            pictures = load_images(image)
+            width, height = output_size(
+                pictures[0], width, height, self.folder.vae_scale_factor, MAX_SIZE
+            )
+        width = DEFAULT_SIZE if width is None else width
+        height = DEFAULT_SIZE if height is None else height
+        check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
+        self._check_vae(vae)
+        steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
+        schedule = self.scheduler.timesteps(
+            None if timesteps is not None else steps,
+            original_inference_steps=original_inference_steps,
+            timesteps=timesteps,
+            strength=1.0 if pictures is None else strength,
+        )
+        original_inference_steps = (
+            original_inference_steps or self.scheduler.config.original_inference_steps
+        )
+        settings = Settings(
+            list(prompts),
+            len(schedule),
+            float(guidance_scale),
+            width,
+            height,
+            num_images,
+            tuple(int(t) for t in schedule),
+            int(original_inference_steps),
+            image=None if pictures is None else picture_name(image),
+            strength=None if pictures is None else float(strength),
+            vae=vae,
+            custom_timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
+        )
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
             len(settings.prompts) * num_images,
@@ -186,13 +302,15 @@ class LCMPipeline:
         )
         if latents is not None and latents.shape != latent_shape:
             raise UsageError(f"latents must have shape {latent_shape}, got {latents.shape}")
-        schedule = self.scheduler.timesteps(
-            None if timesteps is not None else steps,
-            original_inference_steps=original_inference_steps,
-            timesteps=timesteps,
-        )
+        pixels = None
+        if pictures is not None and latents is None:
+            check_picture_count(len(pictures), latent_shape[0])
+            pixels = preprocess(pictures, width, height)
+            self._fetch_vae_encoder()
         with self._lock:
-            return self._generate(settings, schedule, latent_shape, generator, latents, callback)
+            return self._generate(
+                settings, schedule, latent_shape, generator, latents, pixels, callback
+            )
 
     def _generate(
         self,
@@ -201,6 +319,7 @@ class LCMPipeline:
         latent_shape: tuple[int, ...],
         generator: TorchGenerator,
         latents: np.ndarray | None,
+        pixels: np.ndarray | None,
         callback: StepCallback | None,
     ) -> GenerationResult:
         timings: dict[str, float] = {}
@@ -211,15 +330,19 @@ class LCMPipeline:
                 log.warning("prompt too long for CLIP: %d tokens dropped from %.40r", dropped, text)
         prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
-        if latents is None:
+        if latents is None and pixels is None:  # text to image: pure noise
             latents = generator.randn(latent_shape)
+        elif latents is None:  # image to image: the encoded pictures, noised
+            latents = self._picture_latents(compiled, pixels, int(schedule[0]), generator, timings)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         guidance_embedding = guidance_scale_embedding(
             settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
         )
 
         unet = self._network(compiled, "unet")
+        preview = None if self.tiny_vae is None else partial(self._decode, compiled, "tiny")
         denoised = latents
+        self._report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
             model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
@@ -229,20 +352,54 @@ class LCMPipeline:
                 model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
             )
             timings[f"unet_step_{i + 1}"] = _lap(clock)
-            if (
-                callback is not None
-                and callback(StepInfo(i + 1, len(schedule), int(t), latents, denoised)) is False
-            ):
+            self._report("steps", i + 1, len(schedule))
+            info = StepInfo(i + 1, len(schedule), int(t), latents, denoised, preview)
+            if callback is not None and callback(info) is False:
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
         del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
 
-        vae_decoder = self._network(compiled, "vae_decoder")
-        clock = time.perf_counter()
-        images = to_pil(vae_decoder(denoised / self.folder.scaling_factor))
-        timings["vae_decoder"] = _lap(clock)
+        images = self._decode(compiled, settings.vae, denoised, timings)
         timings.update({f"compile_{k}": v for k, v in compiled.seconds.items()})
         compiled.seconds.clear()
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
+
+    def _picture_latents(
+        self,
+        compiled: _Compiled,
+        pixels: np.ndarray,
+        first_timestep: int,
+        generator: TorchGenerator,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """diffusers' img2img ``prepare_latents``: the pictures' latents (a draw for the
+        posterior sample), tiled over the batch, noised to the first timestep (a second draw)."""
+        vae_encoder = self._network(compiled, "vae_encoder")
+        clock = time.perf_counter()
+        picture_latents = vae_encoder(pixels, generator)
+        timings["vae_encoder"] = _lap(clock)
+        batch_latents = repeat_for_batch(picture_latents, compiled.key[1])  # key: (prompts, *shape)
+        noise = generator.randn(batch_latents.shape)
+        return self.scheduler.add_noise(batch_latents, noise, first_timestep)
+
+    def _fetch_vae_encoder(self) -> None:
+        """The VAE encoder is read only for image to image; a hub model's is downloaded then."""
+        if self.folder.xml("vae_encoder").is_file():
+            return
+        if self.hub_id is not None:  # the snapshot's commit: the encoder matches the rest
+            resolve_model(self.hub_id, self.folder.root.name, files=VAE_ENCODER_FILES)
+        if self.folder.xml("vae_encoder").is_file():
+            return
+        convert = "convert the model with `lcm-lite-convert SOURCE OUT_DIR --with-vae-encoder`"
+        if self.hub_id is None:
+            raise ModelError(
+                f"{self.folder.root} has no VAE encoder (vae_encoder/), which image to image "
+                f"needs: {convert}"
+            )
+        raise ModelError(
+            f"{self.hub_id} has no VAE encoder (vae_encoder/), which image to image needs, in the "
+            "local Hugging Face cache and none could be downloaded: on a connected machine run "
+            f"`hf download {self.hub_id} --include 'vae_encoder/*'`, or {convert}"
+        )
 
     def _encode_prompts(
         self, prompts: list[str], compiled: _Compiled, timings: dict[str, float]
@@ -270,29 +427,107 @@ class LCMPipeline:
             self._compiled = _Compiled(key)
         return self._compiled
 
-    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEDecoder:
-        """``compiled``'s network ``name``, compiled for its shapes now if it is not held; held
-        for the next call only with ``keep_models``."""
+    def _check_vae(self, vae: str) -> None:
+        if vae not in ("full", "tiny"):
+            raise UsageError(f'vae must be "full" or "tiny", got {vae!r}')
+        if vae == "tiny" and self.tiny_vae is None:
+            raise UsageError(
+                'vae="tiny" needs a tiny VAE: LCMPipeline.from_pretrained(..., tiny_vae=FOLDER or '
+                "HUB_ID) (command line: --tiny-vae, default rupeshs/taesd-ov)"
+            )
+
+    def _decode(
+        self,
+        compiled: _Compiled,
+        vae: str,
+        denoised: np.ndarray,
+        timings: dict[str, float] | None = None,
+    ) -> list[Image.Image]:
+        """``denoised`` latents to images with the ``vae`` decoder: "full" is the model's,
+        "tiny" the tiny VAE's; each takes ``latents / scaling_factor + shift_factor`` from its
+        own config. Serialised, since a preview may run in another thread; a tiny decoder stays
+        compiled even without ``keep_models``."""
+        if vae == "full":
+            xml, config, name = self.folder.xml("vae_decoder"), self.folder.vae, "vae_decoder"
+        else:
+            xml, config, name = self.tiny_vae.xml, self.tiny_vae.config, "tiny_vae_decoder"
+        with self._decode_lock:
+            decoder = compiled.decoders.get(xml)
+            if decoder is None:
+                decoder = self._compile(
+                    compiled,
+                    name,
+                    lambda: VAEDecoder(self.compiler, xml, compiled.key[1:], _LABELS[name]),
+                )
+                if self.keep_models or config.is_tiny:
+                    compiled.decoders[xml] = decoder
+            if timings is None:
+                return to_pil(decoder(config.decoder_input(denoised)))
+            self._report("decode", 0, 1)
+            clock = time.perf_counter()
+            images = to_pil(decoder(config.decoder_input(denoised)))
+            timings["vae_decoder"] = _lap(clock)
+            self._report("decode", 1, 1)
+            return images
+
+    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEEncoder:
+        """``compiled``'s text encoder, UNet or VAE encoder, compiled for its shapes now if it is
+        not held; held for the next call only with ``keep_models``."""
         network = getattr(compiled, name)
         if network is not None:
             return network
         num_prompts, latent_shape = compiled.key[0], compiled.key[1:]
-        log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, latent_shape)))
-        clock = time.perf_counter()
         text_length = self.tokenizer.model_max_length
         if name == "text_encoder":
-            network = TextEncoder(self.compiler, self.folder, num_prompts, text_length)
-        elif name == "unet":
-            network = UNet(self.compiler, self.folder, latent_shape, text_length)
+            network = self._compile(
+                compiled,
+                name,
+                lambda: TextEncoder(self.compiler, self.folder, num_prompts, text_length),
+            )
+        elif name == "vae_encoder":
+            network = self._compile(
+                compiled, name, lambda: VAEEncoder(self.compiler, self.folder, latent_shape)
+            )
         else:
-            network = VAEDecoder(self.compiler, self.folder, latent_shape)
-        compiled.seconds[name] = _lap(clock)
+            network = self._compile(
+                compiled, name, lambda: UNet(self.compiler, self.folder, latent_shape, text_length)
+            )
         if self.keep_models:
             setattr(compiled, name, network)
         return network
 
+    def _compile(self, compiled: _Compiled, name: str, build: Callable[[], _Network]) -> _Network:
+        """``build()`` a network, reported as the stage "compile <label>" and timed."""
+        stage = f"compile {_LABELS[name]}"
+        if self.progress is None:  # else the progress shows it
+            log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, compiled.key[1:])))
+        self._report(stage, 0, 1)
+        clock = time.perf_counter()
+        network = build()
+        compiled.seconds[name] = _lap(clock)
+        self._report(stage, 1, 1)
+        return network
 
-_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decoder": "VAE decoder"}
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+class StageProgress(Protocol):
+    """Told where a call is: ``(stage, 0, total)`` when a stage starts, ``(stage, done, total)``
+    as it advances. Stages: "compile <network>", "steps", "decode". The CLI's progress bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None: ...
+
+
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
+_LABELS = {
+    "text_encoder": "text encoder",
+    "unet": "UNet",
+    "vae_decoder": "VAE decoder",
+    "vae_encoder": "VAE encoder",
+    "tiny_vae_decoder": "tiny VAE decoder",
+}
 
 
 def _lap(start: float) -> float:
@@ -300,9 +535,16 @@ def _lap(start: float) -> float:
 
 
 def check_arguments(
-    prompts: list[str], steps: int, guidance_scale: float, width: int, height: int, num_images: int
+    prompts: list[str],
+    steps: int,
+    guidance_scale: float,
+    width: int | None,
+    height: int | None,
+    num_images: int,
 ) -> None:
-    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence."""
+    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
+    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool.
+    ``width`` or ``height`` None: not given (image to image takes the picture's)."""
     if not prompts:
         raise UsageError("give at least one prompt")
     for prompt in prompts:
@@ -320,19 +562,37 @@ def check_arguments(
         ("num_images", num_images, 1, MAX_IMAGES),
         ("steps", steps, 1, None),
     ):
-        if not isinstance(value, int) or isinstance(value, bool):
+        if value is None and name in ("width", "height"):
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if value < low or (high is not None and value > high):
             raise UsageError(
                 f"{name} must be from {low} to {high or 'the schedule length'}, got {value}"
             )
     for name, value in (("width", width), ("height", height)):
-        if value % 8:
+        if value is not None and value % 8:
             raise UsageError(f"{name} must be a multiple of 8, got {value}")
     if (
-        not isinstance(guidance_scale, (int, float))
+        not isinstance(guidance_scale, numbers.Real)
         or isinstance(guidance_scale, bool)
         or not math.isfinite(guidance_scale)
         or guidance_scale < 0
     ):
         raise UsageError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+
+
+def check_strength(strength: float) -> None:
+    """Image to image's ``strength``: a number in (0, 1] (diffusers accepts 0, then fails)."""
+    is_number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
+    if not is_number or not 0 < strength <= 1:
+        raise UsageError(f"strength must be a number in (0, 1], got {strength!r}")
+
+
+def picture_name(image: object) -> str:
+    """The file name a starting picture came from, for the metadata ("" if none)."""
+    if isinstance(image, (list, tuple)):
+        return ", ".join(picture_name(item) for item in image)
+    if isinstance(image, (str, Path)):
+        return Path(image).name
+    return Path(getattr(image, "filename", "") or "").name

@@ -182,6 +182,11 @@ class LCMScheduler:
 
         if num_inference_steps < 1:
             raise UsageError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if not len(distillation_timesteps):
+            raise UsageError(
+                f"strength {strength} leaves no timestep of the {original_steps}-step "
+                f"distillation schedule: use a strength of at least {1 / original_steps:g}"
+            )
         if num_inference_steps > len(distillation_timesteps):
             limit = (
                 f"original_inference_steps ({original_steps})"
@@ -190,8 +195,8 @@ class LCMScheduler:
             )
             raise UsageError(
                 f"num_inference_steps ({num_inference_steps}) cannot be larger than {limit}: "
-                f"LCM samples a subset of its {len(distillation_timesteps)}-step distillation "
-                f"schedule"
+                f"at most {len(distillation_timesteps)} steps"
+                + ("" if strength == 1 else f" at strength {strength}")
             )
         descending = distillation_timesteps[::-1]
         indices = np.linspace(0, len(descending), num=num_inference_steps, endpoint=False)
@@ -242,6 +247,12 @@ class LCMScheduler:
         if kept == 0:
             raise UsageError(f"strength {strength} keeps none of the {len(timesteps)} timesteps")
         return np.array(timesteps[len(timesteps) - kept :], dtype=np.int64)
+
+    def add_noise(self, sample: np.ndarray, noise: np.ndarray, timestep: int) -> np.ndarray:
+        """The forward diffusion to ``timestep`` (DDPM's ``q(x_t | x_0)``, diffusers'
+        ``add_noise``): ``sqrt(a) * sample + sqrt(1 - a) * noise``, ``a = alphas_cumprod[t]``."""
+        alpha_prod = self.alphas_cumprod[timestep]
+        return np.sqrt(alpha_prod) * sample + np.sqrt(_ONE - alpha_prod) * noise
 
     def boundary_condition_scalings(self, timestep: int) -> tuple[float, float]:
         """``(c_skip, c_out)`` of the consistency function at ``timestep``.

@@ -7,6 +7,7 @@ inside the fixtures so that runtime tests run without it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,14 +59,18 @@ def f32_pipe(tiny_ov_dir: Path):
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     """``tmpfs(name, options)`` mounts a fresh tmpfs with those mount(8) options at
     ``tmp_path/name`` (a full disk, a read-only or a ``noatime`` file system) and returns it;
-    unmounted after the test. Mounting needs root: elsewhere the test is skipped."""
+    unmounted after the test. Mounting needs root: elsewhere the test is skipped, but in CI
+    (``CI=true``), which runs as root, a mount that fails fails the test instead."""
     mounted: list[Path] = []
 
     def mount(name: str, options: str) -> Path:
         path = tmp_path / name
         path.mkdir()
         command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
-        if subprocess.run(command, capture_output=True).returncode != 0:
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:
+            if os.environ.get("CI", "").lower() == "true" and os.geteuid() == 0:
+                pytest.fail(f"CI runs as root, yet mounting a tmpfs failed: {run.stderr.strip()}")
             pytest.skip("mounting a tmpfs needs root")
         mounted.append(path)
         return path
@@ -73,3 +78,20 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight AutoencoderTiny (TAESD's 4 blocks, 8 channels) as a diffusers folder."""
+    pytest.importorskip("diffusers")
+    from conversion.random_model import build_random_tiny_vae
+
+    return build_random_tiny_vae(tmp_path_factory.mktemp("tiny-taesd") / "diffusers", size="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd_ov_dir(tmp_path_factory: pytest.TempPathFactory, tiny_taesd_dir: Path) -> Path:
+    """``tiny_taesd_dir`` converted to a tiny-VAE folder (vae_decoder/, vae_encoder/), fp32."""
+    from conversion.export import convert
+
+    return convert(tiny_taesd_dir, tmp_path_factory.mktemp("tiny-taesd-ov") / "ov", weights="fp32")

@@ -4,8 +4,10 @@ cache that makes a warm start import rather than compile."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -88,6 +90,26 @@ def test_a_warm_cache_imports_the_compiled_networks_and_gives_the_same_image(cac
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")} == blobs
 
 
+class _MmapAsOnWindows(mmap.mmap):
+    """``mmap.mmap`` as Windows has it: no ``madvise`` method."""
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "madvise":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_a_warm_import_works_where_the_platform_has_no_madvise(cached_pipe, tmp_path, monkeypatch):
+    cold = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    blobs = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")}
+    monkeypatch.delattr(mmap, "MADV_DONTNEED")
+    monkeypatch.setattr(mmap, "mmap", _MmapAsOnWindows)
+    warm = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    assert np.array_equal(np.asarray(cold[0]), np.asarray(warm[0]))
+    # imported, not compiled and written again
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("*.blob")} == blobs
+
+
 def test_a_damaged_cache_entry_is_compiled_and_written_again(cached_pipe, tmp_path):
     cold = cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
     for blob in tmp_path.glob("*.blob"):
@@ -141,7 +163,9 @@ def test_writing_a_blob_deletes_blobs_unused_for_30_days_and_stale_temporaries(
         _age(path, used_days_ago=31, written_days_ago=31)
     _age(used_lately, used_days_ago=29, written_days_ago=90)
     _age(ongoing_write, used_days_ago=0, written_days_ago=0.01)
-    cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    with ongoing_write.open("rb") as writer:  # a live writer holds its temporary locked
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
     assert not unused.exists() and not killed_write.exists()
     assert used_lately.exists() and ongoing_write.exists() and not_ours.exists()
     assert len(list(tmp_path.glob("*.blob"))) == 4  # used_lately and the three just written
@@ -166,3 +190,25 @@ def test_the_raw_openvino_profile_counts_flops_and_times_each_op_type(tiny_ov_di
     text_gflop = [report["profile"]["text_encoder"]["gflop"] for report in (small, large)]
     assert text_gflop[0] == text_gflop[1]  # 77 tokens at any image size
     assert large["profile"]["vae_decoder"]["gflop"] > 3.9 * small["profile"]["vae_decoder"]["gflop"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--images", "0"], "--images must be at least 1, got 0"),
+        (["--images", "-3"], "--images must be at least 1"),
+        (["--sizes", "60"], "width must be a multiple of 8"),
+        (["--sizes", "0"], "width must be from 8"),
+        (["--steps", "0"], "steps must be from 1"),
+        (["--seed", "-1"], "seed must be an integer from 0 to 2**64-1"),
+        (["--images", "two"], "expected an integer"),
+    ],
+)
+def test_bench_options_are_checked_like_generates_one_line_and_exit_code_2(
+    tiny_ov_dir, tmp_path, options, message
+):
+    argv = [sys.executable, "-m", "lcm_lite", "bench", "--model", str(tiny_ov_dir), *options]
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("lcm-lite: error: ") and run.stderr.count("\n") == 1
+    assert message in run.stderr

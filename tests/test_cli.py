@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import openvino as ov
 import pytest
 from PIL import Image
 
@@ -77,6 +80,63 @@ def test_png_metadata_records_how_to_make_the_image_again(lcm, tmp_path, tiny_ov
     assert f"prompt: {PROMPT}" in info.stdout.splitlines()
 
 
+@pytest.mark.parametrize(
+    ("prompt", "options", "recorded"),
+    [
+        (
+            PROMPT,
+            ["--steps", "3", "--original-inference-steps", "20"],
+            {"steps": "3", "timesteps": "999,699,349", "original_inference_steps": "20"},
+        ),
+        (
+            "-a 'quoted' prompt; $HOME",
+            ["--steps", "4", "--timesteps", "999,759,259"],
+            {"steps": "3", "timesteps": "999,759,259", "custom_timesteps": "999,759,259"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.6"],
+            {"steps": "4", "timesteps": "599,459,299,159", "strength": "0.6"},
+        ),
+        (
+            PROMPT,
+            ["--image", "start.png", "--strength", "0.5", "--timesteps", "999,759,499,259"],
+            {"timesteps": "499,259", "custom_timesteps": "999,759,499,259", "strength": "0.5"},
+        ),
+    ],
+)
+def test_info_prints_a_command_line_that_remakes_the_image(
+    lcm, tmp_path, tiny_ov_dir, start_picture, prompt, options, recorded
+):
+    start_picture("png")
+    model = ["--model", str(tiny_ov_dir), "--width", "64", "--height", "64"]
+    run = lcm(
+        "generate",
+        "--seed",
+        "9",
+        *options,
+        *model,
+        "--out",
+        "first.png",
+        "--",
+        prompt,
+        model=False,
+        size=False,
+    )
+    assert run.returncode == 0, run.stderr
+    metadata = read_png_metadata(tmp_path / "first.png")
+    assert {key: metadata[key] for key in recorded} == recorded
+    info = lcm("info", "first.png", model=False, size=False)
+    assert info.returncode == 0, info.stderr
+    command = info.stdout.splitlines()[-1].removeprefix("remake: ")
+    argv = shlex.split(command)
+    assert argv[:2] == ["lcm-lite", "generate"]
+    again = lcm("generate", "--out", "again.png", *argv[2:], model=False, size=False)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(_pixels(tmp_path / "first.png"), _pixels(tmp_path / "again.png"))
+    assert read_png_metadata(tmp_path / "again.png") == metadata
+
+
 def test_the_same_seed_gives_the_same_image_and_another_seed_another(lcm, tmp_path):
     for name, seed in (("a.png", "7"), ("b.png", "7"), ("c.png", "8")):
         assert lcm(PROMPT, "--seed", seed, "--out", name).returncode == 0
@@ -138,6 +198,31 @@ def test_a_prompts_file_runs_every_prompt_in_one_process(lcm, tmp_path):
     assert len(list((tmp_path / "batch").glob("*.png"))) == 3
 
 
+def test_a_byte_order_mark_in_a_prompts_file_is_not_part_of_any_prompt(lcm, tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeff\r\na red cube\r\n".encode())
+    run = lcm("--prompts", "bom.txt", "--seed", "4", "--json", "--out", "bom")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(text) for text in run.stdout.splitlines()]
+    assert [line["prompt"] for line in lines] == ["a red cube"]  # no prompt of the BOM alone
+    plain = lcm("a red cube", "--seed", "4", "--json", "--out", "plain")
+    same = json.loads(plain.stdout)["path"]
+    assert np.array_equal(_pixels(tmp_path / lines[0]["path"]), _pixels(tmp_path / same))
+    assert read_png_metadata(tmp_path / lines[0]["path"])["prompt"] == "a red cube"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [("utf-16", "is UTF-16 or UTF-32 text"), ("utf-16-le", "is UTF-16"), ("latin-1", "not UTF-8")],
+)
+def test_a_prompts_file_not_in_utf8_is_refused_in_one_line(lcm, tmp_path, encoding, message):
+    (tmp_path / "p.txt").write_bytes("a café\n".encode(encoding))
+    run = lcm("--prompts", "p.txt", "--seed", "4")
+    assert run.returncode == 2
+    assert run.stderr.startswith("lcm-lite: error: ") and run.stderr.count("\n") == 1
+    assert message in run.stderr and "save it as UTF-8" in run.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_quiet_mode_prints_nothing_on_stderr(lcm):
     run = lcm(" ".join(["word"] * 100), "--seed", "1", "-q")
     assert run.returncode == 0
@@ -150,20 +235,44 @@ def test_a_too_long_prompt_warns_how_many_tokens_were_dropped(lcm):
     assert "tokens dropped" in run.stderr
 
 
-def test_progress_shows_each_step_on_a_terminal_only(lcm):
+def _terminal_stderr(lcm, *args):
+    """What ``lcm(*args)`` writes to a stderr that is a terminal (a 120-column pseudo-terminal)."""
+    import fcntl
     import pty
+    import struct
+    import termios
 
     leader, follower = pty.openpty()
-    run = lcm(PROMPT, "--seed", "1", "--steps", "3", stderr=follower)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    run = lcm(*args, stderr=follower)
     os.close(follower)
-    seen = os.read(leader, 65536).decode()
+    seen = b""
+    while chunk := _read_or_empty(leader):
+        seen += chunk
     os.close(leader)
     assert run.returncode == 0
-    assert "step 3/3" in seen
-    assert "compiling the UNet" in seen
+    return seen.decode()
+
+
+def _read_or_empty(fd):
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other end is closed and everything was read
+        return b""
+
+
+def test_progress_shows_each_stage_with_elapsed_and_remaining_time_on_a_terminal_only(
+    lcm, tmp_path
+):
+    seen = _terminal_stderr(lcm, PROMPT, "--seed", "1", "--steps", "3", "--no-cache")
+    for stage in ("compile text encoder", "compile UNet", "steps", "decode"):
+        assert f"{stage}: 100%" in seen
+    assert re.search(r"steps: 100%.*\| 3/3 \[\d\d:\d\d<00:00", seen)  # elapsed<remaining
+    assert re.search(r"steps: +33%.*\| 1/3 \[\d\d:\d\d<", seen)
+    assert _terminal_stderr(lcm, PROMPT, "--seed", "1", "-q") == ""
     piped = lcm(PROMPT, "--seed", "1").stderr  # a pipe is not a terminal
-    assert "step" not in piped
-    assert "compiling" not in piped
+    assert "steps" not in piped
+    assert "compil" not in piped
 
 
 def test_the_compiled_model_cache_is_used_unless_no_cache(lcm, tmp_path):
@@ -192,7 +301,7 @@ def test_info_describes_the_model_its_inputs_devices_and_cache(lcm, tiny_ov_dir)
         "vae_decoder:",
         "input sample: f32",
         "input timestep_cond: f32",
-        "devices: CPU",
+        f"devices: CPU ({ov.Core().get_property('CPU', 'FULL_DEVICE_NAME')})",
         "compiled-model cache:",
     ):
         assert expected in out
@@ -216,6 +325,10 @@ def test_help_lists_every_option_and_the_other_commands(lcm):
         "--no-cache",
         "--model",
         "--revision",
+        "--image",
+        "--strength",
+        "--vae",
+        "--tiny-vae",
         "-q",
         "info",
         "bench",
@@ -289,3 +402,87 @@ def test_an_interrupted_batch_exits_with_the_signal_code_and_leaves_only_whole_p
     assert on_disk == written  # no partial or temporary file
     for path in on_disk:
         assert _pixels(tmp_path / path).shape == (128, 128, 3)
+
+
+# --- image to image ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_picture(tmp_path):
+    """Write a varied 100x75 picture as ``start.<suffix>`` in the run's folder."""
+
+    def write(suffix: str = "jpg") -> str:
+        rows, columns = np.mgrid[0:75, 0:100]
+        noise = np.random.default_rng(0).integers(0, 60, (75, 100, 3))
+        pixels = np.stack([columns * 2, rows * 3, (rows + columns) * 1.4], -1) + noise
+        picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        picture.save(tmp_path / f"start.{suffix}")
+        return f"start.{suffix}"
+
+    return write
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp"])
+def test_an_image_and_strength_start_from_the_picture_at_its_size(
+    lcm, tmp_path, start_picture, suffix
+):
+    name = start_picture(suffix)
+    run = lcm(
+        "a watercolour", "--image", name, "--strength", "0.6", "--seed", "5", "--json", size=False
+    )
+    assert run.returncode == 0, run.stderr
+    (line,) = [json.loads(text) for text in run.stdout.splitlines()]
+    assert (line["image"], line["strength"], line["width"], line["height"]) == (name, 0.6, 96, 72)
+    assert "vae_encoder" in line["timings"]
+    metadata = read_png_metadata(tmp_path / line["path"])
+    assert (metadata["image"], metadata["strength"]) == (name, "0.6")
+    assert _pixels(tmp_path / line["path"]).shape == (72, 96, 3)
+
+
+def test_width_and_height_resize_the_picture(lcm, tmp_path, start_picture):
+    run = lcm("a watercolour", "--image", start_picture(), "--seed", "5", "--out", "o.png")
+    assert run.returncode == 0, run.stderr
+    assert _pixels(tmp_path / "o.png").shape == (64, 64, 3)
+
+
+def test_an_image_without_a_prompt_makes_variations_named_after_the_picture(
+    lcm, tmp_path, start_picture
+):
+    run = lcm("--image", start_picture(), "--seed", "8", "--num-images", "2", size=False)
+    assert run.returncode == 0, run.stderr
+    first, second = (_pixels(tmp_path / f"start-8-{index}.png") for index in (0, 1))
+    assert not np.array_equal(first, second)
+    assert read_png_metadata(tmp_path / "start-8-0.png")["prompt"] == ""
+
+
+def test_the_same_seed_and_picture_give_the_same_image(lcm, tmp_path, start_picture):
+    name = start_picture("png")
+    for out in ("a.png", "b.png"):
+        assert lcm("x", "--image", name, "--seed", "3", "--out", out).returncode == 0
+    assert np.array_equal(_pixels(tmp_path / "a.png"), _pixels(tmp_path / "b.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["x", "--strength", "0.5"], "--strength needs --image"),
+        (["x", "--image", "absent.png"], "no such picture file: absent.png"),
+        (["x", "--image", "prompts.txt"], "prompts.txt is not a PNG, JPEG or WebP picture"),
+        (["x", "--image", "dot.png"], "dot.png is 1x1"),
+        (["x", "--image", "start.jpg", "--strength", "1.5"], r"strength must be a number in"),
+        (["x", "--image", "start.jpg", "--strength", "nan"], r"strength must be a number in"),
+        (["x", "--image", "start.jpg", "--strength", "0.1", "--steps", "6"], "at most 5 steps"),
+    ],
+)
+def test_bad_image_to_image_input_is_one_line_exit_2_and_no_file(
+    lcm, tmp_path, start_picture, args, message
+):
+    start_picture()
+    (tmp_path / "prompts.txt").write_text("not a picture")
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    run = lcm(*args, size=False)
+    assert run.returncode == 2
+    assert run.stderr.startswith("lcm-lite: error: ")
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dot.png", "prompts.txt", "start.jpg"]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,20 +294,26 @@ def test_openvino_genai_generates_an_image_from_the_export(tiny_ov_dir):
     assert image.std() > 1
 
 
-@pytest.mark.parametrize("weights", ["fp16", "int8"])
+@pytest.mark.parametrize(
+    ("weights", "options", "folders"),
+    [
+        ("fp16", [], NETWORK_FOLDERS),
+        ("int8", ["--without-vae-encoder"], ("text_encoder", "unet", "vae_decoder")),
+    ],
+)
 def test_cli_exports_compressed_weights_that_compile_and_are_smaller_than_fp32(
-    tmp_path, capsys, weights, tiny_diffusers_dir, tiny_ov_dir
+    tmp_path, capsys, weights, options, folders, tiny_diffusers_dir, tiny_ov_dir
 ):
     out_dir = tmp_path / weights
 
-    assert main([str(tiny_diffusers_dir), str(out_dir), "--weights", weights]) == 0
+    assert main([str(tiny_diffusers_dir), str(out_dir), "--weights", weights, *options]) == 0
     progress = capsys.readouterr().err
-    for folder in ("text_encoder", "unet", "vae_decoder"):
+    for folder in folders:
         assert f"lcm-lite-convert: {folder}: {weights} IR written in " in progress
         ov.Core().compile_model(out_dir / folder / "openvino_model.xml", "CPU")
         size = (out_dir / folder / "openvino_model.bin").stat().st_size
         assert size < (tiny_ov_dir / folder / "openvino_model.bin").stat().st_size
-    assert not (out_dir / "vae_encoder").exists()
+    assert (out_dir / "vae_encoder").exists() == ("vae_encoder" in folders)
 
 
 # --- refusals and failures ------------------------------------------------------------------
@@ -349,7 +359,7 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
 
     assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 3
-    assert "not a diffusers pipeline" in _one_error_line(capsys)
+    assert "neither a diffusers pipeline" in _one_error_line(capsys)
 
 
 def test_a_non_empty_output_folder_is_refused_without_force(tmp_path, tiny_diffusers_dir, capsys):
@@ -412,3 +422,26 @@ def test_an_export_failing_midway_leaves_no_half_model(
         assert _sibling_names(out_dir) == ["out"]
     else:
         assert _sibling_names(out_dir) == []
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_export_exits_with_its_code_and_leaves_no_folder(
+    tmp_path, tiny_diffusers_dir, sig, exit_code
+):
+    """A real ``lcm-lite-convert`` process, signalled once its staging folder exists."""
+    out_dir = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conversion", str(tiny_diffusers_dir), str(out_dir), "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.*.partial")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert process.poll() is None, process.stderr.read()  # it is exporting now
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr
+    assert stderr.splitlines()[-1].endswith("the output folder was not written")
+    assert list(tmp_path.iterdir()) == []  # no out/, no .out.*.partial

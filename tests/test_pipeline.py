@@ -110,3 +110,18 @@ def test_a_repeated_prompt_reuses_its_encoding_and_gives_the_same_image(tiny_ov_
     other = pipe("a kettle", steps=1, width=64, height=64, seed=8)
     assert other.timings["text_encoder"] > 0
     assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+
+
+def test_the_settings_record_the_timesteps_run_not_the_steps_asked(f32_pipe):
+    custom = f32_pipe("x", steps=4, timesteps=[999, 499], width=64, height=64, seed=1)
+    assert custom.settings.steps == 2 and custom.settings.timesteps == (999, 499)
+    metadata = custom.metadata(0, "m")
+    assert (metadata["steps"], metadata["timesteps"]) == (2, "999,499")
+    assert metadata["original_inference_steps"] == 50
+    # two calls that differ only in original_inference_steps: different images, and metadata
+    short = f32_pipe("x", steps=3, original_inference_steps=20, width=64, height=64, seed=1)
+    full = f32_pipe("x", steps=3, width=64, height=64, seed=1)
+    assert not np.array_equal(np.asarray(short[0]), np.asarray(full[0]))
+    assert short.metadata(0, "m") != full.metadata(0, "m")
+    assert short.metadata(0, "m")["timesteps"] == "999,699,349"
+    assert full.metadata(0, "m")["timesteps"] == "999,679,339"

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -19,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lcm_lite import LCMPipeline
+from lcm_lite.compiler import unavailable_devices
 from lcm_lite.errors import LcmLiteError, UsageError
 from lcm_lite.pipeline import MAX_IMAGES, MAX_SIZE
 
@@ -125,11 +128,16 @@ def test_a_broken_model_is_named_with_exit_code_3_and_no_image(
     assert not (tmp_path / "o.png").exists()
 
 
+CPU_NAME = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+
+
 @pytest.mark.parametrize(
     ("device", "message"),
     [
-        ("NPU", "device 'NPU' is not available"),
-        ("HETERO:NOSUCH", "compiling the text encoder for HETERO:NOSUCH failed"),
+        ("NPU", f"device 'NPU' is not available; OpenVINO sees: CPU ({CPU_NAME})"),
+        ("GPU.1", "device 'GPU.1' is not available"),
+        ("HETERO:NOSUCH,CPU", "device 'NOSUCH' (in 'HETERO:NOSUCH,CPU') is not available"),
+        ("BATCH:CPU(0)", "compiling the text encoder for BATCH:CPU(0) failed"),
     ],
 )
 def test_an_unknown_or_failing_device_is_exit_code_4(tiny_ov_dir, tmp_path, device, message):
@@ -137,6 +145,43 @@ def test_an_unknown_or_failing_device_is_exit_code_4(tiny_ov_dir, tmp_path, devi
         tmp_path, "x", "--width", "64", "--height", "64", "--device", device, model=tiny_ov_dir
     )
     _assert_one_line_error(run, 4, message)
+
+
+TWO_GPUS = ["CPU", "GPU.0", "GPU.1"]  # what OpenVINO lists with an integrated and a discrete GPU
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "GPU.1",
+        "GPU.0",
+        "GPU",
+        "CPU",
+        "AUTO",
+        "AUTO:GPU.1,CPU",
+        "AUTO:-CPU",
+        "HETERO:GPU.1,CPU",
+        "MULTI:GPU.0,GPU.1",
+        "BATCH:GPU(4)",
+    ],
+)
+def test_every_device_name_openvino_accepts_is_accepted(device):
+    assert unavailable_devices(device, TWO_GPUS) == []
+
+
+@pytest.mark.parametrize(
+    ("device", "missing"),
+    [("GPU.2", ["GPU.2"]), ("NPU", ["NPU"]), ("AUTO:NPU,GPU.1", ["NPU"]), ("CPU.1", ["CPU.1"])],
+)
+def test_devices_openvino_does_not_list_are_named(device, missing):
+    assert unavailable_devices(device, TWO_GPUS) == missing
+
+
+def test_a_virtual_device_over_the_cpu_gives_the_cpus_image(tiny_ov_dir, f32_pipe):
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, device="HETERO:CPU", precision="f32")
+    image = pipe("a red cube", steps=1, width=64, height=64, seed=2)[0]
+    reference = f32_pipe("a red cube", steps=1, width=64, height=64, seed=2)[0]
+    assert np.abs(np.asarray(image, int) - np.asarray(reference, int)).max() <= 1
 
 
 @pytest.mark.parametrize(
@@ -287,3 +332,61 @@ def test_any_parameters_either_generate_or_raise_a_documented_error(
     assert len(result) == len(prompts) * num_images
     assert all(image.size == (width, height) for image in result)
     assert math.isfinite(guidance) and 0 <= result.seed < 2**64
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers_are(f32_pipe):
+    python = f32_pipe("a red cube", steps=2, guidance_scale=6.5, width=64, height=72, seed=4)
+    numpy = f32_pipe(
+        "a red cube",
+        steps=np.int64(2),
+        guidance_scale=np.float32(6.5),
+        width=np.int32(64),
+        height=np.uint16(72),
+        num_images=np.int8(1),
+        seed=np.uint64(4),
+    )
+    assert np.array_equal(np.asarray(numpy[0]), np.asarray(python[0]))
+    assert numpy.metadata(0, "m") == python.metadata(0, "m")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("width", True), ("steps", np.float64(2.0)), ("guidance_scale", False), ("num_images", 1.0)],
+)
+def test_bools_and_non_integers_are_still_refused(f32_pipe, name, value):
+    kwargs = {"steps": 1, "width": 64, "height": 64, name: value}
+    with pytest.raises(UsageError, match=name):
+        f32_pipe("x", **kwargs)
+
+
+def test_the_tmpfs_fixture_fails_in_ci_as_root_when_mounting_fails(tmp_path):
+    """CI runs as root: a tmpfs test that cannot mount must fail there, not skip silently."""
+    (tmp_path / "test_mount.py").write_text(
+        "def test_mount(tmpfs):\n    tmpfs('bad', 'size=not-a-size')\n"
+    )
+    conftest_dir = Path(__file__).parent
+
+    def outcome(ci: str) -> str:
+        path = os.pathsep.join([str(conftest_dir), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "CI": ci, "PYTHONPATH": path}
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfs",
+            str(tmp_path / "test_mount.py"),
+        ]
+        run = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        return run.stdout
+
+    if os.geteuid() == 0:
+        assert "1 failed" in outcome("true")
+        assert "CI runs as root, yet mounting a tmpfs failed" in outcome("true")
+    assert "1 skipped" in outcome("")

@@ -73,8 +73,8 @@ def test_alphas_cumprod_match_diffusers_for_every_beta_schedule(settings):
     )
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.75, 0.5])
-@pytest.mark.parametrize("original_inference_steps", [50, 30, 100])
+@pytest.mark.parametrize("strength", [1.0, 0.8, 0.75, 0.5, 0.3, 0.1])
+@pytest.mark.parametrize("original_inference_steps", [50, 30, 100, 7])
 def test_timesteps_match_diffusers_for_every_step_count(original_inference_steps, strength):
     ours, theirs = _pair()
     for num_inference_steps in range(1, original_inference_steps + 1):
@@ -85,7 +85,7 @@ def test_timesteps_match_diffusers_for_every_step_count(original_inference_steps
             strength=strength,
         )
         if expected is None:
-            with pytest.raises(UsageError, match="num_inference_steps"):
+            with pytest.raises(UsageError, match="num_inference_steps|leaves no timestep"):
                 ours.timesteps(
                     num_inference_steps,
                     original_inference_steps=original_inference_steps,
@@ -167,7 +167,10 @@ def test_custom_timesteps_on_the_distillation_schedule_are_not_warned_about(capl
         ({"num_inference_steps": 0}, "num_inference_steps must be at least 1"),
         ({"num_inference_steps": 4, "original_inference_steps": 1001}, "between 1 and 1000"),
         ({"num_inference_steps": 4, "strength": 0.0}, r"strength must be in \(0, 1\]"),
-        ({"num_inference_steps": 20, "strength": 0.2}, r"50 x 0.2"),
+        ({"num_inference_steps": 20, "strength": 0.2}, r"50 x 0.2\): at most 10 steps"),
+        ({"num_inference_steps": 1, "strength": 0.01}, r"at least 0.02"),
+        ({"num_inference_steps": 4, "strength": float("nan")}, r"strength must be in"),
+        ({"num_inference_steps": 4, "strength": 1.5}, r"strength must be in"),
         ({"timesteps": []}, "must not be empty"),
         ({"timesteps": [999, 999, 499]}, "strictly descending"),
         ({"timesteps": [1000, 499]}, r"must be in \[0, 999\]"),
@@ -321,3 +324,39 @@ def test_bad_scheduler_configs_are_model_errors_naming_the_file(tmp_path, conten
 def test_missing_scheduler_config_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="scheduler_config.json is missing"):
         LCMSchedulerConfig.from_file(tmp_path / "scheduler_config.json")
+
+
+@pytest.mark.parametrize("strength", [0.3, 0.5, 0.8, 1.0])
+@pytest.mark.parametrize("original_inference_steps", [50, 30])
+def test_too_many_steps_for_a_strength_name_the_largest_step_count_diffusers_accepts(
+    original_inference_steps, strength
+):
+    ours, theirs = _pair()
+    largest = max(
+        steps
+        for steps in range(1, original_inference_steps + 1)
+        if _diffusers_timesteps(
+            theirs, steps, original_inference_steps=original_inference_steps, strength=strength
+        )
+        is not None
+    )
+    with pytest.raises(UsageError, match=f"at most {largest} steps") as error:
+        ours.timesteps(
+            largest + 1, original_inference_steps=original_inference_steps, strength=strength
+        )
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("timestep", [999, 759, 499, 259, 19, 0])
+def test_add_noise_matches_diffusers(timestep):
+    ours, theirs = _pair()
+    rng = np.random.default_rng(timestep)
+    sample, noise = (rng.standard_normal((2, 4, 8, 8), dtype=np.float32) for _ in range(2))
+
+    expected = theirs.add_noise(
+        torch.from_numpy(sample), torch.from_numpy(noise), torch.tensor([timestep])
+    ).numpy()
+
+    np.testing.assert_allclose(
+        ours.add_noise(sample, noise, timestep), expected, rtol=1e-6, atol=1e-6
+    )

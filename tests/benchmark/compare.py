@@ -3,6 +3,11 @@
     python tests/benchmark/compare.py                      # builds the full-size random model
     python tests/benchmark/compare.py --model DIR [DIR...] --scan
     python tests/benchmark/compare.py --quick              # smoke run on a tiny model
+    python tests/benchmark/compare.py --work /work/bench --weights int8 --tiny-vae DIR
+
+With the tiny VAE (TAESD; a random one of its architecture is built unless ``--tiny-vae``): its
+decode against the full VAE's per size, the one-shot CLI with ``--vae tiny``, the cost of previews
+(``tiny_vae.py``).
 
 Every figure comes from a fresh process: wall seconds from start to exit, CPU seconds (user +
 system, steadier than wall time on a shared machine) and peak RSS (``wait4``). The lcm-lite
@@ -32,6 +37,9 @@ TARGETS = {  # ratio name: (at most, what it compares)
     "one_shot": (0.70, "lcm-lite one-shot CLI / genai one-shot script (wall)"),
     "one_shot_cpu": (0.70, "the same in CPU seconds (user + system)"),
     "peak_rss": (0.75, "lcm-lite one-shot peak RSS / genai one-shot peak RSS"),
+    "tiny_one_shot": (0.50, "lcm-lite one-shot --vae tiny / genai one-shot (wall)"),
+    "tiny_one_shot_cpu": (0.50, "the same in CPU seconds (user + system)"),
+    "tiny_peak_rss": (0.60, "lcm-lite one-shot --vae tiny peak RSS / genai's"),
 }
 HELP_TARGET = 0.3
 
@@ -84,6 +92,18 @@ def build_model(work: Path, size: str, weights: str) -> Path:
     return ov_dir
 
 
+def build_tiny_vae(work: Path, size: str, weights: str) -> Path:
+    """A random-weight AutoencoderTiny of TAESD's architecture (``size="full"``), exported."""
+    diffusers_dir, ov_dir = work / f"{size}-taesd", work / f"{size}-taesd-ov-{weights}"
+    if not (diffusers_dir / "config.json").is_file():
+        command = ["-m", "conversion.random_model", str(diffusers_dir), "--size", size, "--taesd"]
+        run([sys.executable, *command])
+    if not (ov_dir / "vae_decoder").is_dir():
+        command = ["-m", "conversion", str(diffusers_dir), str(ov_dir), "--weights", weights, "-q"]
+        run([sys.executable, *command])
+    return ov_dir
+
+
 def help_seconds(times: int = 5) -> float:
     """Median wall time of ``python -m lcm_lite --help``."""
     return statistics.median(
@@ -96,33 +116,19 @@ def cache_env(model: Path, work: Path) -> dict[str, str]:
     return {"LCM_LITE_CACHE": str(work / f"cache-{model.name}")}
 
 
-def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict:
+def one_shot(model: Path, size: int, steps: int, out: Path, env: dict[str, str], *extra: str):
+    """``python -m lcm_lite PROMPT`` on ``model``, as a user runs it once."""
+    size_args = ["--steps", str(steps), "--width", str(size), "--height", str(size)]
+    command = [sys.executable, "-m", "lcm_lite", PROMPT, "--model", str(model), "--seed", "42"]
+    return run([*command, *size_args, "--out", str(out), "-q", *extra], env)
+
+
+def compare(model: Path, size: int, steps: int, images: int, work: Path, tiny: Path | None) -> dict:
     """All measurements for one folder, in one run; returns figures and ratios."""
     cache = cache_env(model, work)
     python = sys.executable
     bench = bench_rows(model, [str(size)], [str(steps)], images, cache)[0]
-    one_shot = run(
-        [
-            python,
-            "-m",
-            "lcm_lite",
-            PROMPT,
-            "--model",
-            str(model),
-            "--seed",
-            "42",
-            "--steps",
-            str(steps),
-            "--width",
-            str(size),
-            "--height",
-            str(size),
-            "--out",
-            str(work / f"lcm-lite-{model.name}.png"),
-            "-q",
-        ],
-        cache,
-    )
+    lcm_lite = one_shot(model, size, steps, work / f"lcm-lite-{model.name}.png", cache)
     raw = json.loads(
         run(
             [
@@ -161,9 +167,9 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict
         "raw_image": raw["image"],
         "lcm_lite_warm_image": bench["steady_image"],
         "lcm_lite_first_image": bench["first_image"],
-        "lcm_lite_one_shot_wall": one_shot.wall,
-        "lcm_lite_one_shot_cpu": one_shot.cpu,
-        "lcm_lite_one_shot_peak_rss": one_shot.peak_rss,
+        "lcm_lite_one_shot_wall": lcm_lite.wall,
+        "lcm_lite_one_shot_cpu": lcm_lite.cpu,
+        "lcm_lite_one_shot_peak_rss": lcm_lite.peak_rss,
         "genai_warm_image": statistics.median(genai_warm[1:]),
         "genai_first_image": genai_warm[0],
         "genai_one_shot_wall": genai_one_shot.wall,
@@ -172,17 +178,30 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path) -> dict
     }
     ratios = {
         "warm": figures["lcm_lite_warm_image"] / figures["raw_image"],
-        "one_shot": one_shot.wall / genai_one_shot.wall,
-        "one_shot_cpu": one_shot.cpu / genai_one_shot.cpu,
-        "peak_rss": one_shot.peak_rss / genai_one_shot.peak_rss,
+        "one_shot": lcm_lite.wall / genai_one_shot.wall,
+        "one_shot_cpu": lcm_lite.cpu / genai_one_shot.cpu,
+        "peak_rss": lcm_lite.peak_rss / genai_one_shot.peak_rss,
     }
-    return {
-        "model": str(model),
-        "precision": raw["precision"],
-        "bench": bench,
-        "figures": figures,
-        "ratios": ratios,
-    }
+    result = {"model": str(model), "precision": raw["precision"], "bench": bench}
+    if tiny is not None:
+        tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)]
+        tiny_bench = bench_rows(model, [str(size)], [str(steps)], images, cache, *tiny_args)[0]
+        out = work / f"lcm-lite-tiny-{model.name}.png"
+        tiny_one_shot = one_shot(model, size, steps, out, cache, *tiny_args)
+        figures.update(
+            lcm_lite_tiny_warm_image=tiny_bench["steady_image"],
+            lcm_lite_tiny_one_shot_wall=tiny_one_shot.wall,
+            lcm_lite_tiny_one_shot_cpu=tiny_one_shot.cpu,
+            lcm_lite_tiny_one_shot_peak_rss=tiny_one_shot.peak_rss,
+        )
+        ratios.update(
+            tiny_one_shot=tiny_one_shot.wall / genai_one_shot.wall,
+            tiny_one_shot_cpu=tiny_one_shot.cpu / genai_one_shot.cpu,
+            tiny_peak_rss=tiny_one_shot.peak_rss / genai_one_shot.peak_rss,
+        )
+        command = [python, str(HERE / "tiny_vae.py"), str(model), str(tiny), "--steps", str(steps)]
+        result["tiny_vae"] = json.loads(run([*command, "--cache", cache["LCM_LITE_CACHE"]]).stdout)
+    return {**result, "figures": figures, "ratios": ratios}
 
 
 def scan(model: Path, work: Path) -> list[dict]:
@@ -196,7 +215,7 @@ def scan(model: Path, work: Path) -> list[dict]:
 
 
 def bench_rows(
-    model: Path, sizes: list[str], steps: list[str], images: int, env: dict[str, str]
+    model: Path, sizes: list[str], steps: list[str], images: int, env: dict[str, str], *extra: str
 ) -> list[dict]:
     """The rows of ``lcm-lite bench --json`` run in a fresh process."""
     command = [
@@ -213,6 +232,7 @@ def bench_rows(
         "--images",
         str(images),
         "--json",
+        *extra,
     ]
     return json.loads(run(command, env).stdout)["rows"]
 
@@ -241,10 +261,12 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
             f"  genai one-shot    {f['genai_one_shot_wall']:.2f} s wall, "
             f"{f['genai_one_shot_cpu']:.2f} s CPU, "
             f"peak RSS {f['genai_one_shot_peak_rss'] / gib:.2f} GiB",
-            f"  {'ratio':<58} {'value':>6} {'target':>7}",
         ]
-        for name, (limit, label) in TARGETS.items():
-            value = result["ratios"][name]
+        if "tiny_vae" in result:
+            lines += tiny_vae_lines(f, result["tiny_vae"])
+        lines.append(f"  {'ratio':<58} {'value':>6} {'target':>7}")
+        for name, value in result["ratios"].items():
+            limit, label = TARGETS[name]
             verdict = "met" if value <= limit else "NOT met"
             lines.append(f"  {label:<58} {value:>6.3f} {'<= ' + str(limit):>7}  {verdict}")
     if scans:
@@ -263,6 +285,28 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
     return "\n".join(lines)
 
 
+def tiny_vae_lines(f: dict, tiny: dict) -> list[str]:
+    decoders, previews = tiny["decoders"], tiny["previews"]
+    lines = [
+        f"  lcm-lite --vae tiny  warm image {f['lcm_lite_tiny_warm_image']:.2f} s; one-shot "
+        f"{f['lcm_lite_tiny_one_shot_wall']:.2f} s wall, {f['lcm_lite_tiny_one_shot_cpu']:.2f} s "
+        f"CPU, peak RSS {f['lcm_lite_tiny_one_shot_peak_rss'] / 2**30:.2f} GiB",
+        f"  decode seconds (default precision {decoders['precision']}; tiny also with f32):",
+    ]
+    for size, row in decoders["seconds"].items():
+        lines.append(
+            f"    {size}x{size}: full {row['full']:.3f}, tiny {row['tiny']:.4f} "
+            f"(f32 {row['tiny_f32']:.4f}), full/tiny {row['full'] / row['tiny']:.1f}x"
+        )
+    lines.append(
+        f"  previews ({previews['steps']} steps): image {previews['image_without']:.2f} s without,"
+        f" {previews['image_with_previews']:.2f} s with; a preview decode "
+        f"{previews['preview_decode_per_step']:.3f} s/step; cost beyond the decodes "
+        f"{previews['overhead_per_image']:+.3f} s/image"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, nargs="+", help="OpenVINO model folder(s)")
@@ -276,6 +320,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 64x64")
     parser.add_argument("--work", type=Path, help="folder for built models, caches and images")
     parser.add_argument("--json", type=Path, help="also write all figures to this file")
+    parser.add_argument(
+        "--tiny-vae", type=Path, help="tiny-VAE folder (default: build a random TAESD)"
+    )
+    parser.add_argument("--no-tiny-vae", action="store_true", help="skip the tiny-VAE figures")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="lcm-lite-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -284,8 +332,11 @@ def main() -> None:
     models = args.model or [
         build_model(work, "tiny" if args.quick else "full", weights) for weights in args.weights
     ]
+    tiny = None
+    if not args.no_tiny_vae:
+        tiny = args.tiny_vae or build_tiny_vae(work, "tiny" if args.quick else "full", "fp16")
     help_time = help_seconds()
-    results = [compare(m, args.size, args.steps, max(args.images, 2), work) for m in models]
+    results = [compare(m, args.size, args.steps, max(args.images, 2), work, tiny) for m in models]
     scans = scan(models[0], work) if args.scan and not args.quick else []
     print(format_report(results, help_time, scans))
     if args.json:

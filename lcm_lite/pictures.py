@@ -1,0 +1,160 @@
+"""Pictures in: the starting images of image-to-image, prepared exactly as diffusers prepares them.
+
+``load_image`` is diffusers' ``load_image`` (EXIF orientation applied, then PIL's
+``convert("RGB")``) with the checks a service needs; ``preprocess`` is ``VaeImageProcessor.
+preprocess`` for PIL images (Lanczos resize, pixels scaled to [-1, 1]). Conversions follow PIL, as
+diffusers does: CMYK and palette pictures become RGB, alpha is dropped (not blended), and a 16-bit
+grayscale picture clips at 255 (save it as 8-bit first).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UsageError
+
+FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_PICTURE_PIXELS = 64 * 1024 * 1024  # 8192 x 8192: a larger picture is refused before decoding
+MIN_PICTURE_SIDE = 8
+
+Picture = Image.Image | str | Path | bytes | np.ndarray
+
+
+def load_image(image: Picture) -> Image.Image:
+    """An RGB picture from a PIL image, a file (PNG, JPEG or WebP), its bytes, or an array.
+
+    As diffusers' ``load_image``: ``ImageOps.exif_transpose``, then ``convert("RGB")``. An array
+    is HxW or HxWxC (C = 1, 3 or 4), uint8, or float in [0, 1] rounded to 8 bits as diffusers'
+    ``numpy_to_pil`` does. Raises a one-line UsageError for what is not a picture, is truncated,
+    has more than ``MAX_PICTURE_PIXELS`` pixels (checked from the header, before decoding) or a
+    side under ``MIN_PICTURE_SIDE``.
+    """
+    if isinstance(image, Image.Image):
+        return _to_rgb(image, "the picture")
+    if isinstance(image, np.ndarray):
+        return _to_rgb(_from_array(image), "the picture array")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise UsageError(f"no such picture file: {path}")
+        return _decode(path, path.name)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(image), "the picture")
+    raise UsageError(
+        f"image must be a PIL image, a file path, bytes or an array, got {type(image).__name__}"
+    )
+
+
+def load_images(image: Picture | Sequence[Picture]) -> list[Image.Image]:
+    """``load_image`` of one picture, or of each picture of a list or tuple."""
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if not images:
+        raise UsageError("image is an empty list: give a picture")
+    return [load_image(item) for item in images]
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """Open one picture of ``FORMATS`` and decode it, its size checked from the header first."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is lower
+            opened = Image.open(source, formats=FORMATS)
+    except UnidentifiedImageError:
+        raise UsageError(f"{name} is not a PNG, JPEG or WebP picture") from None
+    except Image.DecompressionBombError:
+        raise UsageError(_too_many_pixels(name)) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {name}: {error}") from None
+    with opened:
+        return _to_rgb(opened, name)
+
+
+def _to_rgb(picture: Image.Image, name: str) -> Image.Image:
+    """diffusers' ``exif_transpose`` and ``convert("RGB")`` of a picture of a usable size."""
+    width, height = picture.size
+    if width * height > MAX_PICTURE_PIXELS:
+        raise UsageError(_too_many_pixels(f"{name} ({width}x{height})"))
+    if min(width, height) < MIN_PICTURE_SIDE:
+        raise UsageError(
+            f"{name} is {width}x{height}: image-to-image needs at least "
+            f"{MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} pixels"
+        )
+    try:
+        return ImageOps.exif_transpose(picture).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
+        raise UsageError(f"{name} is truncated or corrupt: {error}") from None
+
+
+def _too_many_pixels(name: str) -> str:
+    return (
+        f"{name} has more than the {MAX_PICTURE_PIXELS // 2**20} megapixels lcm-lite reads "
+        "(an image bomb?): scale it down first"
+    )
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """HxW or HxWxC uint8, or float in [0, 1] (``(x * 255).round()`` as diffusers'
+    ``numpy_to_pil``), as a PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UsageError(f"an image array must be HxW or HxWx3 (or x4), got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise UsageError("a float image array must hold values in [0, 1]")
+        array = (array * 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise UsageError(f"an image array must be uint8 or float in [0, 1], got {array.dtype}")
+    return Image.fromarray(array)
+
+
+def output_size(
+    picture: Image.Image, width: int | None, height: int | None, multiple: int, max_side: int
+) -> tuple[int, int]:
+    """The size to generate at: ``width``/``height`` where given, else the picture's, rounded down
+    to a multiple of ``multiple`` (diffusers' ``get_default_height_width``)."""
+    if width is None:
+        width = picture.width - picture.width % multiple
+    if height is None:
+        height = picture.height - picture.height % multiple
+    if max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        fits = [max(multiple, int(side * scale) // multiple * multiple) for side in (width, height)]
+        raise UsageError(
+            f"the picture makes a {width}x{height} image, larger than {max_side} pixels a side: "
+            f"give a smaller width and height (e.g. {fits[0]}x{fits[1]})"
+        )
+    return width, height
+
+
+def preprocess(pictures: list[Image.Image], width: int, height: int) -> np.ndarray:
+    """diffusers' ``VaeImageProcessor.preprocess`` of RGB pictures: each resized to
+    ``width x height`` with Lanczos, then ``x / 255`` and ``2 x - 1``: float32 (n, 3, H, W)."""
+    resized = [
+        picture.resize((width, height), resample=Image.Resampling.LANCZOS) for picture in pictures
+    ]
+    pixels = np.stack([np.array(picture).astype(np.float32) / 255.0 for picture in resized])
+    return (2.0 * pixels - 1.0).transpose(0, 3, 1, 2).copy()
+
+
+def check_picture_count(count: int, batch_size: int) -> None:
+    """diffusers' rule: ``count`` pictures must divide the batch (prompts x num_images)."""
+    if count > batch_size or batch_size % count:
+        raise UsageError(
+            f"{count} pictures cannot be spread over {batch_size} images: give one picture, or "
+            "as many as the prompts (or a number that divides prompts x num_images)"
+        )
+
+
+def repeat_for_batch(latents: np.ndarray, batch_size: int) -> np.ndarray:
+    """diffusers' duplication rule (img2img ``prepare_latents``): the pictures' latents are
+    tiled, so batch entry ``i`` starts from picture ``i % n``; with several prompts and
+    ``num_images > 1`` that pairs a prompt's images with different pictures, as in diffusers."""
+    check_picture_count(latents.shape[0], batch_size)
+    return np.concatenate([latents] * (batch_size // latents.shape[0]))

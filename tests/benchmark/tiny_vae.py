@@ -1,0 +1,112 @@
+"""The tiny VAE's share of compare.py, measured in one process (prints one JSON object).
+
+- ``decoders``: the model's full VAE decoder against the tiny one, per square size, each compiled
+  for its shape and timed on the same random latents (median of ``--repeats`` after a warm-up),
+  at the device's default precision and, for the tiny one, also with the f32 hint.
+- ``previews``: a 512x512 generation with the tiny VAE loaded, without previews and with a
+  ``StepInfo.preview()`` in every step's callback, alternated; the previews' own decode seconds
+  are timed inside the callback, so ``overhead`` (what previews cost beyond their decodes) is
+  ``with - without - preview decodes`` per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lcm_lite.compiler import Compiler
+from lcm_lite.folder import ModelFolder
+from lcm_lite.networks import VAEDecoder
+from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.tiny_vae import load_tiny_vae
+
+PROMPT = "a beautiful pink unicorn, 8k"
+
+
+def median_seconds(decoder: VAEDecoder, latents: np.ndarray, repeats: int) -> float:
+    decoder(latents)  # warm-up
+    times = []
+    for _ in range(repeats):
+        clock = time.perf_counter()
+        decoder(latents)
+        times.append(time.perf_counter() - clock)
+    return statistics.median(times)
+
+
+def decoders(model: Path, tiny: Path, sizes: list[int], repeats: int) -> dict:
+    folder = ModelFolder.open(model)
+    tiny_xml = load_tiny_vae(tiny, folder).xml
+    default, f32 = Compiler(), Compiler(precision="f32")
+    rows = {}
+    for size in sizes:
+        shape = (1, 4, size // 8, size // 8)
+        latents = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        row = {}
+        for name, compiler, xml in (
+            ("tiny", default, tiny_xml),
+            ("tiny_f32", f32, tiny_xml),
+            ("full", default, folder.xml("vae_decoder")),
+        ):
+            decoder = VAEDecoder(compiler, xml, shape, name)
+            row[name] = median_seconds(decoder, latents, repeats)
+            del decoder
+        rows[size] = row
+    precision = default.core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return {"precision": precision.get_type_name(), "seconds": rows}
+
+
+def previews(model: Path, tiny: Path, steps: int, rounds: int, cache: Path | None) -> dict:
+    pipe = LCMPipeline.from_pretrained(model, tiny_vae=tiny, cache_dir=cache)
+    preview_seconds: list[float] = []
+
+    def preview(info) -> None:
+        clock = time.perf_counter()
+        info.preview()
+        preview_seconds.append(time.perf_counter() - clock)
+
+    def image_seconds(callback) -> float:
+        clock = time.perf_counter()
+        pipe(PROMPT, steps=steps, seed=0, callback=callback)
+        return time.perf_counter() - clock
+
+    image_seconds(preview)  # compiles everything, the tiny decoder included
+    preview_seconds.clear()
+    without, with_previews = [], []
+    for _ in range(rounds):
+        without.append(image_seconds(None))
+        with_previews.append(image_seconds(preview))
+    per_image = sum(preview_seconds) / rounds
+    plain, previewed = statistics.median(without), statistics.median(with_previews)
+    return {
+        "image_without": plain,
+        "image_with_previews": previewed,
+        "preview_decode_per_step": statistics.median(preview_seconds),
+        "overhead_per_image": previewed - plain - per_image,
+        "steps": steps,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("tiny_vae", type=Path)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 768])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="images with and without previews")
+    parser.add_argument("--cache", type=Path, help="compiled-model cache folder")
+    args = parser.parse_args()
+    report = {
+        "decoders": decoders(args.model, args.tiny_vae, args.sizes, args.repeats),
+        "previews": previews(args.model, args.tiny_vae, args.steps, args.rounds, args.cache),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
