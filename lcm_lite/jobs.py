@@ -7,6 +7,7 @@ Cancelling a job stops it alone: a queued one fails at once, a running one after
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -21,15 +22,15 @@ from typing import TYPE_CHECKING
 
 from .errors import Cancelled, LcmLiteError
 from .images import png_info
+from .pictures import load_image, output_size
+from .pipeline import MAX_SIZE
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .pipeline import GenerationResult, StepInfo
+    from .pipeline import LCMPipeline, StepInfo
 
 log = logging.getLogger("lcm_lite.server")
-
-Pipe = Callable[..., "GenerationResult"]
 
 
 class QueueFull(Exception):
@@ -46,11 +47,15 @@ class Request:
 
     prompt: str
     seed: int
-    width: int
-    height: int
+    width: int | None  # None: the starting picture's size (image to image)
+    height: int | None
     guidance: float
     steps: int
     num_images: int
+    image: bytes | None = field(default=None, repr=False)  # the starting picture's file bytes
+    strength: float = 0.8
+    vae: str = "full"
+    previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Job:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
+    preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
     finished: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
     _on_finish: list[Callable[[], None]] = field(default_factory=list, repr=False)
@@ -117,8 +123,17 @@ class JobQueue:
     """At most ``capacity`` jobs wait while one runs; finished jobs are kept (the newest
     ``keep_finished``) so that their results can be fetched by id."""
 
-    def __init__(self, pipe: Pipe, model: str, *, capacity: int, keep_finished: int = 16) -> None:
+    def __init__(
+        self,
+        pipe: LCMPipeline,
+        model: str,
+        *,
+        capacity: int,
+        max_side: int = MAX_SIZE,
+        keep_finished: int = 16,
+    ) -> None:
         self._pipe = pipe
+        self._max_side = max_side
         self._model = model
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -203,14 +218,28 @@ class JobQueue:
     def _run(self, job: Job) -> None:
         request = job.request
         clock = time.perf_counter()
+        picture = None
+        if request.image is not None:  # decoded here, off the event loop
+            picture = load_image(request.image)
+            width, height = output_size(
+                picture,
+                request.width,
+                request.height,
+                self._pipe.folder.vae_scale_factor,
+                self._max_side,
+            )
+            job.request = request = dataclasses.replace(request, width=width, height=height)
         result = self._pipe(
             request.prompt,
+            image=picture,
+            strength=request.strength,
             steps=request.steps,
             guidance_scale=request.guidance,
             width=request.width,
             height=request.height,
             num_images=request.num_images,
             seed=request.seed,
+            vae=request.vae,
             callback=lambda info: self._progress(job, info),
         )
         images = [
@@ -218,9 +247,12 @@ class JobQueue:
             for index, image in enumerate(result)
         ]
         self.last_seconds = time.perf_counter() - clock
+        job.preview = None
         job.succeed(images, self.last_seconds, result.timings)
 
     def _progress(self, job: Job, info: StepInfo) -> bool:
+        if job.request.previews and not job.cancelled:
+            job.preview = _png_bytes(info.preview()[0], {})
         job.step = info.step
         return not job.cancelled
 

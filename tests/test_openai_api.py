@@ -122,12 +122,53 @@ def test_bad_requests_are_bad_request_errors_that_say_what_is_wrong(
     assert refused.value.type == "invalid_request_error"
 
 
-def test_images_edit_answers_501_until_the_pipeline_takes_a_picture(server: Server) -> None:
+def a_picture(width: int = 80, height: int = 72) -> bytes:
+    """A PNG of noise: a starting picture whose content varies."""
     picture = io.BytesIO()
-    Image.new("RGB", (64, 64), "red").save(picture, format="PNG")
-    with pytest.raises(openai.APIStatusError) as refused:
-        client(server).images.edit(
-            image=("red.png", picture.getvalue(), "image/png"), prompt="a blue cube", size="64x64"
+    Image.effect_noise((width, height), 60).convert("RGB").save(picture, format="PNG")
+    return picture.getvalue()
+
+
+def test_images_edit_starts_from_the_picture_as_the_pipeline_does(
+    server: Server, f32_pipe: LCMPipeline
+) -> None:
+    picture = a_picture()
+    extra = {"rng_seed": 31, "num_inference_steps": 2, "strength": 0.5}
+    answers = [
+        client(server, api).images.edit(
+            image=("start.png", picture, "image/png"), prompt="a blue cube", extra_body=extra
         )
-    assert refused.value.status_code == 501
-    assert "image-to-image is not available" in refused.value.message
+        for api in ("v1", "v3")
+    ]
+    first, again = (decoded(answer.data[0].b64_json) for answer in answers)
+    assert (first.size, first.text["lcm-lite:strength"]) == ((80, 72), "0.5")
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    alone = f32_pipe("a blue cube", image=picture, strength=0.5, steps=2, seed=31)[0]
+    assert np.array_equal(np.asarray(first), np.asarray(alone))
+
+
+def test_images_edit_takes_size_and_n(server: Server) -> None:
+    answer = client(server).images.edit(
+        image=("start.png", a_picture(), "image/png"),
+        prompt="a blue cube",
+        size="64x64",
+        n=2,
+        extra_body={"num_inference_steps": 1},
+    )
+    assert [decoded(item.b64_json).size for item in answer.data] == [(64, 64)] * 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"image": ("x.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
+        ({"mask": ("m.png", a_picture(), "image/png")}, "mask is not supported"),
+        ({"extra_body": {"strength": 0}}, "strength: Input should be greater than 0"),
+        ({"size": "2048x64"}, "size must be auto or WxH"),
+    ],
+)
+def test_bad_edits_are_bad_request_errors(server: Server, arguments: dict, message: str) -> None:
+    call = {"image": ("start.png", a_picture(), "image/png"), "prompt": "x", **arguments}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.edit(**call)
+    assert message in refused.value.message

@@ -24,8 +24,9 @@ from PIL import Image
 from lcm_lite.cli import main as cli_main
 from lcm_lite.errors import UsageError
 from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server.app import MAX_BODY_BYTES
+from lcm_lite.server.app import MAX_BODY_BYTES, MAX_PICTURE_BODY_BYTES
 from lcm_lite.server.command import serve_parser
+from lcm_lite.server.models import MAX_PICTURE_BASE64_CHARS
 from lcm_lite.server.running import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,8 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
     assert info["limits"]["steps"] == {"min": 1, "max": 8, "multiple_of": 1}
     assert info["limits"]["num_images"]["max"] == 4
     assert info["limits"]["body_bytes"] == MAX_BODY_BYTES
+    assert info["limits"]["picture_body_bytes"] == MAX_PICTURE_BODY_BYTES
+    assert info["previews"] is False
     assert info["defaults"] == {
         "width": 512,
         "height": 512,
@@ -303,7 +306,7 @@ def test_a_body_not_sent_as_json_is_refused_with_415(server: Server) -> None:
     assert "application/json" in reply.json()["error"]
 
 
-def send_chunked(server: Server, body: bytes) -> Reply:
+def send_chunked(server: Server, path: str, body: bytes) -> Reply:
     """POST ``body`` in chunks of 4 KiB, without a Content-Length."""
     address = urlsplit(server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
@@ -311,7 +314,7 @@ def send_chunked(server: Server, body: bytes) -> Reply:
     try:
         connection.request(
             "POST",
-            "/api/generate",
+            path,
             body=chunks,
             headers={"Content-Type": "application/json"},
             encode_chunked=True,
@@ -321,42 +324,98 @@ def send_chunked(server: Server, body: bytes) -> Reply:
         connection.close()
 
 
-def test_a_chunked_body_is_read_and_counted_against_the_limit(server: Server) -> None:
-    small = json.dumps({"prompt": "chunked", "seed": 5, **SMALL}).encode()
-    reply = send_chunked(server, small)
-    assert (reply.status, reply.json()["seed"]) == (200, 5)
-    reply = send_chunked(server, json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode())
-    assert reply.status == 413
-    assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+LIMITS = [  # a path, and the largest body it takes
+    ("/v1/images/generations", MAX_BODY_BYTES),
+    ("/api/generate", MAX_PICTURE_BODY_BYTES),  # the JSON API takes a picture
+]
 
 
-@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 4 * 1024 * 1024])
-def test_a_body_over_the_limit_is_refused_with_413_that_the_client_reads(
-    server: Server, size: int
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
+def test_a_chunked_body_is_read_and_counted_against_the_limit(
+    server: Server, path: str, limit: int
 ) -> None:
-    body = json.dumps({"prompt": "x" * size}).encode()
-    reply = call(server.url, "POST", "/api/generate", body)
+    small = json.dumps({"prompt": "chunked", **SMALL, "size": "64x64"}).encode()
+    assert send_chunked(server, "/v1/images/generations", small).status == 200
+    reply = send_chunked(server, path, json.dumps({"prompt": "x" * limit}).encode())
     assert reply.status == 413
-    assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+    assert f"at most {limit} bytes" in json.dumps(reply.json()["error"])
+
+
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
+@pytest.mark.parametrize("times", [1, 4])
+def test_a_body_over_the_limit_is_refused_with_413_that_the_client_reads(
+    server: Server, path: str, limit: int, times: int
+) -> None:
+    reply = call(server.url, "POST", path, b"x" * (limit * times + 1))
+    assert reply.status == 413
+    assert f"at most {limit} bytes" in json.dumps(reply.json()["error"])
     assert call(server.url, "GET", "/api/health").status == 200
 
 
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
 def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
-    server: Server,
+    server: Server, path: str, limit: int
 ) -> None:
     address = urlsplit(server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-    connection.putrequest("POST", "/api/generate")
+    connection.putrequest("POST", path)
     for name, value in (
         ("Content-Type", "application/json"),
         ("Expect", "100-continue"),
-        ("Content-Length", str(MAX_BODY_BYTES + 1)),
+        ("Content-Length", str(limit + 1)),
     ):
         connection.putheader(name, value)
     connection.endheaders()  # and no body: the answer comes without it
     reply = Reply(connection.getresponse())
     connection.close()
     assert reply.status == 413
+
+
+def a_picture(width: int = 80, height: int = 72) -> bytes:
+    picture = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(picture, format="PNG")
+    return picture.getvalue()
+
+
+@pytest.mark.parametrize("as_data_url", [False, True])
+def test_a_base64_picture_makes_image_to_image_as_the_pipeline_does(
+    server: Server, f32_pipe: LCMPipeline, as_data_url: bool
+) -> None:
+    picture = a_picture()
+    encoded = base64.b64encode(picture).decode()
+    if as_data_url:
+        encoded = f"data:image/png;base64,{encoded}"
+    body = {"prompt": "a blue cube", "image": encoded, "strength": 0.5, "steps": 2, "seed": 4}
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 200, reply.body
+    job = reply.json()
+    assert (job["width"], job["height"], job["strength"]) == (80, 72, 0.5)  # the picture's size
+    served = png(base64.b64decode(job["images"][0]["png_base64"]))
+    assert served.text["lcm-lite:strength"] == "0.5"
+    alone = f32_pipe("a blue cube", image=picture, strength=0.5, steps=2, seed=4)[0]
+    assert np.array_equal(np.asarray(served), np.asarray(alone))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("not base64!", "image must be a picture in base64"),
+        (base64.b64encode(b"not a picture").decode(), "not a PNG, JPEG or WebP picture"),
+        ("A" * (MAX_PICTURE_BASE64_CHARS + 4), "image: String should have at most"),
+        (base64.b64encode(a_picture(2048, 64)).decode(), "larger than 1024 pixels a side"),
+    ],
+)
+def test_a_bad_picture_is_refused_with_400(server: Server, image: str, message: str) -> None:
+    body = {"prompt": "x", "image": image, "steps": 1}  # the size: the picture's
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 400
+    assert message in reply.json()["error"]
+
+
+def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:
+    for extra in ({"previews": True}, {"vae": "tiny"}):
+        reply = call(server.url, "POST", "/api/jobs", {"prompt": "x", **SMALL, **extra})
+        assert reply.status == 400 and "--tiny-vae" in reply.json()["error"]
 
 
 def test_an_unknown_response_format_is_refused_with_400(server: Server) -> None:

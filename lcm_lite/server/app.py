@@ -47,11 +47,14 @@ from .models import (
     DEFAULTS,
     GUIDANCE_LIMITS,
     INTEGER_LIMITS,
+    MAX_PICTURE_BASE64_CHARS,
+    MAX_PICTURE_BYTES,
     MAX_PROMPT_CHARS,
     SEED_LIMIT,
     ErrorAnswer,
     GenerateRequest,
     Health,
+    ImageEditRequest,
     ImageGenerationRequest,
     ImagesAnswer,
     Info,
@@ -62,8 +65,9 @@ from .models import (
 )
 from .security import Guard, bearer
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # a multipart picture upload
+MAX_BODY_BYTES = 64 * 1024  # a request without a picture
+MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture
+PICTURE_PATHS = ("/api/generate", "/api/jobs", "/v1/images/edits", "/v3/images/edits")
 DISCONNECT_POLL_SECONDS = 0.5
 STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -81,8 +85,8 @@ def needs_token(path: str) -> bool:
 
 
 def body_limit(path: str) -> int:
-    """The largest body a path accepts, in bytes."""
-    return MAX_UPLOAD_BYTES if path.endswith("/images/edits") else MAX_BODY_BYTES
+    """The largest body a path accepts, in bytes (checked before a byte is decoded)."""
+    return MAX_PICTURE_BODY_BYTES if path in PICTURE_PATHS else MAX_BODY_BYTES
 
 
 def create_app(
@@ -91,6 +95,7 @@ def create_app(
     model: str,
     device: str,
     native_size: int,
+    has_previews: bool,
     token: str | None,
     loopback_only: bool,
 ) -> FastAPI:
@@ -134,6 +139,7 @@ def create_app(
             device=device,
             version=__version__,
             native_size=native_size,
+            previews=has_previews,
             defaults=DEFAULTS,
             limits={
                 **{
@@ -144,6 +150,8 @@ def create_app(
                 "seed": {"min": 0, "max": SEED_LIMIT - 1},
                 "prompt_chars": MAX_PROMPT_CHARS,
                 "body_bytes": MAX_BODY_BYTES,
+                "picture_bytes": MAX_PICTURE_BYTES,
+                "picture_body_bytes": MAX_PICTURE_BODY_BYTES,
             },
             queue={
                 "capacity": jobs.capacity,
@@ -164,7 +172,7 @@ def create_app(
         format: Annotated[Literal["png", "json"] | None, Query()] = None,
         accept: Annotated[str, Header()] = "",
     ) -> JobView:
-        job = await _finished(_submit(jobs, body.job_request()), request)
+        job = await _finished(_submit(jobs, body.job_request(), has_previews), request)
         if format == "png" or (format is None and "image/png" in accept):
             return Response(
                 job.images[0],
@@ -180,7 +188,7 @@ def create_app(
         dependencies=[*token_scheme, Depends(_json_body)],
     )
     def submit(body: GenerateRequest) -> JSONResponse:
-        job = _submit(jobs, body.job_request())
+        job = _submit(jobs, body.job_request(), has_previews)
         return JSONResponse(
             job_view(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"}
         )
@@ -197,7 +205,7 @@ def create_app(
     app.include_router(api)
     for version in ("v1", "v3"):
         app.include_router(
-            _openai_router(jobs, model, native_size),
+            _openai_router(jobs, model, native_size, has_previews),
             prefix=f"/{version}",
             dependencies=token_scheme,
             tags=[f"OpenAI images API ({'OVMS paths' if version == 'v3' else 'OpenAI paths'})"],
@@ -205,38 +213,41 @@ def create_app(
     return app
 
 
-def _openai_router(jobs: JobQueue, model: str, native_size: int) -> APIRouter:
+def _openai_router(jobs: JobQueue, model: str, native_size: int, has_previews: bool) -> APIRouter:
     router = APIRouter(responses=_OPENAI_ERRORS)
 
     @router.post("/images/generations", dependencies=[Depends(_json_body)])
     async def images_generations(
         body: ImageGenerationRequest, request: HttpRequest
     ) -> ImagesAnswer:
-        job = await _finished(_submit(jobs, body.job_request(native_size)), request)
-        return ImagesAnswer(
-            created=int(time.time()),
-            data=[{"b64_json": base64.b64encode(png).decode()} for png in job.images],
-        )
+        job = await _finished(_submit(jobs, body.job_request(native_size), has_previews), request)
+        return _images_answer(job)
 
-    @router.post("/images/edits", status_code=501)
+    @router.post("/images/edits")
     async def images_edits(
-        image: Annotated[UploadFile, File(description="the picture to start from")],
-        prompt: Annotated[str, Form(max_length=MAX_PROMPT_CHARS)],
-        size: Annotated[str | None, Form()] = None,
-        n: Annotated[int | None, Form(ge=1, le=4)] = None,
-        strength: Annotated[float | None, Form(ge=0, le=1)] = None,
+        image: Annotated[UploadFile, File(description="the starting picture: PNG, JPEG or WebP")],
+        form: Annotated[ImageEditRequest, Form()],
+        request: HttpRequest,
+        mask: Annotated[UploadFile | None, File(description="not supported")] = None,
     ) -> ImagesAnswer:
-        raise HTTPException(
-            501,
-            "image-to-image is not available yet: this lcm-lite's pipeline has no picture input "
-            "(use /v1/images/generations)",
-        )
+        if mask is not None:
+            raise HTTPException(400, "mask is not supported: lcm-lite does image to image only")
+        picture = await image.read(MAX_PICTURE_BYTES + 1)
+        job = _submit(jobs, form.edit_request(picture), has_previews)
+        return _images_answer(await _finished(job, request))
 
     @router.get("/models")
     def models() -> ModelList:
         return ModelList(data=[{"id": model}])
 
     return router
+
+
+def _images_answer(job: Job) -> ImagesAnswer:
+    return ImagesAnswer(
+        created=int(time.time()),
+        data=[{"b64_json": base64.b64encode(png).decode()} for png in job.images],
+    )
 
 
 def job_view(job: Job) -> dict[str, object]:
@@ -246,8 +257,11 @@ def job_view(job: Job) -> dict[str, object]:
         "id": job.id,
         "state": state,
         "step": job.step,
-        **{name: getattr(job.request, name) for name in Request.__dataclass_fields__},
+        **{name: getattr(job.request, name) for name in _SHOWN_FIELDS},
+        "strength": None if job.request.image is None else job.request.strength,
     }
+    if state == "running" and (preview := job.preview) is not None:
+        shown["preview_png_base64"] = base64.b64encode(preview).decode()
     if state == "done":
         shown.update(
             seconds=round(job.seconds, 3),
@@ -262,7 +276,16 @@ def job_view(job: Job) -> dict[str, object]:
     return shown
 
 
-def _submit(jobs: JobQueue, request: Request) -> Job:
+_SHOWN_FIELDS = [name for name in Request.__dataclass_fields__ if name not in ("image", "strength")]
+
+
+def _submit(jobs: JobQueue, request: Request, has_previews: bool) -> Job:
+    if (request.previews or request.vae == "tiny") and not has_previews:
+        raise HTTPException(
+            400,
+            "previews and vae tiny need a tiny VAE: start lcm-lite serve with --tiny-vae "
+            "(a folder or hub id, e.g. rupeshs/taesd-ov)",
+        )
     try:
         return jobs.submit(request)
     except QueueFull as error:

@@ -9,6 +9,9 @@ OVMS does).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import re
 import secrets
 from typing import Annotated, Literal
@@ -24,10 +27,13 @@ from pydantic import (
     model_validator,
 )
 
+from ..errors import UsageError
 from ..jobs import Request
 from ..pipeline import DEFAULT_SIZE, check_arguments
 
 MAX_PROMPT_CHARS = 1000
+MAX_PICTURE_BYTES = 8 * 1024 * 1024  # a starting picture's file (PNG, JPEG or WebP)
+MAX_PICTURE_BASE64_CHARS = 4 * -(-MAX_PICTURE_BYTES // 3) + 64  # and a data: URL's prefix
 SEED_LIMIT = 2**64
 INTEGER_LIMITS = {
     "width": (64, 1024, 8),
@@ -66,6 +72,10 @@ Size = _integer(*INTEGER_LIMITS["width"])
 Steps = _integer(*INTEGER_LIMITS["steps"])
 NumImages = _integer(*INTEGER_LIMITS["num_images"])
 Seed = _integer(0, SEED_LIMIT - 1)
+Strength = Annotated[
+    float, Interval(gt=0, le=1), AllowInfNan(False), Field(description="image to image")
+]
+Vae = Literal["full", "tiny"]
 Guidance = Annotated[
     float,
     Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
@@ -84,8 +94,8 @@ def _checked(request: Request) -> Request:
         [request.prompt],
         request.steps,
         request.guidance,
-        request.width,
-        request.height,
+        request.width or DEFAULT_SIZE,  # the picture's size is checked when it is decoded
+        request.height or DEFAULT_SIZE,
         request.num_images,
     )
     return request
@@ -98,11 +108,20 @@ class GenerateRequest(BaseModel):
 
     prompt: Prompt
     seed: Seed | None = Field(None, description="random (below 2**53) when missing or null")
-    width: Size = DEFAULTS["width"]
-    height: Size = DEFAULTS["height"]
+    width: Size | None = Field(None, description="512, or the picture's own (image to image)")
+    height: Size | None = None
     guidance: Guidance = DEFAULTS["guidance"]
     steps: Steps = DEFAULTS["steps"]
     num_images: NumImages = DEFAULTS["num_images"]
+    image: str | None = Field(
+        None,
+        max_length=MAX_PICTURE_BASE64_CHARS,
+        description=f"image to image: the starting picture (PNG, JPEG or WebP, at most "
+        f"{MAX_PICTURE_BYTES} bytes), base64, optionally as a data: URL",
+    )
+    strength: Strength = 0.8
+    vae: Vae = Field("full", description="the final decoder; tiny needs a server with --tiny-vae")
+    previews: bool = Field(False, description="keep each step's preview (needs --tiny-vae)")
 
     @model_validator(mode="after")
     def _pipeline_accepts_it(self) -> GenerateRequest:
@@ -110,17 +129,40 @@ class GenerateRequest(BaseModel):
         return self
 
     def job_request(self) -> Request:
+        picture = None if self.image is None else decode_picture(self.image)
+        default = None if picture is not None else DEFAULT_SIZE
         return _checked(
             Request(
                 prompt=self.prompt,
                 seed=random_seed() if self.seed is None else self.seed,
-                width=self.width,
-                height=self.height,
+                width=default if self.width is None else self.width,
+                height=default if self.height is None else self.height,
                 guidance=self.guidance,
                 steps=self.steps,
                 num_images=self.num_images,
+                image=picture,
+                strength=self.strength,
+                vae=self.vae,
+                previews=self.previews,
             )
         )
+
+
+def decode_picture(text: str) -> bytes:
+    """A picture's bytes from base64, or from a ``data:image/...;base64,`` URL."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        picture = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("image must be a picture in base64 (or a data: URL)") from None
+    return check_picture_size(picture)
+
+
+def check_picture_size(picture: bytes) -> bytes:
+    if len(picture) > MAX_PICTURE_BYTES:
+        raise UsageError(f"the picture must be at most {MAX_PICTURE_BYTES} bytes")
+    return picture
 
 
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
@@ -172,7 +214,7 @@ class ImageGenerationRequest(BaseModel):
             )
         return self
 
-    def _size(self, native_size: int) -> tuple[int, int]:
+    def _size(self, native_size: int | None) -> tuple[int | None, int | None]:
         match = _SIZE.fullmatch(self.size or "auto")
         return (int(match[1]), int(match[2])) if match else (native_size, native_size)
 
@@ -212,6 +254,27 @@ def error_json(path: str, status: int, message: str) -> dict[str, object]:
     return {"error": message}
 
 
+class ImageEditRequest(ImageGenerationRequest):
+    """The form fields of ``POST /v1/images/edits`` (and ``/v3/...``), beside the ``image`` file:
+    those of a generation, and ``strength``; ``size`` "auto" or missing is the picture's own
+    size (rounded down to a multiple of 8). Form fields are text: numbers are parsed."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    strength: Strength = 0.8
+
+    def edit_request(self, picture: bytes) -> Request:
+        width, height = self._size(None)
+        request = self.job_request(DEFAULT_SIZE)
+        return dataclasses.replace(
+            request,
+            width=width,
+            height=height,
+            image=check_picture_size(picture),
+            strength=self.strength,
+        )
+
+
 class ErrorAnswer(BaseModel):
     """Every error of ``/api/...`` and of the page: one line."""
 
@@ -249,11 +312,17 @@ class JobView(BaseModel):
     step: int
     prompt: str
     seed: int
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     guidance: float
     steps: int
     num_images: int
+    strength: float | None = Field(None, description="image to image")
+    vae: Vae
+    previews: bool
+    preview_png_base64: str | None = Field(
+        None, description="the latest step's preview of the first image, while it runs"
+    )
     seconds: float | None = None
     timings: dict[str, float] | None = None
     images: list[PngImage] | None = None
@@ -280,6 +349,7 @@ class Info(BaseModel):
     device: str
     version: str
     native_size: int
+    previews: bool = Field(description="whether a tiny VAE is loaded: previews, vae tiny")
     defaults: dict[str, int | float]
     limits: dict[str, Limit | int]
     queue: QueueState

@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import UsageError
 from ..jobs import JobQueue
 from .app import create_app
+from .models import INTEGER_LIMITS
 from .security import check_bind, is_loopback
 
 if TYPE_CHECKING:
@@ -40,12 +41,13 @@ class Server:
         check_bind(host, token)
         self._socket = _listen(host, port)
         self.model = model
-        self.jobs = JobQueue(pipe, model, capacity=capacity)
+        self.jobs = JobQueue(pipe, model, capacity=capacity, max_side=INTEGER_LIMITS["width"][1])
         app = create_app(
             self.jobs,
             model=model,
             device=pipe.compiler.device,
             native_size=pipe.folder.default_size,
+            has_previews=pipe.has_previews,
             token=token,
             loopback_only=is_loopback(host),
         )
