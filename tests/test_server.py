@@ -412,6 +412,40 @@ def test_a_bad_picture_is_refused_with_400(server: Server, image: str, message: 
     assert message in reply.json()["error"]
 
 
+@pytest.fixture(scope="module")
+def previewing(previews_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(previews_pipe, port=0, capacity=2, model="tiny") as server:
+        yield server
+
+
+def test_a_running_job_shows_its_latest_step_preview_until_its_images_replace_it(
+    previewing: Server,
+) -> None:
+    assert call(previewing.url, "GET", "/api/info").json()["previews"] is True
+    body = {"prompt": "a lighthouse", "seed": 8, "previews": True, **SLOW}
+    job = call(previewing.url, "POST", "/api/jobs", body).json()
+    previews = {}  # step: preview
+    while job["state"] in ("queued", "running"):
+        if job.get("preview_png_base64"):
+            previews[job["step"]] = png(base64.b64decode(job["preview_png_base64"]))
+        job = call(previewing.url, "GET", f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "done" and job.get("preview_png_base64") is None
+    assert previews and all(step >= 1 for step in previews)
+    assert {preview.size for preview in previews.values()} == {(256, 256)}
+    assert all(np.asarray(preview).std() > 0 for preview in previews.values())
+
+
+def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
+    previewing: Server, previews_pipe: LCMPipeline
+) -> None:
+    body = {"prompt": "a red cube", "seed": 6, "vae": "tiny", **SMALL}
+    job = call(previewing.url, "POST", "/api/generate", body).json()
+    served = png(base64.b64decode(job["images"][0]["png_base64"]))
+    assert (job["vae"], served.text["lcm-lite:vae"]) == ("tiny", "tiny")
+    alone = previews_pipe("a red cube", seed=6, vae="tiny", width=64, height=64, steps=1)[0]
+    assert np.array_equal(np.asarray(served), np.asarray(alone))
+
+
 def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:
     for extra in ({"previews": True}, {"vae": "tiny"}):
         reply = call(server.url, "POST", "/api/jobs", {"prompt": "x", **SMALL, **extra})

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from test_server import SLOW, SMALL, Reply, ServeProcess, call
 
+from lcm_lite.server.app import MAX_PICTURE_BODY_BYTES
+
 psutil = pytest.importorskip("psutil")
 
 MIB = 1024 * 1024
@@ -89,7 +91,7 @@ def test_500_idle_connections_do_not_stop_health_checks_or_generation(
 
 
 def test_a_body_far_over_the_limit_gets_a_413_the_client_reads(serve: ServeProcess) -> None:
-    body = b'{"prompt": "' + b"x" * (8 * MIB) + b'"}'
+    body = b'{"prompt": "' + b"x" * (4 * MAX_PICTURE_BODY_BYTES) + b'"}'
     reply = call(serve.url, "POST", "/api/generate", body)
     assert reply.status == 413 and "at most" in reply.json()["error"]
     assert call(serve.url, "GET", "/api/health").status == 200
