@@ -138,6 +138,8 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
         "guidance",
         "steps",
         "num_images",
+        "picture",
+        "strength",
     ):
         assert f'for="{control}"' in html or f'id="{control}" type="checkbox"' in html
 
