@@ -1,5 +1,5 @@
 """The model folder's JSON files (``config.json``, ``scheduler_config.json``, tokenizer files),
-and what a VAE decoder's ``config.json`` says."""
+and what a VAE's ``config.json`` says."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ _VAE_SCALING_FACTORS = {"AutoencoderKL": 0.18215, "AutoencoderTiny": 1.0}
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """A VAE decoder's ``config.json``: which autoencoder it is and how latents reach it.
+    """A VAE decoder's or encoder's ``config.json``: which autoencoder it is and how latents
+    leave and reach it.
 
     Both diffusers classes lcm-lite decodes, ``AutoencoderKL`` and ``AutoencoderTiny`` (TAESD),
     return the image in [-1, 1] from ``decode(latents / scaling_factor + shift_factor)``;
@@ -73,3 +74,8 @@ class VAEConfig:
     def decoder_input(self, latents: np.ndarray) -> np.ndarray:
         """What the decoder takes: ``latents / scaling_factor + shift_factor``, as diffusers."""
         return latents / np.float32(self.scaling_factor) + np.float32(self.shift_factor)
+
+    def encoder_output(self, latents: np.ndarray) -> np.ndarray:
+        """The encoder's latents as the UNet sees them: ``(latents - shift_factor) *
+        scaling_factor``, as diffusers' image-to-image pipelines."""
+        return (latents - np.float32(self.shift_factor)) * np.float32(self.scaling_factor)

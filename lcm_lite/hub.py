@@ -9,6 +9,7 @@ variables and work as they do there.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -101,3 +102,48 @@ def _snapshot(repo_id: str, revision: str | None, files: list[str], instead: str
         ) from None
     except HfHubHTTPError as error:
         raise ModelError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from None
+    except Exception as error:
+        reason = _network_failure(error)
+        if reason is None:
+            raise
+        raise ModelError(f"cannot download {repo_id}: {reason}") from None
+
+
+def _network_failure(error: Exception) -> str | None:
+    """What went wrong in a download, as a sentence, for the failures a user can act on: a full
+    disk, a proxy that refuses, a connection lost or refused, a file error; ``None`` for anything
+    else (a bug). Transport errors are told by their class name, which httpx, httpx2 (today's
+    huggingface_hub) and requests (older ones) share, so no HTTP library is imported here."""
+    name = type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (
+            "no space left on the disk of the Hugging Face cache: free some space, or set HF_HOME"
+            " (or HF_HUB_CACHE) to a folder on a larger disk, and run again"
+        )
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else name
+    if "Proxy" in name:
+        return (
+            f"the proxy refused the connection ({detail}): check HTTPS_PROXY / HTTP_PROXY "
+            "(and NO_PROXY), or the proxy's credentials"
+        )
+    if name in _LOST_CONNECTION or isinstance(error, (ConnectionError, TimeoutError)):
+        return f"the connection to the hub was lost ({detail}); run again to resume the download"
+    if isinstance(error, OSError):  # e.g. the cache folder is not writable
+        return f"{detail} (the Hugging Face cache is in $HF_HOME, ~/.cache/huggingface by default)"
+    return None
+
+
+_LOST_CONNECTION = {
+    "RemoteProtocolError",
+    "ReadError",
+    "WriteError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "NetworkError",
+    "ChunkedEncodingError",
+    "ConnectionError",
+    "ContentDecodingError",
+}

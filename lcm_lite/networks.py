@@ -14,7 +14,7 @@ import numpy as np
 import openvino as ov
 
 from .compiler import Compiler
-from .configs import read_json_object
+from .configs import VAEConfig
 from .errors import ModelError
 from .folder import ModelFolder
 from .torch_rng import TorchGenerator
@@ -185,9 +185,7 @@ class VAEEncoder:
         )  # the request needs it alive
         self.request = self.compiled.create_infer_request()
         self.latent_channels = latent_shape[1]
-        config = read_json_object(folder.root / "vae_encoder" / "config.json")
-        self.scaling_factor = float(config.get("scaling_factor") or 1.0)
-        self.shift_factor = float(config.get("shift_factor") or 0.0)
+        self.config = VAEConfig.read(folder.root / "vae_encoder" / "config.json")
 
     def __call__(self, pixels: np.ndarray, generator: TorchGenerator) -> np.ndarray:
         outputs = []
@@ -206,6 +204,4 @@ class VAEEncoder:
                 f"the VAE encoder outputs {encoded.shape[1]} channels; expected "
                 f"{2 * self.latent_channels} (latent_parameters) or {self.latent_channels}"
             )
-        if self.shift_factor:
-            latents = latents - np.float32(self.shift_factor)
-        return latents * np.float32(self.scaling_factor)
+        return self.config.encoder_output(latents)

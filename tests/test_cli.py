@@ -278,7 +278,15 @@ def test_progress_shows_each_stage_with_elapsed_and_remaining_time_on_a_terminal
 def test_the_compiled_model_cache_is_used_unless_no_cache(lcm, tmp_path):
     cache = tmp_path / "cache"
     assert lcm(PROMPT, "--seed", "1", env={"LCM_LITE_CACHE": str(cache)}).returncode == 0
-    assert any(cache.rglob("*"))
+    blobs = sorted(cache.iterdir())  # one compiled network per file, no temporary left
+    assert [blob.name.split("-")[0] for blob in blobs] == ["text_encoder", "unet", "vae_decoder"]
+    core = ov.Core()
+    for blob in blobs:
+        assert blob.suffix == ".blob"
+        compiled = core.import_model(blob.read_bytes(), "CPU")  # a network OpenVINO imports
+        assert compiled.inputs and compiled.outputs
+    unet = core.import_model(blobs[1].read_bytes(), "CPU")
+    assert list(unet.outputs[0].get_shape())[2:] == [8, 8]  # compiled for 64x64: 8x8 latents
     fresh = tmp_path / "fresh"
     run = lcm(PROMPT, "--seed", "1", "--no-cache", env={"LCM_LITE_CACHE": str(fresh)})
     assert run.returncode == 0

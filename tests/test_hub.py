@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +21,7 @@ from PIL import Image
 
 from lcm_lite import LCMPipeline
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.hub import DEFAULT_MODEL, RUNTIME_FILES, resolve_model
+from lcm_lite.hub import DEFAULT_MODEL, resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -47,17 +49,21 @@ def offline_hub(tmp_path):
     return tmp_path / "hf"
 
 
-def _info(hf_home, *args):
-    """``lcm-lite info`` in a fresh process with ``HF_HOME`` set, as a user runs it: huggingface_hub
-    reads its environment when it is imported, so the variables must be set before the start."""
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    env.pop("HF_HUB_CACHE", None)
+def _info(hf_home, *args, **env):
+    """``lcm-lite info`` in a fresh process with ``HF_HOME`` and ``env`` set, as a user runs it:
+    huggingface_hub reads its environment when it is imported, so the variables must be set
+    before the start. Offline, unless ``env`` names an ``HF_ENDPOINT`` (a fake hub on loopback)."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), **env}
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "NO_PROXY", "no_proxy"):
+        environment.pop(name, None)
+    if "HF_ENDPOINT" not in env:
+        environment["HF_HUB_OFFLINE"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "lcm_lite", "info", *args],
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
 
@@ -100,12 +106,176 @@ def test_an_uncached_model_offline_says_what_to_do_in_one_line(offline_hub):
     assert "Traceback" not in run.stderr
 
 
-def test_only_the_runtime_files_are_fetched():
-    assert not any(
-        p.startswith(("vae_encoder", "safety_checker", "feature_extractor")) for p in RUNTIME_FILES
-    )
-    for needed in ("unet/*", "text_encoder/*", "vae_decoder/*", "scheduler/scheduler_config.json"):
-        assert needed in RUNTIME_FILES
+class FakeHub:
+    """A Hugging Face hub on loopback serving one model repository from a folder: the three
+    routes ``snapshot_download`` uses (revision info, file tree, file resolve), recording each
+    file request. ``cut_short`` names a file whose body stops halfway (a connection lost)."""
+
+    def __init__(self, repo_id: str, folder: Path, cut_short: str | None = None) -> None:
+        self.repo_id, self.cut_short, self.fetched = repo_id, cut_short, []
+        self.files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._send_file(body=False)
+
+            def do_GET(self) -> None:
+                route = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                if route.startswith(f"/api/models/{hub.repo_id}/revision/"):
+                    self._send_json({"id": hub.repo_id, "sha": COMMIT, "siblings": []})
+                elif route.startswith(f"/api/models/{hub.repo_id}/tree/"):
+                    self._send_json(
+                        [
+                            {
+                                "type": "file",
+                                "path": name,
+                                "size": path.stat().st_size,
+                                "oid": hashlib.sha1(path.read_bytes()).hexdigest(),
+                            }
+                            for name, path in hub.files.items()
+                        ]
+                    )
+                else:
+                    self._send_file(body=True)
+
+            def _send_json(self, value: object) -> None:
+                data = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_file(self, body: bool) -> None:
+                route = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+                prefix = f"/{hub.repo_id}/resolve/{COMMIT}/"
+                name = route.removeprefix(prefix)
+                if not route.startswith(prefix) or name not in hub.files:
+                    self.send_error(404)
+                    return
+                data = hub.files[name].read_bytes()
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    hub.fetched.append(name)
+                    cut = len(data) // 2 if name == hub.cut_short else len(data)
+                    self.wfile.write(data[:cut])
+                    self.close_connection = True
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub_repo(tiny_ov_dir, tmp_path):
+    """The tiny model as a hub repository holds it: with the files the runtime does not read."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_ov_dir, repo)
+    for extra in ("safety_checker/model.safetensors", "feature_extractor/preprocessor_config.json"):
+        (repo / extra).parent.mkdir()
+        (repo / extra).write_text("{}")
+    return repo
+
+
+def test_only_the_runtime_files_are_fetched(hub_repo, tmp_path):
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info(tmp_path / "hf", "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
+    finally:
+        hub.close()
+    assert run.returncode == 0, run.stderr
+    snapshot = Path(run.stdout.splitlines()[0].removeprefix("model: "))
+    on_disk = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    assert sorted(hub.fetched) == sorted(on_disk)
+    expected = {
+        name
+        for name in hub.files
+        if name.split("/")[0] in ("text_encoder", "unet", "vae_decoder")
+        or name in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/merges.txt")
+        or (name.startswith("tokenizer/") and name.endswith(".json"))
+    }
+    assert on_disk == expected
+    left_out = set(hub.files) - on_disk
+    assert {name.split("/")[0] for name in left_out} >= {
+        "vae_encoder",
+        "safety_checker",
+        "feature_extractor",
+    }
+    assert "tokenizer/openvino_tokenizer.xml" in left_out  # openvino_tokenizers' files too
+
+
+def _last_line_error(run, *phrases):
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("lcm-lite: error: cannot download someone/tiny-lcm-ov: "), last
+    for phrase in phrases:
+        assert phrase in last
+
+
+def test_a_connection_lost_mid_download_is_exit_code_3_and_says_run_again(hub_repo, tmp_path):
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo, cut_short="unet/openvino_model.bin")
+    try:
+        run = _info(tmp_path / "hf", "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
+    finally:
+        hub.close()
+    assert "unet/openvino_model.bin" in hub.fetched
+    _last_line_error(run, "the connection to the hub was lost", "run again to resume")
+
+
+def test_a_proxy_that_refuses_is_exit_code_3_and_names_the_proxy(hub_repo, tmp_path):
+    """The hub over HTTPS through a proxy that answers CONNECT with 407 (both on loopback)."""
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = proxy.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+                    )
+
+    threading.Thread(target=refuse, daemon=True).start()
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info(
+            tmp_path / "hf",
+            "--model",
+            "someone/tiny-lcm-ov",
+            HF_ENDPOINT=hub.url.replace("http://", "https://"),
+            HTTPS_PROXY=f"http://127.0.0.1:{proxy.getsockname()[1]}",
+        )
+    finally:
+        hub.close()
+        proxy.close()
+    _last_line_error(run, "the proxy refused the connection", "407", "HTTPS_PROXY")
+
+
+def test_a_full_disk_during_a_download_is_exit_code_3_and_says_where(hub_repo, tmpfs):
+    small = tmpfs("hf", "size=1m")  # the tiny model takes about 5 MB
+    hub = FakeHub("someone/tiny-lcm-ov", hub_repo)
+    try:
+        run = _info(small, "--model", "someone/tiny-lcm-ov", HF_ENDPOINT=hub.url)
+    finally:
+        hub.close()
+    _last_line_error(run, "no space left", "HF_HOME")
 
 
 def test_a_missing_local_path_is_a_model_error(tmp_path):
@@ -149,56 +319,11 @@ def test_a_revision_with_a_local_folder_is_refused(tiny_ov_dir, offline_hub):
 @pytest.fixture
 def local_hub(tiny_ov_dir):
     """A stand-in for the Hugging Face hub (unreachable here) on 127.0.0.1, serving
-    ``tiny_ov_dir`` as ``someone/tiny-lcm-ov`` through the endpoints huggingface_hub's
-    ``snapshot_download`` uses; yields its URL and the list of files downloaded from it."""
-    files = sorted(str(p.relative_to(tiny_ov_dir)) for p in tiny_ov_dir.rglob("*") if p.is_file())
-    downloaded: list[str] = []
-    repo = "someone/tiny-lcm-ov"
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _reply(self, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(200)
-            for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
-
-        def do_GET(self):
-            path = urllib.parse.unquote(self.path.split("?")[0])
-            if path.startswith(f"/api/models/{repo}/revision/"):
-                info = {"id": repo, "sha": COMMIT, "siblings": [{"rfilename": f} for f in files]}
-                return self._reply(json.dumps(info).encode(), {})
-            if path.startswith(f"/api/models/{repo}/tree/"):
-                tree = [
-                    {"type": "file", "path": f, "size": len(data), "oid": _sha1(data)}
-                    for f in files
-                    for data in [(tiny_ov_dir / f).read_bytes()]
-                ]
-                return self._reply(json.dumps(tree).encode(), {})
-            if path.startswith(f"/{repo}/resolve/"):
-                name = path.split("/", 5)[5]
-                downloaded.append(name)
-                data = (tiny_ov_dir / name).read_bytes()
-                etag = f'"{hashlib.sha256(data).hexdigest()}"'
-                return self._reply(data, {"X-Repo-Commit": COMMIT, "ETag": etag})
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_HEAD = do_GET
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", downloaded
-    server.shutdown()
-
-
-def _sha1(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
+    ``tiny_ov_dir`` as ``someone/tiny-lcm-ov``; yields its URL and the list of files downloaded
+    from it."""
+    hub = FakeHub("someone/tiny-lcm-ov", tiny_ov_dir)
+    yield hub.url, hub.fetched
+    hub.close()
 
 
 def test_the_vae_encoder_is_downloaded_on_the_first_image_to_image_call_only(local_hub, tmp_path):

@@ -50,22 +50,37 @@ def test_the_step_callback_sees_every_step_and_can_cancel(f32_pipe):
         f32_pipe("x", steps=4, width=64, height=64, seed=0, callback=lambda info: info.step < 2)
 
 
-def test_calls_from_several_threads_are_serialised_and_all_succeed(f32_pipe):
-    results, errors = [], []
+THREAD_CALLS = [
+    ("a red cube", 64, 64, 0),
+    ("a blue sphere", 96, 64, 1),
+    (["a green cone", "a yellow torus"], 64, 80, 2),
+    ("a red cube", 64, 64, 3),
+]
 
-    def run(seed):
+
+def test_calls_from_several_threads_are_serialised_and_each_gives_its_own_image(f32_pipe):
+    """Different prompts, sizes and batches at once: each thread's images are those of the same
+    call made alone (no call sees another's networks, encoding or noise)."""
+    results, errors = {}, []
+
+    def run(index, prompt, width, height, seed):
         try:
-            results.append(f32_pipe("a red cube", steps=1, width=64, height=64, seed=seed))
+            results[index] = f32_pipe(prompt, steps=2, width=width, height=height, seed=seed)
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
 
-    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    threads = [threading.Thread(target=run, args=(i, *call)) for i, call in enumerate(THREAD_CALLS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(r.seed for r in results) == [0, 1, 2, 3]
+    for index, (prompt, width, height, seed) in enumerate(THREAD_CALLS):
+        alone = f32_pipe(prompt, steps=2, width=width, height=height, seed=seed)
+        together = results[index]
+        assert [image.size for image in together] == [(width, height)] * len(alone)
+        for image, reference in zip(together, alone, strict=True):
+            assert np.array_equal(np.asarray(image), np.asarray(reference))
 
 
 def test_a_long_prompt_is_truncated_and_the_dropped_tokens_are_reported(f32_pipe, caplog):

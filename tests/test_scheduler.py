@@ -245,14 +245,30 @@ def test_steps_match_diffusers(prediction_type, settings):
         sample = expected.prev_sample
 
 
-def test_last_step_returns_the_denoised_sample_without_noise():
-    scheduler = LCMScheduler(LCMSchedulerConfig())
-    rng = np.random.default_rng(0)
-    model_output, sample = rng.standard_normal((2, 1, 4, 8, 8), dtype=np.float32)
+@pytest.mark.parametrize("num_inference_steps", [1, 2, 4, 8])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_last_step_returns_diffusers_denoised_sample_without_noise(
+    num_inference_steps, prediction_type
+):
+    ours, theirs = _pair(prediction_type=prediction_type)
+    theirs.set_timesteps(num_inference_steps)
+    schedule = theirs.timesteps.tolist()
+    inputs = torch.Generator().manual_seed(1)
+    sample = torch.randn(2, 4, 8, 8, generator=inputs)
+    for timestep in schedule:  # diffusers knows the last step only by stepping to it
+        model_output = torch.randn(2, 4, 8, 8, generator=inputs) * 2
+        expected = theirs.step(model_output, timestep, sample, generator=torch.Generator())
+        if timestep != schedule[-1]:
+            sample = expected.prev_sample
 
-    prev_sample, denoised = scheduler.step(model_output, 259, None, sample, None)
+    prev_sample, denoised = ours.step(
+        model_output.numpy(), schedule[-1], None, sample.numpy(), None
+    )
 
-    assert prev_sample is denoised
+    assert prev_sample is denoised  # no noise is added after the last step
+    np.testing.assert_allclose(denoised, expected.denoised.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(prev_sample, expected.prev_sample.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.abs(denoised - sample.numpy()).max() > 0.1  # the step did change the sample
 
 
 def test_a_step_before_the_last_needs_noise():

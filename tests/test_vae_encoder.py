@@ -15,6 +15,7 @@ import pytest
 from openvino import opset13 as ops
 
 from lcm_lite.compiler import Compiler
+from lcm_lite.configs import VAEConfig
 from lcm_lite.errors import ModelError
 from lcm_lite.folder import ModelFolder
 from lcm_lite.networks import VAEEncoder
@@ -35,7 +36,8 @@ def _encoder_folder(tmp_path, channels: int, config: dict) -> ModelFolder:
     (folder / "vae_encoder").mkdir(parents=True)
     ov.save_model(model, folder / "vae_encoder" / "openvino_model.xml", compress_to_fp16=False)
     (folder / "vae_encoder" / "config.json").write_text(json.dumps(config))
-    return ModelFolder(folder, unet_config={}, vae_config={"block_out_channels": [8] * 4})
+    decoder = VAEConfig("AutoencoderKL", 4, 8, 0.18215, 0.0)
+    return ModelFolder(folder, unet_config={}, vae=decoder)
 
 
 def _pixels() -> np.ndarray:
@@ -80,7 +82,7 @@ def test_an_encoder_that_outputs_latents_draws_nothing_and_applies_shift_and_sca
 
 
 def test_an_encoder_with_other_channels_is_a_model_error(tmp_path):
-    folder = _encoder_folder(tmp_path, 6, {})
+    folder = _encoder_folder(tmp_path, 6, {"scaling_factor": 1.0})
     encoder = VAEEncoder(Compiler(precision="f32"), folder, LATENT_SHAPE)
     with pytest.raises(ModelError, match="outputs 6 channels; expected 8"):
         encoder(_pixels(), TorchGenerator(1))
