@@ -2,10 +2,12 @@
 time, in order, from a bounded queue; a full queue is refused at once instead of piling up.
 
 A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done.
+Cancelling a job stops it alone: a queued one fails at once, a running one after its current step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -13,22 +15,22 @@ import queue
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import Cancelled, LcmLiteError
 from .images import png_info
+from .pictures import load_image, output_size
+from .pipeline import MAX_SIZE
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .pipeline import GenerationResult, StepInfo
+    from .pipeline import LCMPipeline, StepInfo
 
 log = logging.getLogger("lcm_lite.server")
-
-Pipe = Callable[..., "GenerationResult"]
 
 
 class QueueFull(Exception):
@@ -45,11 +47,15 @@ class Request:
 
     prompt: str
     seed: int
-    width: int
-    height: int
+    width: int | None  # None: the starting picture's size (image to image)
+    height: int | None
     guidance: float
     steps: int
     num_images: int
+    image: bytes | None = field(default=None, repr=False)  # the starting picture's file bytes
+    strength: float = 0.8
+    vae: str = "full"
+    previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
 
 
 @dataclass
@@ -64,28 +70,79 @@ class Job:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     error: BaseException | None = None
+    preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
     finished: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    _on_finish: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from the worker thread) once the job is done or failed; at once
+        if it already is."""
+        with self._lock:
+            if not self.finished.is_set():
+                self._on_finish.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> None:
+        """Stop this job: a queued job fails now, a running one after its current step."""
+        with self._lock:
+            self.cancelled = True
+            queued = self.state == "queued"
+        if queued:
+            self.fail(Cancelled("the job was cancelled"))
+
+    def start(self) -> bool:
+        """Mark the job running, unless it was cancelled while it waited."""
+        with self._lock:
+            if not self.cancelled:
+                self.state = "running"
+            return not self.cancelled
 
     def fail(self, error: BaseException) -> None:
         self.state, self.error = "failed", error
-        self.finished.set()
+        self._finish()
+
+    def succeed(self, images: list[bytes], seconds: float, timings: dict[str, float]) -> None:
+        self.images, self.seconds, self.timings = images, seconds, timings
+        self.state = "done"
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self.finished.is_set():
+                return
+            self.finished.set()
+            callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback()
 
 
 class JobQueue:
     """At most ``capacity`` jobs wait while one runs; finished jobs are kept (the newest
     ``keep_finished``) so that their results can be fetched by id."""
 
-    def __init__(self, pipe: Pipe, model: str, *, capacity: int, keep_finished: int = 16) -> None:
+    def __init__(
+        self,
+        pipe: LCMPipeline,
+        model: str,
+        *,
+        capacity: int,
+        max_side: int = MAX_SIZE,
+        keep_finished: int = 16,
+    ) -> None:
         self._pipe = pipe
+        self._max_side = max_side
         self._model = model
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep_finished = keep_finished
         self._lock = threading.Lock()
         self._closed = False
-        self._cancel = False
         self.capacity = capacity
         self.running: Job | None = None
+        self.outcomes: Counter[str] = Counter()  # jobs done, failed, cancelled since the start
         self.last_seconds = 1.0
         self._worker = threading.Thread(target=self._work, name="lcm-lite-worker", daemon=True)
         self._worker.start()
@@ -113,8 +170,10 @@ class JobQueue:
         return self._jobs.get(job_id)
 
     def cancel_running(self) -> None:
-        """Make the running job stop after its current step (it fails with Cancelled)."""
-        self._cancel = True
+        """Make the running job stop after its current step (it fails with Cancelled); the
+        jobs after it run as usual."""
+        if (job := self.running) is not None:
+            job.cancel()
 
     def close(self) -> None:
         """Refuse new jobs, fail the queued ones, and return once the running job has finished."""
@@ -140,7 +199,10 @@ class JobQueue:
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            self.running, job.state = job, "running"
+            if not job.start():  # cancelled while it waited
+                self.outcomes["cancelled"] += 1
+                continue
+            self.running = job
             try:
                 self._run(job)
             except LcmLiteError as error:
@@ -151,32 +213,48 @@ class JobQueue:
                 job.fail(error)
             finally:
                 self.running = None
+                self.outcomes["cancelled" if job.cancelled else job.state] += 1
 
     def _run(self, job: Job) -> None:
         request = job.request
         clock = time.perf_counter()
+        picture = None
+        if request.image is not None:  # decoded here, off the event loop
+            picture = load_image(request.image)
+            width, height = output_size(
+                picture,
+                request.width,
+                request.height,
+                self._pipe.folder.vae_scale_factor,
+                self._max_side,
+            )
+            job.request = request = dataclasses.replace(request, width=width, height=height)
         result = self._pipe(
             request.prompt,
+            image=picture,
+            strength=request.strength,
             steps=request.steps,
             guidance_scale=request.guidance,
             width=request.width,
             height=request.height,
             num_images=request.num_images,
             seed=request.seed,
+            vae=request.vae,
             callback=lambda info: self._progress(job, info),
         )
-        job.images = [
+        images = [
             _png_bytes(image, result.metadata(index, self._model))
             for index, image in enumerate(result)
         ]
-        job.seconds = self.last_seconds = time.perf_counter() - clock
-        job.timings = result.timings
-        job.state = "done"
-        job.finished.set()
+        self.last_seconds = time.perf_counter() - clock
+        job.preview = None
+        job.succeed(images, self.last_seconds, result.timings)
 
     def _progress(self, job: Job, info: StepInfo) -> bool:
+        if job.request.previews and not job.cancelled:
+            job.preview = _png_bytes(info.preview()[0], {})
         job.step = info.step
-        return not self._cancel
+        return not job.cancelled
 
 
 def _png_bytes(image: Image.Image, metadata: dict[str, object]) -> bytes:

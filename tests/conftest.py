@@ -95,3 +95,11 @@ def tiny_taesd_ov_dir(tmp_path_factory: pytest.TempPathFactory, tiny_taesd_dir: 
     from conversion.export import convert
 
     return convert(tiny_taesd_dir, tmp_path_factory.mktemp("tiny-taesd-ov") / "ov", weights="fp32")
+
+
+@pytest.fixture(scope="session")
+def previews_pipe(tiny_ov_dir: Path, tiny_taesd_ov_dir: Path):
+    """``f32_pipe`` with the tiny VAE loaded: step previews and ``vae="tiny"``."""
+    from lcm_lite import LCMPipeline
+
+    return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir)

@@ -3,6 +3,7 @@ driven by Selenium, against the real server with the tiny model."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server import Server
+from lcm_lite.server.running import Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402 - only once selenium is known present
@@ -140,3 +141,102 @@ def test_behind_a_token_the_page_asks_for_it_then_generates(
         token.send_keys(TOKEN)
         browser.find_element(By.ID, "prompt").click()  # leaving the field saves the token
         generate_from_the_page(browser, "a guarded cube")
+
+
+def a_picture(path: Path) -> Path:
+    Image.effect_noise((96, 80), 60).convert("RGB").save(path)
+    return path
+
+
+def wait_for_the_starting_picture(browser: webdriver.Chrome) -> None:
+    WebDriverWait(browser, 20).until(
+        lambda b: (
+            b.find_element(By.ID, "picture-preview").is_displayed()
+            and b.execute_script("return document.getElementById('picture-preview').naturalWidth")
+            > 0
+        )
+    )
+    assert browser.find_element(By.ID, "strength-box").is_displayed()
+
+
+def test_a_chosen_picture_starts_image_to_image_at_the_chosen_strength(
+    server: Server, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    browser.get(server.url)
+    assert not browser.find_element(By.ID, "strength-box").is_displayed()
+    browser.find_element(By.ID, "picture").send_keys(str(a_picture(tmp_path / "start.png")))
+    wait_for_the_starting_picture(browser)
+    browser.execute_script(
+        "const s = document.getElementById('strength'); s.value = '0.5';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element(By.ID, "strength-value").text == "0.50"
+    generate_from_the_page(browser, "a blue cube")
+    details = browser.find_element(By.CSS_SELECTOR, "#results .details").text
+    assert "512×512" in details and "from a picture, strength 0.5" in details
+    assert rendered_pixel_spread(browser) > 0
+    browser.find_element(By.ID, "clear-picture").click()
+    assert not browser.find_element(By.ID, "picture-preview").is_displayed()
+
+
+def test_a_picture_dropped_on_the_page_becomes_the_starting_picture(
+    server: Server, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    browser.get(server.url)
+    encoded = base64.b64encode(a_picture(tmp_path / "drop.png").read_bytes()).decode()
+    browser.execute_script(
+        """const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], "drop.png", { type: "image/png" }));
+        document.getElementById("dropzone").dispatchEvent(
+          new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));""",
+        encoded,
+    )
+    wait_for_the_starting_picture(browser)
+    source = browser.find_element(By.ID, "picture-preview").get_attribute("src")
+    assert source == f"data:image/png;base64,{encoded}"
+
+
+def test_use_as_input_makes_a_result_the_next_starting_picture(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    browser.get(server.url)
+    generate_from_the_page(browser, "a red cube")
+    browser.find_element(By.CSS_SELECTOR, "#results .use-as-input").click()
+    wait_for_the_starting_picture(browser)
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results .result")) == 2
+    )
+    newest = browser.find_element(By.CSS_SELECTOR, "#results .details").text
+    assert "from a picture, strength 0.8" in newest
+
+
+def test_the_page_shows_step_previews_until_the_image_replaces_them(
+    previews_pipe: LCMPipeline, browser: webdriver.Chrome
+) -> None:
+    with Server(previews_pipe, port=0, model="tiny") as previewing:
+        browser.get(previewing.url)
+        WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.ID, "model-info").text.startswith("tiny on CPU")
+        )
+        browser.execute_script(
+            """for (const [name, value] of [["width", 256], ["height", 256], ["steps", 8],
+                                           ["num_images", 4]]) {
+              const slider = document.getElementById(name);
+              slider.value = String(value);
+              slider.dispatchEvent(new Event("input"));
+            }
+            window.captions = [];
+            new MutationObserver(() => window.captions.push(
+                document.getElementById("live").hidden ? "hidden"
+                : document.getElementById("live-caption").textContent))
+              .observe(document.getElementById("live"),
+                       { attributes: true, childList: true, subtree: true });"""
+        )
+        generate_from_the_page(browser, "a lighthouse")
+        captions = browser.execute_script("return window.captions")
+        shown = [caption for caption in captions if caption.startswith("Preview after step")]
+        assert shown and captions[-1] == "hidden", captions
+        assert not browser.find_element(By.ID, "live").is_displayed()
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#results img")) == 4

@@ -24,7 +24,10 @@ from PIL import Image
 from lcm_lite.cli import main as cli_main
 from lcm_lite.errors import UsageError
 from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server import MAX_BODY_BYTES, Server, serve_parser
+from lcm_lite.server.app import MAX_BODY_BYTES, MAX_PICTURE_BODY_BYTES
+from lcm_lite.server.command import serve_parser
+from lcm_lite.server.models import MAX_PICTURE_BASE64_CHARS
+from lcm_lite.server.running import Server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "correct-horse-battery-staple"
@@ -97,6 +100,8 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
     assert info["limits"]["steps"] == {"min": 1, "max": 8, "multiple_of": 1}
     assert info["limits"]["num_images"]["max"] == 4
     assert info["limits"]["body_bytes"] == MAX_BODY_BYTES
+    assert info["limits"]["picture_body_bytes"] == MAX_PICTURE_BODY_BYTES
+    assert info["previews"] is False
     assert info["defaults"] == {
         "width": 512,
         "height": 512,
@@ -104,7 +109,12 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "guidance": 8.0,
         "num_images": 1,
     }
-    assert info["queue"] == {"capacity": 2, "waiting": 0, "running": False}
+    assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
+        "capacity": 2,
+        "waiting": 0,
+        "running": False,
+    }
+    assert {"done", "failed", "cancelled"} <= set(info["queue"])
 
 
 def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Server) -> None:
@@ -128,6 +138,8 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
         "guidance",
         "steps",
         "num_images",
+        "picture",
+        "strength",
     ):
         assert f'for="{control}"' in html or f'id="{control}" type="checkbox"' in html
 
@@ -172,6 +184,17 @@ def test_the_same_seed_gives_the_same_image_and_no_seed_a_random_one_safe_in_jav
     assert 0 <= seed < 2**53
     again_seed, again = first_image({"seed": seed})
     assert again_seed == seed and np.array_equal(image, again)
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_or_whitespace_prompt_is_allowed_and_gives_the_pipelines_image(
+    server: Server, f32_pipe: LCMPipeline, prompt: str
+) -> None:
+    reply = call(server.url, "POST", "/api/generate", {"prompt": prompt, "seed": 9, **SMALL})
+    assert reply.status == 200, reply.body
+    served = np.asarray(png(base64.b64decode(reply.json()["images"][0]["png_base64"])))
+    alone = f32_pipe(prompt, seed=9, width=64, height=64, steps=1)[0]
+    assert np.array_equal(served, np.asarray(alone))
 
 
 @pytest.mark.parametrize("how", [{"headers": {"Accept": "image/png"}}, {"query": "?format=png"}])
@@ -235,30 +258,33 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"{not json", "not valid JSON"),
-        (b'{"prompt": "x", "guidance": NaN}', "guidance must be a number from 0 to 20"),
-        ([1, 2], "must be a JSON object"),
-        ({"width": 64}, "prompt must be a non-empty string"),
-        ({"prompt": 5}, "prompt must be a non-empty string"),
-        ({"prompt": "   "}, "prompt must be a non-empty string"),
-        ({"prompt": "x" * 1001}, "at most 1000 characters, got 1001"),
-        ({"prompt": "a\x00b"}, "NUL"),
-        ({"prompt": "a\ud800b"}, "not valid UTF-8"),
-        ({"prompt": "x", "guidance_scale": 8}, "unknown field 'guidance_scale'"),
-        ({"prompt": "x", "width": "64"}, "width must be an integer from 64 to 1024, got '64'"),
-        ({"prompt": "x", "width": 64.0}, "width must be an integer"),
-        ({"prompt": "x", "steps": True}, "steps must be an integer"),
-        ({"prompt": "x", "width": 1032}, "width must be an integer from 64 to 1024, got 1032"),
-        ({"prompt": "x", "height": 32}, "height must be an integer from 64 to 1024"),
-        ({"prompt": "x", "width": 100}, "width must be a multiple of 8, got 100"),
-        ({"prompt": "x", "steps": 0}, "steps must be an integer from 1 to 8"),
-        ({"prompt": "x", "steps": 9}, "steps must be an integer from 1 to 8"),
-        ({"prompt": "x", "num_images": 5}, "num_images must be an integer from 1 to 4"),
-        ({"prompt": "x", "guidance": 20.5}, "guidance must be a number from 0 to 20"),
-        ({"prompt": "x", "guidance": "8"}, "guidance must be a number"),
-        ({"prompt": "x", "seed": -1}, "seed must be an integer from 0 to 18446744073709551615"),
-        ({"prompt": "x", "seed": 2**64}, "seed must be an integer"),
-        ({"prompt": "x", "seed": 1.5}, "seed must be an integer"),
+        (b"{not json", "the body is not valid JSON"),
+        (b'{"prompt": "x", "guidance": NaN}', "guidance: Input should be a finite number"),
+        ([1, 2], "Input should be a valid dictionary or object"),
+        ({"width": 64}, "prompt: Field required"),
+        ({"prompt": 5}, "prompt: Input should be a valid string, got 5"),
+        ({"prompt": "x" * 1001}, "prompt: String should have at most 1000 characters"),
+        ({"prompt": "a\x00b"}, "a prompt contains a NUL character"),
+        ({"prompt": "a\ud800b"}, "prompt: Input should be a valid string, unable to parse"),
+        ({"prompt": "x", "guidance_scale": 8}, "guidance_scale: Extra inputs are not permitted"),
+        ({"prompt": "x", "width": "64"}, "width: Input should be a valid integer, got '64'"),
+        ({"prompt": "x", "width": 64.5}, "width: Input should be a valid integer, got 64.5"),
+        ({"prompt": "x", "steps": True}, "steps: Input should be a valid integer, got True"),
+        ({"prompt": "x", "width": 1032}, "width: Input should be less than or equal to 1024"),
+        ({"prompt": "x", "height": 32}, "height: Input should be greater than or equal to 64"),
+        ({"prompt": "x", "width": 100}, "width: Input should be a multiple of 8, got 100"),
+        ({"prompt": "x", "steps": 0}, "steps: Input should be greater than or equal to 1"),
+        ({"prompt": "x", "steps": 9}, "steps: Input should be less than or equal to 8"),
+        ({"prompt": "x", "num_images": 5}, "num_images: Input should be less than or equal to 4"),
+        ({"prompt": "x", "guidance": 20.5}, "guidance: Input should be less than or equal to 20"),
+        ({"prompt": "x", "guidance": "8"}, "guidance: Input should be a valid number, got '8'"),
+        ({"prompt": "x", "seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"prompt": "x", "seed": 2**64}, "less than or equal to 18446744073709551615"),
+        ({"prompt": "x", "seed": 1.5}, "seed: Input should be a valid integer, got 1.5"),
+        (
+            {"prompt": "x", "width": 100, "steps": 0},
+            "multiple of 8, got 100; steps: Input should be greater than or equal to 1, got 0",
+        ),
     ],
 )
 def test_invalid_requests_are_refused_with_400_and_say_what_is_wrong(
@@ -282,34 +308,63 @@ def test_a_body_not_sent_as_json_is_refused_with_415(server: Server) -> None:
     assert "application/json" in reply.json()["error"]
 
 
-def test_a_body_without_a_content_length_is_refused_with_411(server: Server) -> None:
+def send_chunked(server: Server, path: str, body: bytes) -> Reply:
+    """POST ``body`` in chunks of 4 KiB, without a Content-Length."""
     address = urlsplit(server.url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-    connection.putrequest("POST", "/api/generate")
-    connection.putheader("Content-Type", "application/json")
-    connection.endheaders()
-    reply = Reply(connection.getresponse())
-    connection.close()
-    assert reply.status == 411
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    chunks = (body[start : start + 4096] for start in range(0, len(body), 4096))
+    try:
+        connection.request(
+            "POST",
+            path,
+            body=chunks,
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        return Reply(connection.getresponse())
+    finally:
+        connection.close()
 
 
-def test_a_body_over_the_limit_is_refused_with_413(server: Server) -> None:
-    body = json.dumps({"prompt": "x" * MAX_BODY_BYTES}).encode()
-    reply = call(server.url, "POST", "/api/generate", body)
+LIMITS = [  # a path, and the largest body it takes
+    ("/v1/images/generations", MAX_BODY_BYTES),
+    ("/api/generate", MAX_PICTURE_BODY_BYTES),  # the JSON API takes a picture
+]
+
+
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
+def test_a_chunked_body_is_read_and_counted_against_the_limit(
+    server: Server, path: str, limit: int
+) -> None:
+    small = json.dumps({"prompt": "chunked", **SMALL, "size": "64x64"}).encode()
+    assert send_chunked(server, "/v1/images/generations", small).status == 200
+    reply = send_chunked(server, path, json.dumps({"prompt": "x" * limit}).encode())
     assert reply.status == 413
-    assert f"at most {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+    assert f"at most {limit} bytes" in json.dumps(reply.json()["error"])
 
 
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
+@pytest.mark.parametrize("times", [1, 4])
+def test_a_body_over_the_limit_is_refused_with_413_that_the_client_reads(
+    server: Server, path: str, limit: int, times: int
+) -> None:
+    reply = call(server.url, "POST", path, b"x" * (limit * times + 1))
+    assert reply.status == 413
+    assert f"at most {limit} bytes" in json.dumps(reply.json()["error"])
+    assert call(server.url, "GET", "/api/health").status == 200
+
+
+@pytest.mark.parametrize(("path", "limit"), LIMITS)
 def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
-    server: Server,
+    server: Server, path: str, limit: int
 ) -> None:
     address = urlsplit(server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-    connection.putrequest("POST", "/api/generate")
+    connection.putrequest("POST", path)
     for name, value in (
         ("Content-Type", "application/json"),
         ("Expect", "100-continue"),
-        ("Content-Length", str(MAX_BODY_BYTES + 1)),
+        ("Content-Length", str(limit + 1)),
     ):
         connection.putheader(name, value)
     connection.endheaders()  # and no body: the answer comes without it
@@ -318,9 +373,91 @@ def test_a_client_that_asks_before_sending_an_oversized_body_is_refused_at_once(
     assert reply.status == 413
 
 
+def a_picture(width: int = 80, height: int = 72) -> bytes:
+    picture = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(picture, format="PNG")
+    return picture.getvalue()
+
+
+@pytest.mark.parametrize("as_data_url", [False, True])
+def test_a_base64_picture_makes_image_to_image_as_the_pipeline_does(
+    server: Server, f32_pipe: LCMPipeline, as_data_url: bool
+) -> None:
+    picture = a_picture()
+    encoded = base64.b64encode(picture).decode()
+    if as_data_url:
+        encoded = f"data:image/png;base64,{encoded}"
+    body = {"prompt": "a blue cube", "image": encoded, "strength": 0.5, "steps": 2, "seed": 4}
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 200, reply.body
+    job = reply.json()
+    assert (job["width"], job["height"], job["strength"]) == (80, 72, 0.5)  # the picture's size
+    served = png(base64.b64decode(job["images"][0]["png_base64"]))
+    assert served.text["lcm-lite:strength"] == "0.5"
+    alone = f32_pipe("a blue cube", image=picture, strength=0.5, steps=2, seed=4)[0]
+    assert np.array_equal(np.asarray(served), np.asarray(alone))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("not base64!", "image must be a picture in base64"),
+        (base64.b64encode(b"not a picture").decode(), "not a PNG, JPEG or WebP picture"),
+        ("A" * (MAX_PICTURE_BASE64_CHARS + 4), "image: String should have at most"),
+        (base64.b64encode(a_picture(2048, 64)).decode(), "larger than 1024 pixels a side"),
+    ],
+)
+def test_a_bad_picture_is_refused_with_400(server: Server, image: str, message: str) -> None:
+    body = {"prompt": "x", "image": image, "steps": 1}  # the size: the picture's
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 400
+    assert message in reply.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def previewing(previews_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(previews_pipe, port=0, capacity=2, model="tiny") as server:
+        yield server
+
+
+def test_a_running_job_shows_its_latest_step_preview_until_its_images_replace_it(
+    previewing: Server,
+) -> None:
+    assert call(previewing.url, "GET", "/api/info").json()["previews"] is True
+    body = {"prompt": "a lighthouse", "seed": 8, "previews": True, **SLOW}
+    job = call(previewing.url, "POST", "/api/jobs", body).json()
+    previews = {}  # step: preview
+    while job["state"] in ("queued", "running"):
+        if job.get("preview_png_base64"):
+            previews[job["step"]] = png(base64.b64decode(job["preview_png_base64"]))
+        job = call(previewing.url, "GET", f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "done" and job.get("preview_png_base64") is None
+    assert previews and all(step >= 1 for step in previews)
+    assert {preview.size for preview in previews.values()} == {(256, 256)}
+    assert all(np.asarray(preview).std() > 0 for preview in previews.values())
+
+
+def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
+    previewing: Server, previews_pipe: LCMPipeline
+) -> None:
+    body = {"prompt": "a red cube", "seed": 6, "vae": "tiny", **SMALL}
+    job = call(previewing.url, "POST", "/api/generate", body).json()
+    served = png(base64.b64decode(job["images"][0]["png_base64"]))
+    assert (job["vae"], served.text["lcm-lite:vae"]) == ("tiny", "tiny")
+    alone = previews_pipe("a red cube", seed=6, vae="tiny", width=64, height=64, steps=1)[0]
+    assert np.array_equal(np.asarray(served), np.asarray(alone))
+
+
+def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:
+    for extra in ({"previews": True}, {"vae": "tiny"}):
+        reply = call(server.url, "POST", "/api/jobs", {"prompt": "x", **SMALL, **extra})
+        assert reply.status == 400 and "--tiny-vae" in reply.json()["error"]
+
+
 def test_an_unknown_response_format_is_refused_with_400(server: Server) -> None:
     reply = call(server.url, "POST", "/api/generate?format=jpeg", {"prompt": "x", **SMALL})
-    assert (reply.status, reply.json()["error"]) == (400, "format must be png or json")
+    assert reply.status == 400
+    assert reply.json()["error"] == "format: Input should be 'png' or 'json', got 'jpeg'"
 
 
 def test_on_loopback_a_request_addressed_to_another_host_name_is_refused(server: Server) -> None:
@@ -383,6 +520,21 @@ def test_the_server_class_refuses_to_listen_beyond_loopback_without_a_token(
         Server(f32_pipe, host="0.0.0.0", port=0)
 
 
+def test_without_the_serve_extra_serve_says_what_to_install_in_one_line() -> None:
+    hide = "import sys; sys.modules.update(dict.fromkeys(['fastapi', 'uvicorn', 'multipart']))"
+    run = "from lcm_lite.cli import main; sys.exit(main(['serve', '--port', '0']))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{hide}; {run}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert 'pip install "lcm-lite[serve]"' in done.stderr
+
+
 def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LCM_LITE_TOKEN", TOKEN)
     assert serve_parser().parse_args([]).token == TOKEN
@@ -418,7 +570,7 @@ def test_twenty_concurrent_requests_each_get_an_image_or_503_and_the_server_surv
 class ServeProcess:
     """``python -m lcm_lite serve`` in a subprocess, for what only a process shows: signals."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, queue_size: int = 1) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -430,7 +582,7 @@ class ServeProcess:
                 "--port",
                 "0",
                 "--queue-size",
-                "1",
+                str(queue_size),
                 "--no-cache",
             ],
             cwd=REPO_ROOT,

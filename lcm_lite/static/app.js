@@ -1,8 +1,11 @@
-// The lcm-lite demo page: submit a job, poll its progress, show the images. No dependencies.
+// The lcm-lite demo page: submit a job, poll its progress (and its step previews when the server
+// has a tiny VAE), show the images; optionally start from a picture. No dependencies.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const SLIDERS = ["width", "height", "guidance", "steps", "num_images"];
+const PICTURE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+const state = { picture: null, previews: false, pictureBytes: 8 * 1024 * 1024 };
 const MAX_RESULTS = 24; // images kept on the page; older ones are dropped
 const POLL_MS = 250;
 const TOKEN_KEY = "lcm-lite-token";
@@ -38,7 +41,8 @@ function setStatus(text) {
 
 function showSlider(name) {
   const value = Number($(name).value);
-  $(`${name}-value`).textContent = name === "guidance" ? value.toFixed(1) : String(value);
+  const digits = { guidance: 1, strength: 2 }[name];
+  $(`${name}-value`).textContent = digits ? value.toFixed(digits) : String(value);
 }
 
 function setSlider(name, value) {
@@ -54,6 +58,8 @@ async function loadInfo() {
     const info = await api("GET", "/api/info");
     $("model-info").textContent = `${info.model} on ${info.device} · lcm-lite ${info.version}`;
     for (const name of SLIDERS) setSlider(name, info.defaults[name]);
+    state.previews = info.previews;
+    state.pictureBytes = info.limits.picture_bytes;
     setStatus("");
   } catch (error) {
     $("model-info").textContent = "Not connected";
@@ -70,11 +76,46 @@ function readSeed() {
   return seed;
 }
 
+function usePicture(dataUrl) {
+  state.picture = dataUrl;
+  $("picture-preview").src = dataUrl || "";
+  for (const id of ["picture-preview", "clear-picture", "strength-box"]) $(id).hidden = !dataUrl;
+  if (!dataUrl) $("picture").value = "";
+}
+
+function readPicture(file) {
+  if (!file) return;
+  if (!PICTURE_TYPES.includes(file.type)) {
+    setStatus("The picture must be a PNG, JPEG or WebP file.");
+    return;
+  }
+  if (file.size > state.pictureBytes) {
+    setStatus(`The picture must be at most ${state.pictureBytes / 1024 / 1024} MiB.`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.addEventListener("load", () => {
+    usePicture(reader.result);
+    setStatus("");
+  });
+  reader.readAsDataURL(file);
+}
+
+function showLivePreview(job) {
+  if (job.preview_png_base64) {
+    $("live-preview").src = `data:image/png;base64,${job.preview_png_base64}`;
+    $("live-caption").textContent = `Preview after step ${job.step} of ${job.steps}`;
+    $("live").hidden = false;
+    $("empty").hidden = true;
+  }
+}
+
 function showProgress(job) {
   const progress = $("progress");
   progress.hidden = false;
   progress.max = job.steps;
   progress.value = job.step;
+  showLivePreview(job);
   if (job.state === "queued") setStatus("Waiting for the jobs ahead…");
   else if (job.step === 0) setStatus("Encoding the prompt (the first run at a size compiles)…");
   else setStatus(`Step ${job.step} of ${job.steps}`);
@@ -102,8 +143,9 @@ function resultCard(job, image) {
   prompt.textContent = job.prompt;
   const details = document.createElement("p");
   details.className = "details";
+  const start = job.strength === null ? "" : ` · from a picture, strength ${job.strength}`;
   details.textContent = `seed ${job.seed} · ${job.width}×${job.height} · ${job.steps} steps · ` +
-    `guidance ${job.guidance} · ${job.seconds.toFixed(2)} s`;
+    `guidance ${job.guidance}${start} · ${job.seconds.toFixed(2)} s`;
   const download = document.createElement("a");
   download.href = url;
   download.download = `lcm-lite-${job.seed}-${image.index}.png`;
@@ -117,9 +159,17 @@ function resultCard(job, image) {
     $("randomize").checked = false;
     $("seed").focus();
   });
+  const asInput = document.createElement("button");
+  asInput.type = "button";
+  asInput.className = "link use-as-input";
+  asInput.textContent = "Use as input";
+  asInput.addEventListener("click", () => {
+    usePicture(`data:image/png;base64,${image.png_base64}`);
+    $("prompt").focus();
+  });
   const actions = document.createElement("p");
   actions.className = "actions";
-  actions.append(download, reuse);
+  actions.append(download, reuse, asInput);
   caption.append(prompt, details, actions);
   card.append(picture, caption);
   return card;
@@ -148,8 +198,12 @@ async function generate(event) {
   const button = $("generate");
   button.disabled = true;
   try {
-    const request = { prompt, seed: readSeed() };
+    const request = { prompt, seed: readSeed(), previews: state.previews };
     for (const name of SLIDERS) request[name] = Number($(name).value);
+    if (state.picture) {
+      request.image = state.picture;
+      request.strength = Number($("strength").value);
+    }
     let job = await api("POST", "/api/jobs", request);
     while (job.state === "queued" || job.state === "running") {
       showProgress(job);
@@ -158,12 +212,14 @@ async function generate(event) {
     }
     if (job.state === "failed") throw new ApiError(job.error);
     showProgress(job);
+    $("live").hidden = true;
     addResults(job);
     setStatus(`Done in ${job.seconds.toFixed(2)} s (seed ${job.seed}).`);
   } catch (error) {
     const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
     setStatus(`${error.status === 503 ? "Busy" : "Error"}: ${error.message}.${retry}`);
     $("progress").hidden = true;
+    $("live").hidden = true;
   } finally {
     button.disabled = false;
   }
@@ -180,6 +236,21 @@ function start() {
     loadInfo();
   });
   $("settings").addEventListener("submit", generate);
+  $("strength").addEventListener("input", () => showSlider("strength"));
+  showSlider("strength");
+  $("picture").addEventListener("change", () => readPicture($("picture").files[0]));
+  $("clear-picture").addEventListener("click", () => usePicture(null));
+  const zone = $("dropzone");
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    readPicture(event.dataTransfer.files[0]);
+  });
   loadInfo();
 }
 

@@ -1,0 +1,113 @@
+"""``lcm-lite serve``'s command line: options, the server's life, and its signals."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from ..errors import UsageError
+from ..jobs import JobQueue
+from ..options import PROG, Parser, configure_logging, integer, model_options, open_pipeline
+from .running import Server
+from .security import check_bind
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM handler: the first asks the server to stop once the running job is done,
+    a second cancels that job. Only sets flags: safe whatever the main thread was doing."""
+
+    def __init__(self, jobs: JobQueue) -> None:
+        self.jobs = jobs
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            self.jobs.cancel_running()
+        self.requested = True
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} serve",
+        description='Serve the demo page at / and a JSON API (README: "Serve").',
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs --token)",
+    )
+    parser.add_argument(
+        "--port",
+        type=integer,
+        default=8000,
+        help="TCP port (default 8000; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LCM_LITE_TOKEN"),
+        help="bearer token every API client must send (default: $LCM_LITE_TOKEN)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=integer,
+        default=4,
+        help="requests that may wait while one runs; more get 503 (default 4)",
+    )
+    model_options(parser)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Serve until SIGINT or SIGTERM, then finish the job in flight and return 0."""
+    args = serve_parser().parse_args(argv)
+    check_bind(args.host, args.token)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
+    if args.queue_size < 1:
+        raise UsageError(f"--queue-size must be at least 1, got {args.queue_size}")
+    configure_logging(args.quiet)
+    pipe = open_pipeline(args, keep_models=True)
+    server = Server(
+        pipe,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        capacity=args.queue_size,
+        model=_model_label(args.model),
+    )
+    stop = _StopOnSignal(server.jobs)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
+            print(
+                f"{PROG}: serving {server.model} on {server.url} (Ctrl+C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.requested:
+                time.sleep(0.1)
+            print(
+                f"{PROG}: stopping after the job in flight (Ctrl+C again cancels it)",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _model_label(model: str | None) -> str:
+    """The model's name for /api/info and the PNG metadata: a hub id, or a folder's own name
+    (its full path stays private)."""
+    from ..hub import DEFAULT_MODEL
+
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model).expanduser()
+    return path.resolve().name if path.is_dir() else model

@@ -1,0 +1,52 @@
+"""The job queue on its own (no HTTP): one worker thread, jobs in order, cancellation per job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lcm_lite.errors import Cancelled
+from lcm_lite.jobs import Job, JobQueue, Request
+from lcm_lite.pipeline import LCMPipeline
+
+SMALL = {"width": 64, "height": 64, "guidance": 8.0, "steps": 1, "num_images": 1}
+SLOW = {"width": 256, "height": 256, "guidance": 8.0, "steps": 8, "num_images": 4}
+
+
+@pytest.fixture
+def jobs(f32_pipe: LCMPipeline) -> Iterator[JobQueue]:
+    queue = JobQueue(f32_pipe, "tiny", capacity=2)
+    yield queue
+    queue.close()
+
+
+def wait_until_running(job: Job) -> None:
+    deadline = time.monotonic() + 30
+    while job.state != "running" or job.step == 0:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+
+
+def test_cancelling_the_running_job_leaves_the_next_jobs_alone(jobs: JobQueue) -> None:
+    slow = jobs.submit(Request(prompt="slow", seed=1, **SLOW))
+    wait_until_running(slow)
+    jobs.cancel_running()
+    assert slow.finished.wait(60)
+    assert slow.state == "failed" and isinstance(slow.error, Cancelled)
+    for seed in (2, 3):
+        after = jobs.submit(Request(prompt="after the cancelled one", seed=seed, **SMALL))
+        assert after.finished.wait(60)
+        assert (after.state, after.step, len(after.images)) == ("done", 1, 1), after.error
+
+
+def test_a_job_cancelled_while_it_waits_fails_at_once_and_never_runs(jobs: JobQueue) -> None:
+    slow = jobs.submit(Request(prompt="slow", seed=1, **SLOW))
+    waiting = jobs.submit(Request(prompt="waiting", seed=2, **SMALL))
+    finished: list[str] = []
+    waiting.when_finished(lambda: finished.append(waiting.state))
+    waiting.cancel()
+    assert finished == ["failed"] and isinstance(waiting.error, Cancelled)
+    assert slow.finished.wait(60) and slow.state == "done"
+    assert waiting.step == 0

@@ -1,0 +1,174 @@
+"""The OpenAI / OpenVINO Model Server images API, called by the official ``openai`` client
+against a live ``lcm-lite serve`` on the tiny model."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.server.running import Server
+
+openai = pytest.importorskip("openai")
+TOKEN = "an-openai-style-api-key"
+
+
+@pytest.fixture(scope="module")
+def server(f32_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(f32_pipe, port=0, token=TOKEN, capacity=2, model="tiny") as server:
+        yield server
+
+
+def client(server: Server, api: str = "v1", api_key: str = TOKEN) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}{api}", api_key=api_key, max_retries=0)
+
+
+def decoded(b64_json: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64_json)))
+    image.load()
+    return image
+
+
+def test_images_generate_gives_the_asked_size_count_and_settings_in_the_png(
+    server: Server,
+) -> None:
+    answer = client(server).images.generate(
+        model="tiny",
+        prompt="a red cube on a table",
+        n=2,
+        size="64x96",
+        extra_body={"rng_seed": 1234, "num_inference_steps": 2, "guidance_scale": 6.5},
+    )
+    assert answer.created > 0 and len(answer.data) == 2
+    for index, item in enumerate(answer.data):
+        image = decoded(item.b64_json)
+        assert (image.format, image.size) == ("PNG", (64, 96))
+        assert np.asarray(image).std() > 0
+        expected = {
+            "prompt": "a red cube on a table",
+            "seed": "1234",
+            "steps": "2",
+            "guidance": "6.5",
+            "width": "64",
+            "height": "96",
+            "index": str(index),
+            "model": "tiny",
+        }
+        assert {key: image.text[f"lcm-lite:{key}"] for key in expected} == expected
+
+
+def test_the_same_seed_twice_gives_the_same_bytes_on_the_openai_and_the_ovms_paths(
+    server: Server,
+) -> None:
+    def first_png(api: str) -> bytes:
+        answer = client(server, api).images.generate(
+            prompt="a lighthouse",
+            size="64x64",
+            extra_body={"rng_seed": 77, "num_inference_steps": 1},
+        )
+        return base64.b64decode(answer.data[0].b64_json)
+
+    first = first_png("v1")
+    assert first_png("v1") == first
+    assert first_png("v3") == first
+
+
+def test_no_size_is_the_models_own_size_and_openai_fields_that_do_not_apply_are_ignored(
+    server: Server,
+) -> None:
+    answer = client(server).images.generate(
+        prompt="a cat",
+        quality="standard",
+        style="vivid",
+        user="someone",
+        extra_body={"num_inference_steps": 1},
+    )
+    assert decoded(answer.data[0].b64_json).size == (256, 256)  # the tiny model's own size
+
+
+def test_the_models_list_names_the_served_model(server: Server) -> None:
+    assert [model.id for model in client(server).models.list()] == ["tiny"]
+
+
+def test_a_wrong_api_key_is_refused_as_authentication_error(server: Server) -> None:
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client(server, api_key="not-the-token").models.list()
+    assert "token" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"response_format": "url"}, "response_format: Input should be 'b64_json', got 'url'"),
+        ({"size": "100x64"}, "size must be auto or WxH with each side from 64 to 1024"),
+        ({"size": "big"}, "a multiple of 8, got 'big'"),
+        ({"n": 5}, "n: Input should be less than or equal to 4"),
+        ({"extra_body": {"num_inference_steps": 9}}, "num_inference_steps: Input should be"),
+        ({"extra_body": {"rng_seed": -1}}, "rng_seed: Input should be greater than or equal"),
+        ({"n": 2, "extra_body": {"num_images_per_prompt": 3}}, "n and num_images_per_prompt"),
+    ],
+)
+def test_bad_requests_are_bad_request_errors_that_say_what_is_wrong(
+    server: Server, arguments: dict, message: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.generate(prompt="x", **arguments)
+    assert message in refused.value.message
+    assert refused.value.type == "invalid_request_error"
+
+
+def a_picture(width: int = 80, height: int = 72) -> bytes:
+    """A PNG of noise: a starting picture whose content varies."""
+    picture = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(picture, format="PNG")
+    return picture.getvalue()
+
+
+def test_images_edit_starts_from_the_picture_as_the_pipeline_does(
+    server: Server, f32_pipe: LCMPipeline
+) -> None:
+    picture = a_picture()
+    extra = {"rng_seed": 31, "num_inference_steps": 2, "strength": 0.5}
+    answers = [
+        client(server, api).images.edit(
+            image=("start.png", picture, "image/png"), prompt="a blue cube", extra_body=extra
+        )
+        for api in ("v1", "v3")
+    ]
+    first, again = (decoded(answer.data[0].b64_json) for answer in answers)
+    assert (first.size, first.text["lcm-lite:strength"]) == ((80, 72), "0.5")
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    alone = f32_pipe("a blue cube", image=picture, strength=0.5, steps=2, seed=31)[0]
+    assert np.array_equal(np.asarray(first), np.asarray(alone))
+
+
+def test_images_edit_takes_size_and_n(server: Server) -> None:
+    answer = client(server).images.edit(
+        image=("start.png", a_picture(), "image/png"),
+        prompt="a blue cube",
+        size="64x64",
+        n=2,
+        extra_body={"num_inference_steps": 1},
+    )
+    assert [decoded(item.b64_json).size for item in answer.data] == [(64, 64)] * 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"image": ("x.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
+        ({"mask": ("m.png", a_picture(), "image/png")}, "mask is not supported"),
+        ({"extra_body": {"strength": 0}}, "strength: Input should be greater than 0"),
+        ({"size": "2048x64"}, "size must be auto or WxH"),
+    ],
+)
+def test_bad_edits_are_bad_request_errors(server: Server, arguments: dict, message: str) -> None:
+    call = {"image": ("start.png", a_picture(), "image/png"), "prompt": "x", **arguments}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.edit(**call)
+    assert message in refused.value.message

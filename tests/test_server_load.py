@@ -1,0 +1,150 @@
+"""``lcm-lite serve`` under load and abuse, as a process on a loopback port (bounded in count and
+time): concurrent clients, idle connections, oversized and malformed bodies, clients that hang
+up; it keeps serving and its memory stays bounded. The figures are printed (``pytest -s``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from test_server import SLOW, SMALL, Reply, ServeProcess, call
+
+from lcm_lite.server.app import MAX_PICTURE_BODY_BYTES
+
+psutil = pytest.importorskip("psutil")
+
+MIB = 1024 * 1024
+RSS_GROWTH_LIMIT = 64 * MIB  # after warm-up; a leak of one PNG per request would pass it
+
+
+@pytest.fixture(scope="module")
+def serve(tiny_ov_dir: Path) -> Iterator[ServeProcess]:
+    with ServeProcess(tiny_ov_dir, queue_size=4) as serve:
+        for seed in range(3):  # warm-up: compile the size, fill the caches
+            assert generate(serve, seed).status == 200
+        yield serve
+
+
+def generate(serve: ServeProcess, seed: int, **extra: object) -> Reply:
+    return call(
+        serve.url, "POST", "/api/generate", {"prompt": "load", "seed": seed, **SMALL, **extra}
+    )
+
+
+def rss(serve: ServeProcess) -> int:
+    return psutil.Process(serve.process.pid).memory_info().rss
+
+
+def connect(serve: ServeProcess) -> socket.socket:
+    address = urlsplit(serve.url)
+    return socket.create_connection((address.hostname, address.port), timeout=10)
+
+
+def test_200_requests_from_20_clients_are_all_answered_200_or_503_in_bounded_memory(
+    serve: ServeProcess,
+) -> None:
+    before = rss(serve)
+    clock = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(lambda seed: generate(serve, seed), range(200)))
+    seconds = time.perf_counter() - clock
+    statuses = Counter(reply.status for reply in replies)
+    after = rss(serve)
+    print(
+        f"\n200 requests, 20 clients: {dict(statuses)} in {seconds:.1f} s; "
+        f"server RSS {before / MIB:.0f} -> {after / MIB:.0f} MiB"
+    )
+    assert set(statuses) <= {200, 503} and statuses[200] >= 5, statuses
+    for reply in replies:
+        if reply.status == 503:
+            assert int(reply.headers["Retry-After"]) >= 1
+    assert after - before < RSS_GROWTH_LIMIT
+    assert generate(serve, 1).status == 200
+
+
+def test_500_idle_connections_do_not_stop_health_checks_or_generation(
+    serve: ServeProcess,
+) -> None:
+    idle = [connect(serve) for _ in range(500)]
+    try:
+        clock = time.perf_counter()
+        assert call(serve.url, "GET", "/api/health").status == 200
+        health_seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        assert generate(serve, 2).status == 200
+        generate_seconds = time.perf_counter() - clock
+        print(
+            f"\nwith 500 idle connections: health in {health_seconds * 1000:.0f} ms, a 64x64 "
+            f"1-step image in {generate_seconds:.2f} s; server RSS {rss(serve) / MIB:.0f} MiB"
+        )
+    finally:
+        for connection in idle:
+            connection.close()
+    assert call(serve.url, "GET", "/api/health").status == 200
+
+
+def test_a_body_far_over_the_limit_gets_a_413_the_client_reads(serve: ServeProcess) -> None:
+    body = b'{"prompt": "' + b"x" * (4 * MAX_PICTURE_BODY_BYTES) + b'"}'
+    reply = call(serve.url, "POST", "/api/generate", body)
+    assert reply.status == 413 and "at most" in reply.json()["error"]
+    assert call(serve.url, "GET", "/api/health").status == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),  # no boundary parameter
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\nab"),
+        ("multipart/form-data; boundary=x", b"garbage without any boundary at all"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n--x--\r\n',
+        ),  # well-formed, but no image
+    ],
+)
+def test_malformed_multipart_is_a_400_and_the_server_keeps_serving(
+    serve: ServeProcess, content_type: str, body: bytes
+) -> None:
+    reply = call(
+        serve.url, "POST", "/v1/images/edits", body, headers={"Content-Type": content_type}
+    )
+    assert reply.status == 400, reply.body
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert call(serve.url, "GET", "/api/health").status == 200
+
+
+def abandon_a_slow_job(serve: ServeProcess) -> None:
+    """Send a slow /api/generate, hang up once it runs, wait until the server has stopped it."""
+    connection = connect(serve)
+    body = json.dumps({"prompt": "abandoned", **SLOW}).encode()
+    connection.sendall(
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    serve.wait_until(running=True, waiting=0)
+    connection.close()
+    serve.wait_until(running=False, waiting=0)
+
+
+def test_a_client_that_hangs_up_mid_job_cancels_it_and_the_server_keeps_serving(
+    serve: ServeProcess,
+) -> None:
+    abandon_a_slow_job(serve)  # warm-up: compiles the slow size
+    before, queue_before = rss(serve), call(serve.url, "GET", "/api/info").json()["queue"]
+    for _ in range(3):
+        abandon_a_slow_job(serve)
+    queue = call(serve.url, "GET", "/api/info").json()["queue"]
+    assert queue["cancelled"] - queue_before["cancelled"] == 3
+    assert queue["done"] == queue_before["done"]
+    after = rss(serve)
+    assert generate(serve, 3).status == 200
+    print(f"\n3 abandoned jobs: server RSS {before / MIB:.0f} -> {after / MIB:.0f} MiB")
+    assert after - before < RSS_GROWTH_LIMIT
