@@ -4,26 +4,35 @@
 component classes and configs as the real repository (UNet2DConditionModel with
 ``time_cond_proj_dim``, CLIPTextModel, AutoencoderKL, LCMScheduler, CLIPTokenizer, no safety
 checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a few MB.
+``build_random_sd`` saves the plain Stable Diffusion twin (no ``time_cond_proj_dim``, PNDM
+scheduler), the model an LCM-LoRA turns into a few-step one; ``build_random_lora`` a random LoRA
+for a saved model, in kohya or PEFT format.
 
-    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
+    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N] [--plain-sd]
+    python -m conversion.random_model OUT.safetensors --lora-for MODEL_DIR [--rank R] [--seed N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
     LatentConsistencyModelPipeline,
     LCMScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from safetensors.numpy import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from conversion.clip_vocab import write_synthetic_clip_vocab
@@ -147,18 +156,32 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     ``vocab_dir`` holds CLIP's ``vocab.json`` and ``merges.txt``; ``None`` uses a synthetic
     vocabulary. The same arguments give the same weights. Returns ``out_dir``.
     """
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=True)
+
+
+def build_random_sd(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
+    """``build_random_lcm``'s plain Stable Diffusion twin: a StableDiffusionPipeline whose UNet
+    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config."""
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False)
+
+
+def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm: bool) -> Path:
     architecture = ARCHITECTURES[size]
     with tempfile.TemporaryDirectory() as scratch:
         source = vocab_dir or write_synthetic_clip_vocab(Path(scratch))
         tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=77)
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), **architecture.text_encoder})
-    pipeline = LatentConsistencyModelPipeline(
+    unet_config = {**architecture.unet, **({} if lcm else {"time_cond_proj_dim": None})}
+    scheduler_config = {k: v for k, v in SCHEDULER_CONFIG.items() if k in _PNDM_KEYS}
+    pipeline = (LatentConsistencyModelPipeline if lcm else StableDiffusionPipeline)(
         vae=AutoencoderKL(**architecture.vae),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**architecture.unet),
-        scheduler=LCMScheduler(**SCHEDULER_CONFIG),
+        unet=UNet2DConditionModel(**unet_config),
+        scheduler=LCMScheduler(**SCHEDULER_CONFIG)
+        if lcm
+        else PNDMScheduler(**scheduler_config, skip_prk_steps=True),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -167,6 +190,78 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     save_clip_tokenizer(tokenizer, out_dir / "tokenizer")
     return out_dir
+
+
+_PNDM_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset")
+LoraFormat = Literal["kohya", "peft"]
+
+
+def build_random_lora(
+    model_dir: Path,
+    out_file: Path,
+    *,
+    rank: int = 4,
+    alpha: float | None = None,
+    lora_format: LoraFormat = "kohya",
+    text_encoder: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Save a seeded random LoRA for every Linear and Conv2d of the UNet (attention, proj_in/out,
+    feed-forward, conv1/conv2 3x3, conv_shortcut, samplers, time_emb_proj: what LCM-LoRA covers)
+    and, with ``text_encoder``, every Linear of the text encoder's layers.
+
+    "kohya": ``lora_unet_<path_underscored>.lora_down/lora_up.weight`` and ``.alpha`` (when
+    ``alpha`` is given); "peft": ``unet.<path>.lora_A/lora_B.weight``, ``alpha`` in diffusers'
+    ``lora_adapter_metadata`` header. Both factors are random (PEFT starts ``B`` at zero), scaled
+    so that the LoRA moves the output by a fraction of the layer's own. Returns ``out_file``.
+    """
+    generator = np.random.default_rng(seed)
+    modules = _lora_targets(model_dir, text_encoder)
+    tensors: dict[str, np.ndarray] = {}
+    for network, name, weight_shape in modules:
+        out_features, in_features, *kernel = weight_shape
+        fan_in = in_features * int(np.prod(kernel or [1]))
+        down = generator.standard_normal((rank, in_features, *kernel)) / np.sqrt(fan_in)
+        up = generator.standard_normal((out_features, rank, *[1] * len(kernel))) * 0.5 / rank
+        if lora_format == "kohya":
+            prefix = {"unet": "lora_unet_", "text_encoder": "lora_te_"}[network]
+            stem = prefix + name.replace(".", "_")
+            tensors[f"{stem}.lora_down.weight"] = down.astype(np.float32)
+            tensors[f"{stem}.lora_up.weight"] = up.astype(np.float32)
+            if alpha is not None:
+                tensors[f"{stem}.alpha"] = np.asarray(alpha, np.float32)
+        else:
+            tensors[f"{network}.{name}.lora_A.weight"] = down.astype(np.float32)
+            tensors[f"{network}.{name}.lora_B.weight"] = up.astype(np.float32)
+    metadata = None
+    if lora_format == "peft" and alpha is not None:
+        packed = {
+            f"{n}.{k}": v
+            for n in ("unet", "text_encoder")
+            for k, v in (("r", rank), ("lora_alpha", alpha))
+        }
+        metadata = {"lora_adapter_metadata": json.dumps(packed), "format": "pt"}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_file), metadata=metadata)
+    return out_file
+
+
+def _lora_targets(model_dir: Path, text_encoder: bool) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(network, module path, weight shape) of each Linear and Conv2d a LoRA may change."""
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    targets = [
+        ("unet", name, tuple(module.weight.shape))
+        for name, module in unet.named_modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    if text_encoder:
+        encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
+        targets += [
+            ("text_encoder", name, tuple(module.weight.shape))
+            for name, module in encoder.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        ]
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
