@@ -235,11 +235,11 @@ def build_random_lora(
             tensors[f"{network}.{name}.lora_B.weight"] = up.astype(np.float32)
     metadata = None
     if lora_format == "peft" and alpha is not None:
-        packed = {
-            f"{n}.{k}": v
-            for n in ("unet", "text_encoder")
-            for k, v in (("r", rank), ("lora_alpha", alpha))
-        }
+        packed = {}  # the LoraConfig fields diffusers' save_lora_weights stores, per network
+        for network in {n for n, _, _ in modules}:
+            names = [name for n, name, _ in modules if n == network]
+            config = {"r": rank, "lora_alpha": alpha, "target_modules": names}
+            packed.update({f"{network}.{key}": value for key, value in config.items()})
         metadata = {"lora_adapter_metadata": json.dumps(packed), "format": "pt"}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata=metadata)
@@ -265,19 +265,29 @@ def _lora_targets(model_dir: Path, text_encoder: bool) -> list[tuple[str, str, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m conversion.random_model OUT_DIR --size tiny|full``."""
+    """Command line: ``python -m conversion.random_model OUT --size tiny|full`` (a model) or
+    ``OUT.safetensors --lora-for MODEL_DIR`` (a random LoRA for that model)."""
     parser = argparse.ArgumentParser(
         prog="python -m conversion.random_model", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("out_dir", type=Path, help="folder to write the diffusers pipeline to")
-    parser.add_argument("--size", choices=list(ARCHITECTURES), required=True)
+    parser.add_argument("out", type=Path, help="folder (a model) or .safetensors file (a LoRA)")
+    parser.add_argument("--size", choices=list(ARCHITECTURES), help="model size")
     parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain-sd", action="store_true", help="a plain Stable Diffusion model")
+    parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
+    parser.add_argument("--rank", type=int, default=64, help="LoRA rank (default 64)")
     args = parser.parse_args(argv)
     if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
         parser.error(f"--vocab {args.vocab} has no vocab.json")
+    if (args.size is None) == (args.lora_for is None):
+        parser.error("give --size (a model) or --lora-for MODEL_DIR (a LoRA)")
     silence_libraries()
-    build_random_lcm(args.out_dir, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    if args.lora_for is not None:
+        build_random_lora(args.lora_for, args.out, rank=args.rank, alpha=args.rank, seed=args.seed)
+        return 0
+    build = build_random_sd if args.plain_sd else build_random_lcm
+    build(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     return 0
 
 

@@ -103,17 +103,6 @@ class Adapter:
         return self.weight * pair.alpha / pair.rank
 
 
-def parse_lora(text: str) -> tuple[str, float]:
-    """``FILE|HUB_ID[:WEIGHT]`` -> (source, weight); the weight defaults to 1.0."""
-    source, separator, weight = text.rpartition(":")
-    if separator and source:
-        try:
-            return source, float(weight)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
 def open_adapters(
     loras: Sequence[tuple[str | Path, float]] | None, unet_config: dict[str, Any]
 ) -> list[Adapter]:
@@ -178,7 +167,7 @@ def apply_adapters(model: ov.Model, adapters: Sequence[Adapter], network: str) -
 
 
 def _open_adapter(source: str, weight: float, unet_config: dict[str, Any]) -> Adapter:
-    path = _resolve(source)
+    path = resolve_lora_file(source)
     safetensors = _safetensors()
     try:
         with safetensors.safe_open(path, framework="numpy") as file:
@@ -188,14 +177,14 @@ def _open_adapter(source: str, weight: float, unet_config: dict[str, Any]) -> Ad
                 k: float(file.get_tensor(k).reshape(-1)[0]) for k in keys if k.endswith(".alpha")
             }
             shapes = {k: tuple(file.get_slice(k).get_shape()) for k in keys}
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, safetensors.SafetensorError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"LoRA {source} is not a safetensors file: {message}") from None
     layers = _index_layers(source, keys, shapes, alphas, metadata, unet_config)
     return Adapter(source, path, weight, _digest(path), layers)
 
 
-def _resolve(source: str) -> Path:
+def resolve_lora_file(source: str) -> Path:
     """A local ``.safetensors`` file; a folder holding one; or a hub id ``owner/name`` (its
     ``pytorch_lora_weights.safetensors``) or ``owner/name/file.safetensors``, downloaded once."""
     path = Path(source).expanduser()
@@ -336,10 +325,10 @@ def _ldm_to_diffusers(name: str, layers_per_block: int) -> str:
     for ldm, diffusers in _LDM_TOP.items():
         if name == ldm or name.startswith(ldm + "_"):
             return diffusers + name[len(ldm) :]
-    match = re.fullmatch(r"(input_blocks|middle_block|output_blocks)_(\d+)_(\d+)_(.+)", name)
+    match = re.fullmatch(r"(input_blocks|middle_block|output_blocks)_(\d+)_(?:(\d+)_)?(.+)", name)
     if match is None:
         return name
-    kind, block, inner, rest = match.group(1), int(match.group(2)), int(match.group(3)), match[4]
+    kind, block, inner, rest = match[1], int(match[2]), int(match[3] or 0), match[4]
     for ldm, diffusers in _LDM_INNER.items():
         rest = re.sub(rf"(^|_){ldm}$", rf"\g<1>{diffusers}", rest)
     per_block = layers_per_block + 1
