@@ -13,7 +13,7 @@ from pathlib import Path
 from conversion.export import WEIGHT_FORMATS, convert
 from conversion.messages import silence_libraries
 from lcm_lite.errors import Cancelled, LcmLiteError
-from lcm_lite.options import Parser, lora_option
+from lcm_lite.options import Parser, lora_argument
 
 PROG = "lcm-lite-convert"
 
@@ -40,13 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts",
     )
-    parser.add_argument(
-        "--lora",
-        action="append",
-        type=lora_option,
-        default=[],
-        metavar="FILE|HUB_ID[:WEIGHT]",
-        help="fuse a LoRA into the exported weights (repeatable; an LCM-LoRA makes a plain Stable"
+    lora_argument(
+        parser,
+        "fuse a LoRA into the exported weights (repeatable; an LCM-LoRA makes a plain Stable"
         " Diffusion 1.5 model a 4-step one)",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")

@@ -52,8 +52,9 @@ def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
         if role is None or role in by_role:
             raise ModelError(f"cannot tell the role of UNet input {model.inputs[index].any_name!r}")
         by_role[role] = index
-    missing = [role for role in UNetPorts.__dataclass_fields__ if role not in by_role]
-    if [role for role in missing if role != "timestep_cond"]:
+    required = [role for role in UNetPorts.__dataclass_fields__ if role != "timestep_cond"]
+    missing = [role for role in required if role not in by_role]
+    if missing:
         raise ModelError(f"the UNet has no {', '.join(missing)} input: not a UNet export")
     return UNetPorts(**by_role)
 

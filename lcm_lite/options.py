@@ -34,13 +34,9 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         choices=["f32", "bf16", "f16"],
         help="inference precision hint (default: the device's; f32 for exact parity)",
     )
-    parser.add_argument(
-        "--lora",
-        action="append",
-        type=lora_option,
-        default=[],
-        metavar="FILE|HUB_ID[:WEIGHT]",
-        help="a LoRA adapter (.safetensors, kohya or diffusers/PEFT) and its weight (default 1.0);"
+    lora_argument(
+        parser,
+        "a LoRA adapter (.safetensors, kohya or diffusers/PEFT) and its weight (default 1.0);"
         " repeat to blend several. An LCM-LoRA (latent-consistency/lcm-lora-sdv1-5) runs any"
         " Stable Diffusion 1.5 model in 4 steps",
     )
@@ -48,6 +44,18 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         "--no-cache", action="store_true", help="do not keep compiled models in the per-user cache"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
+
+
+def lora_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--lora FILE|HUB_ID[:WEIGHT]``, repeatable: a list of (file or hub id, weight)."""
+    parser.add_argument(
+        "--lora",
+        action="append",
+        type=lora_option,
+        default=[],
+        metavar="FILE|HUB_ID[:WEIGHT]",
+        help=help,
+    )
 
 
 def lora_option(text: str) -> tuple[str, float]:
