@@ -205,6 +205,7 @@ def build_random_lora(
     lora_format: LoraFormat = "kohya",
     text_encoder: bool = True,
     seed: int = 0,
+    dtype: type = np.float32,
 ) -> Path:
     """Save a seeded random LoRA for every Linear and Conv2d of the UNet (attention, proj_in/out,
     feed-forward, conv1/conv2 3x3, conv_shortcut, samplers, time_emb_proj: what LCM-LoRA covers)
@@ -213,7 +214,8 @@ def build_random_lora(
     "kohya": ``lora_unet_<path_underscored>.lora_down/lora_up.weight`` and ``.alpha`` (when
     ``alpha`` is given); "peft": ``unet.<path>.lora_A/lora_B.weight``, ``alpha`` in diffusers'
     ``lora_adapter_metadata`` header. Both factors are random (PEFT starts ``B`` at zero), scaled
-    so that the LoRA moves the output by a fraction of the layer's own. Returns ``out_file``.
+    so that the LoRA moves the output by a fraction of the layer's own; saved as ``dtype``
+    (float16, as published LoRAs, for benchmarks). Returns ``out_file``.
     """
     generator = np.random.default_rng(seed)
     modules = _lora_targets(model_dir, text_encoder)
@@ -226,13 +228,13 @@ def build_random_lora(
         if lora_format == "kohya":
             prefix = {"unet": "lora_unet_", "text_encoder": "lora_te_"}[network]
             stem = prefix + name.replace(".", "_")
-            tensors[f"{stem}.lora_down.weight"] = down.astype(np.float32)
-            tensors[f"{stem}.lora_up.weight"] = up.astype(np.float32)
+            tensors[f"{stem}.lora_down.weight"] = down.astype(dtype)
+            tensors[f"{stem}.lora_up.weight"] = up.astype(dtype)
             if alpha is not None:
                 tensors[f"{stem}.alpha"] = np.asarray(alpha, np.float32)
         else:
-            tensors[f"{network}.{name}.lora_A.weight"] = down.astype(np.float32)
-            tensors[f"{network}.{name}.lora_B.weight"] = up.astype(np.float32)
+            tensors[f"{network}.{name}.lora_A.weight"] = down.astype(dtype)
+            tensors[f"{network}.{name}.lora_B.weight"] = up.astype(dtype)
     metadata = None
     if lora_format == "peft" and alpha is not None:
         packed = {}  # the LoraConfig fields diffusers' save_lora_weights stores, per network
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plain-sd", action="store_true", help="a plain Stable Diffusion model")
     parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
-    parser.add_argument("--rank", type=int, default=64, help="LoRA rank (default 64)")
+    parser.add_argument("--rank", type=int, default=64, help="float16 LoRA's rank (default 64)")
     args = parser.parse_args(argv)
     if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
         parser.error(f"--vocab {args.vocab} has no vocab.json")
@@ -284,7 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --size (a model) or --lora-for MODEL_DIR (a LoRA)")
     silence_libraries()
     if args.lora_for is not None:
-        build_random_lora(args.lora_for, args.out, rank=args.rank, alpha=args.rank, seed=args.seed)
+        build_random_lora(
+            args.lora_for,
+            args.out,
+            rank=args.rank,
+            alpha=args.rank,
+            seed=args.seed,
+            dtype=np.float16,
+        )
         return 0
     build = build_random_sd if args.plain_sd else build_random_lcm
     build(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
