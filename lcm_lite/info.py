@@ -12,10 +12,11 @@ def describe(root: Path, cache_dir: Path | None) -> str:
     """What ``lcm-lite info`` prints: the folder, each network's inputs, the devices, the cache."""
     folder = ModelFolder.open(root)
     compiler = Compiler()
+    guidance = folder.time_cond_proj_dim or "none (Stable Diffusion: runs with an LCM-LoRA)"
     lines = [
         f"model: {folder.root}",
         f"native size: {folder.default_size}x{folder.default_size}, "
-        f"guidance embedding dim: {folder.time_cond_proj_dim}",
+        f"guidance embedding dim: {guidance}",
     ]
     for component in COMPONENTS:
         model = compiler.read(folder.xml(component))

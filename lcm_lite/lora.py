@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,8 +114,12 @@ def open_adapters(
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise UsageError(f"loras must be (file or hub id, weight) pairs, got {item!r:.60}")
         source, weight = item
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise UsageError(f"the weight of LoRA {source} must be a number, got {weight!r}")
+        if (
+            not isinstance(weight, (int, float))
+            or isinstance(weight, bool)
+            or not math.isfinite(weight)
+        ):
+            raise UsageError(f"the weight of LoRA {source} must be a finite number, got {weight!r}")
         adapters.append(_open_adapter(str(source), float(weight), unet_config))
     return adapters
 

@@ -273,6 +273,14 @@ def test_a_file_that_is_not_a_usable_lora_is_one_line_error_at_load(
 
 
 @pytest.mark.parametrize(
+    "loras", [[("x.safetensors",)], [("x.safetensors", "strong")], [("x", np.nan)]]
+)
+def test_loras_that_are_not_file_weight_pairs_are_a_usage_error(tiny_ov_dir, loras):
+    with pytest.raises(UsageError, match="pairs|finite number"):
+        LCMPipeline.from_pretrained(tiny_ov_dir, loras=loras)
+
+
+@pytest.mark.parametrize(
     ("tensors", "message"),
     [
         (
