@@ -71,16 +71,20 @@ class Compiler:
         shapes: Callable[[ov.Model], dict[int, tuple[object, ...]]],
         request: tuple[object, ...],
         name: str,
+        transform: Callable[[ov.Model], None] | None = None,
     ) -> ov.CompiledModel:
         """Compile ``xml`` with each input ``shapes(model)`` lists fixed to that shape (static
-        shapes run faster). ``request`` is what ``shapes`` depends on besides the IR: with the
-        IR's identity, the device and the config it names the blob in the cache."""
+        shapes run faster), after ``transform(model)`` edited the graph (LoRA adapters).
+        ``request`` is what ``shapes`` and ``transform`` depend on besides the IR: with the IR's
+        identity, the device and the config it names the blob in the cache."""
         blob = self._blob_path(xml, request)
         if blob is not None and blob.is_file():
             compiled = self._import(blob)
             if compiled is not None:
                 return compiled
         model = self.read(xml)
+        if transform is not None:
+            transform(model)
         try:
             model.reshape(
                 {model.inputs[i]: ov.PartialShape(list(s)) for i, s in shapes(model).items()}

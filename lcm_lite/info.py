@@ -15,10 +15,11 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
     or the model's own TAESD decoder), the devices, the cache."""
     folder = ModelFolder.open(root)
     compiler = Compiler()
+    guidance = folder.time_cond_proj_dim or "none (Stable Diffusion: runs with an LCM-LoRA)"
     lines = [
         f"model: {folder.root}",
         f"native size: {folder.default_size}x{folder.default_size}, "
-        f"guidance embedding dim: {folder.time_cond_proj_dim}",
+        f"guidance embedding dim: {guidance}",
     ]
     for component in (*COMPONENTS, "vae_encoder"):
         if not folder.xml(component).is_file():  # only the VAE encoder is optional
