@@ -127,6 +127,21 @@ def test_converting_a_folder_that_is_neither_an_lcm_nor_a_tiny_vae_is_one_line(t
     assert not (tmp_path / "out").exists()
 
 
+def test_converting_taesd_offline_without_it_in_the_cache_is_one_line(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_CACHE"}
+    run = subprocess.run(
+        [sys.executable, "-m", "conversion", "madebyollin/taesd", str(tmp_path / "taesd-ov")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**environment, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 3
+    assert run.stderr.count("\n") == 1
+    assert "madebyollin/taesd" in run.stderr and "not in the cache" in run.stderr
+    assert not (tmp_path / "taesd-ov").exists()
+
+
 def test_a_failed_export_names_the_installed_versions(tmp_path):
     from conversion.export import _to_openvino
     from conversion.networks import Network
