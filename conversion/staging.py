@@ -36,6 +36,7 @@ def staged_directory(out_dir: Path, *, force: bool) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = _hidden_sibling(out_dir, ".partial")
     try:
+        staging.mkdir()  # inside the try: a signal right after it still removes it
         yield staging
         _replace(staging, out_dir)
     except BaseException:
@@ -59,10 +60,7 @@ def _replace(staging: Path, out_dir: Path) -> None:
 
 
 def _hidden_sibling(out_dir: Path, suffix: str) -> Path:
-    """A new empty folder ``.NAME.<random><suffix>`` beside ``out_dir``, on the same filesystem.
-
-    Made with the process umask (unlike ``tempfile.mkdtemp``'s 0700), as ``out_dir`` would be.
-    """
-    sibling = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}{suffix}"
-    sibling.mkdir()
-    return sibling
+    """A fresh name ``.NAME.<random><suffix>`` beside ``out_dir``, on the same filesystem; the
+    caller makes the folder (with the process umask, unlike ``tempfile.mkdtemp``'s 0700, as
+    ``out_dir`` would be) or renames into it."""
+    return out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}{suffix}"
