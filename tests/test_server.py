@@ -279,7 +279,7 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
         ({"prompt": "x", "guidance": 20.5}, "guidance: Input should be less than or equal to 20"),
         ({"prompt": "x", "guidance": "8"}, "guidance: Input should be a valid number, got '8'"),
         ({"prompt": "x", "seed": -1}, "seed: Input should be greater than or equal to 0"),
-        ({"prompt": "x", "seed": 2**64}, "less than or equal to 18446744073709551615"),
+        ({"prompt": "x", "seed": 2**64}, "seed: Input should be less than 18446744073709551616"),
         ({"prompt": "x", "seed": 1.5}, "seed: Input should be a valid integer, got 1.5"),
         (
             {"prompt": "x", "width": 100, "steps": 0},

@@ -10,7 +10,6 @@ OVMS does).
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import re
 import secrets
@@ -24,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -71,9 +71,22 @@ Prompt = Annotated[  # empty or blank allowed, as in diffusers; NUL is not (the 
 Size = _integer(*INTEGER_LIMITS["width"])
 Steps = _integer(*INTEGER_LIMITS["steps"])
 NumImages = _integer(*INTEGER_LIMITS["num_images"])
-Seed = _integer(0, SEED_LIMIT - 1)
+Seed = Annotated[
+    int,
+    Interval(ge=0, lt=SEED_LIMIT),
+    BeforeValidator(_whole_number),
+    # The document says up to 2**64 - 2048, the largest double below 2**64: JSON Schema tools
+    # compare in floating point, and 2**64 - 1 rounds up to 2**64.
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 2048}),
+]
 Strength = Annotated[
-    float, Interval(gt=0, le=1), AllowInfNan(False), Field(description="image to image")
+    float,
+    Interval(gt=0, le=1),
+    AllowInfNan(False),
+    Field(
+        description="image to image; at least steps / 50 (the steps come from the last "
+        "int(50 * strength) of the 50 distillation timesteps)"
+    ),
 ]
 Vae = Literal["full", "tiny"]
 Guidance = Annotated[
@@ -116,6 +129,10 @@ class GenerateRequest(BaseModel):
     image: str | None = Field(
         None,
         max_length=MAX_PICTURE_BASE64_CHARS,
+        json_schema_extra={  # checked when decoded, with a clearer message than a pattern's
+            "pattern": "^(data:image/[a-z]+;base64,)?[A-Za-z0-9+/]*={0,2}$",
+            "contentEncoding": "base64",
+        },
         description=f"image to image: the starting picture (PNG, JPEG or WebP, at most "
         f"{MAX_PICTURE_BYTES} bytes), base64, optionally as a data: URL",
     )
@@ -154,7 +171,7 @@ def decode_picture(text: str) -> bytes:
         text = text.partition(",")[2]
     try:
         picture = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters that are not ASCII
         raise ValueError("image must be a picture in base64 (or a data: URL)") from None
     return check_picture_size(picture)
 
