@@ -14,7 +14,7 @@ from pathlib import Path
 from conversion.export import WEIGHT_FORMATS, convert
 from conversion.messages import silence_libraries
 from lcm_lite.errors import Cancelled, LcmLiteError
-from lcm_lite.options import EXIT_TERMINATED, Parser, Terminated, raise_on_sigterm
+from lcm_lite.options import EXIT_TERMINATED, Parser, Terminated, lora_argument, raise_on_sigterm
 
 PROG = "lcm-lite-convert"
 
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts",
     )
+    lora_argument(
+        parser,
+        "fuse a LoRA into the exported weights (repeatable; an LCM-LoRA makes a plain Stable"
+        " Diffusion 1.5 model a 4-step one)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             with_vae_encoder=args.with_vae_encoder,
             force=args.force,
             quantize_unet=args.quantize_unet,
+            loras=args.lora,
             progress=None if args.quiet else _say,
         )
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,14 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
 from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
 from conversion.quantize import collect_unet_inputs, quantize_unet
 from conversion.source import is_tiny_vae, open_source
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
+from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, OutputError, UsageError
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8")
@@ -74,6 +76,7 @@ def convert(
     force: bool = False,
     quantize_unet: bool = False,
     calibration_size: int = 512,
+    loras: Sequence[tuple[str | Path, float]] = (),
     progress: Progress | None = None,
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
@@ -83,6 +86,8 @@ def convert(
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
     non-empty one is replaced only with ``force``. ``quantize_unet`` quantizes the UNet to int8
     weights and activations (``conversion.quantize``), calibrated at ``calibration_size`` pixels.
+    ``loras`` ([(file or hub id, weight)]) are fused into the text encoder and UNet
+    (``fuse_lora``); a plain Stable Diffusion source with an LCM-LoRA fused gets an LCMScheduler.
     ``progress`` receives one line per step.
     Raises UsageError, ModelError or OutputError. Returns ``out_dir``.
     """
@@ -102,14 +107,20 @@ def convert(
             if tiny:
                 _export_tiny_vae(folder, staging, weights, report)
             else:
-                _write_pipeline_files(folder, staging, report)
-                text_length = _export_text_encoder(folder, staging, weights, report)
+                _write_pipeline_files(folder, staging, report, loras)
+                text_length = _export_text_encoder(folder, staging, weights, report, loras)
                 samples = None
                 if quantize_unet:
                     report(f"unet: recording calibration inputs at {calibration_size} px")
                     samples = collect_unet_inputs(folder, size=calibration_size)
                 _export_unet(
-                    folder, staging, weights, report, text_length=text_length, calibration=samples
+                    folder,
+                    staging,
+                    weights,
+                    report,
+                    text_length=text_length,
+                    calibration=samples,
+                    loras=loras,
                 )
                 _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
     except OSError as error:
@@ -118,10 +129,35 @@ def convert(
     return out_dir
 
 
-def _write_pipeline_files(folder: Path, staging: Path, report: Progress) -> None:
-    """``model_index.json``, ``scheduler/`` and ``tokenizer/``: everything but the networks."""
-    (staging / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
-    _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
+def _write_pipeline_files(
+    folder: Path, staging: Path, report: Progress, loras: Sequence[tuple[str | Path, float]]
+) -> None:
+    """``model_index.json``, ``scheduler/`` and ``tokenizer/``: everything but the networks.
+
+    A plain Stable Diffusion source (no ``time_cond_proj_dim``) keeps its pipeline class and
+    scheduler, as optimum-intel exports it: the runtime runs it with an LCM-LoRA. With LoRAs
+    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler.
+    """
+    is_lcm = read_json_object(folder / "unet" / "config.json").get("time_cond_proj_dim")
+    if not is_lcm and not loras:
+        source_index = read_json_object(folder / "model_index.json")
+        model_index = {
+            **MODEL_INDEX,
+            "_class_name": "StableDiffusionPipeline",
+            "scheduler": source_index["scheduler"],
+        }
+        (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        (staging / "scheduler").mkdir()
+        config = read_json_object(folder / "scheduler" / "scheduler_config.json")
+        (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(config, indent=2))
+    else:
+        model_index = dict(MODEL_INDEX)
+        if loras:
+            model_index["_lcm_lite_fused_loras"] = [f"{s}:{w:g}" for s, w in loras]
+        if not is_lcm:
+            model_index["_class_name"] = "StableDiffusionPipeline"
+        (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
     tokenizer = _load(CLIPTokenizer, folder, "tokenizer")
     save_clip_tokenizer(tokenizer, staging / "tokenizer")
     for name, model in openvino_tokenizer_models(tokenizer).items():
@@ -129,9 +165,19 @@ def _write_pipeline_files(folder: Path, staging: Path, report: Progress) -> None
     report("tokenizer, scheduler: written")
 
 
-def _export_text_encoder(folder: Path, staging: Path, weights: str, report: Progress) -> int:
+def _export_text_encoder(
+    folder: Path,
+    staging: Path,
+    weights: str,
+    report: Progress,
+    loras: Sequence[tuple[str | Path, float]],
+) -> int:
     """Export the text encoder; return its number of positions (the prompt length, 77)."""
     text_encoder = _load(CLIPTextModel, folder, "text_encoder", dtype=torch.float32)
+    if loras:
+        unet = _load(UNet2DConditionModel, folder, "unet", dtype=torch.float32)
+        fuse_loras(loras, text_encoder, unet)
+        del unet
     _export_networks(text_encoder_networks(text_encoder), staging, weights, report)
     return text_encoder.config.max_position_embeddings
 
@@ -144,9 +190,13 @@ def _export_unet(
     *,
     text_length: int,
     calibration: list[dict[str, np.ndarray]] | None,
+    loras: Sequence[tuple[str | Path, float]],
 ) -> None:
-    """Export the UNet; with ``calibration`` samples, quantized to int8 (see ``quantize``)."""
+    """Export the UNet, with ``loras`` fused; with ``calibration`` samples, quantized to int8
+    (see ``quantize``)."""
     unet = _load(UNet2DConditionModel, folder, "unet", dtype=torch.float32)
+    if loras:
+        fuse_loras(loras, _load(CLIPTextModel, folder, "text_encoder", dtype=torch.float32), unet)
     networks = unet_networks(unet, text_length=text_length)
     _export_networks(networks, staging, weights, report, calibration=calibration)
 

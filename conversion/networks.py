@@ -65,6 +65,15 @@ class _UNetNoise(torch.nn.Module):
         ).sample
 
 
+class _PlainUNetNoise(_UNetNoise):
+    """A Stable Diffusion UNet2DConditionModel (no guidance embedding) returning its noise."""
+
+    def forward(  # type: ignore[override]
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states).sample
+
+
 class _VaeDecoder(torch.nn.Module):
     """AutoencoderKL's or AutoencoderTiny's ``decode``: image in [-1, 1] from latents ``z`` (not
     yet unscaled)."""
@@ -123,25 +132,25 @@ def unet_networks(unet: UNet2DConditionModel, *, text_length: int) -> list[Netwo
     """
     config = unet.config
     side = 4 * 2 ** (len(config.block_out_channels) - 1) - 1
+    inputs = {
+        "sample": ([DYNAMIC, config.in_channels, DYNAMIC, DYNAMIC], ov.Type.f32),
+        "timestep": ([DYNAMIC], ov.Type.i64),
+        "encoder_hidden_states": ([DYNAMIC, text_length, config.cross_attention_dim], ov.Type.f32),
+    }
+    example = {
+        "sample": torch.zeros((1, config.in_channels, side, side)),
+        "timestep": torch.tensor([999], dtype=torch.int64),
+        "encoder_hidden_states": torch.zeros((1, text_length, config.cross_attention_dim)),
+    }
+    if config.time_cond_proj_dim is not None:  # an LCM; a plain SD UNet has no timestep_cond
+        inputs["timestep_cond"] = ([DYNAMIC, config.time_cond_proj_dim], ov.Type.f32)
+        example["timestep_cond"] = torch.zeros((1, config.time_cond_proj_dim))
     return [
         Network(
             folder="unet",
-            module=_UNetNoise(unet),
-            inputs={
-                "sample": ([DYNAMIC, config.in_channels, DYNAMIC, DYNAMIC], ov.Type.f32),
-                "timestep": ([DYNAMIC], ov.Type.i64),
-                "encoder_hidden_states": (
-                    [DYNAMIC, text_length, config.cross_attention_dim],
-                    ov.Type.f32,
-                ),
-                "timestep_cond": ([DYNAMIC, config.time_cond_proj_dim], ov.Type.f32),
-            },
-            example={
-                "sample": torch.zeros((1, config.in_channels, side, side)),
-                "timestep": torch.tensor([999], dtype=torch.int64),
-                "encoder_hidden_states": torch.zeros((1, text_length, config.cross_attention_dim)),
-                "timestep_cond": torch.zeros((1, config.time_cond_proj_dim)),
-            },
+            module=(_UNetNoise if "timestep_cond" in inputs else _PlainUNetNoise)(unet),
+            inputs=inputs,
+            example=example,
             outputs=("out_sample",),
             write_config=unet.save_config,
         )

@@ -7,26 +7,37 @@ checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a fe
 ``build_random_tiny_vae`` saves a diffusers ``AutoencoderTiny``: "full" is TAESD's architecture
 (madebyollin/taesd), "tiny" a few thousand parameters.
 
-    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N] [--taesd]
+``build_random_sd`` saves the plain Stable Diffusion twin (no ``time_cond_proj_dim``, PNDM
+scheduler), the model an LCM-LoRA turns into a few-step one; ``build_random_lora`` a random LoRA
+for a saved model, in kohya or PEFT format.
+
+    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
+        [--plain-sd | --taesd]
+    python -m conversion.random_model OUT.safetensors --lora-for MODEL_DIR [--rank R] [--seed N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
     LatentConsistencyModelPipeline,
     LCMScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from safetensors.numpy import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from conversion.clip_vocab import write_synthetic_clip_vocab
@@ -150,18 +161,32 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     ``vocab_dir`` holds CLIP's ``vocab.json`` and ``merges.txt``; ``None`` uses a synthetic
     vocabulary. The same arguments give the same weights. Returns ``out_dir``.
     """
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=True)
+
+
+def build_random_sd(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
+    """``build_random_lcm``'s plain Stable Diffusion twin: a StableDiffusionPipeline whose UNet
+    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config."""
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False)
+
+
+def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm: bool) -> Path:
     architecture = ARCHITECTURES[size]
     with tempfile.TemporaryDirectory() as scratch:
         source = vocab_dir or write_synthetic_clip_vocab(Path(scratch))
         tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=77)
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), **architecture.text_encoder})
-    pipeline = LatentConsistencyModelPipeline(
+    unet_config = {**architecture.unet, **({} if lcm else {"time_cond_proj_dim": None})}
+    scheduler_config = {k: v for k, v in SCHEDULER_CONFIG.items() if k in _PNDM_KEYS}
+    pipeline = (LatentConsistencyModelPipeline if lcm else StableDiffusionPipeline)(
         vae=AutoencoderKL(**architecture.vae),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**architecture.unet),
-        scheduler=LCMScheduler(**SCHEDULER_CONFIG),
+        unet=UNet2DConditionModel(**unet_config),
+        scheduler=LCMScheduler(**SCHEDULER_CONFIG)
+        if lcm
+        else PNDMScheduler(**scheduler_config, skip_prk_steps=True),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -218,26 +243,117 @@ def _spread_last_conv(
     conv.bias.copy_((conv.bias - outputs[0].mean(dim=dims)) * gain + mean)
 
 
+_PNDM_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset")
+LoraFormat = Literal["kohya", "peft"]
+
+
+def build_random_lora(
+    model_dir: Path,
+    out_file: Path,
+    *,
+    rank: int = 4,
+    alpha: float | None = None,
+    lora_format: LoraFormat = "kohya",
+    text_encoder: bool = True,
+    seed: int = 0,
+    dtype: type = np.float32,
+) -> Path:
+    """Save a seeded random LoRA for every Linear and Conv2d of the UNet (attention, proj_in/out,
+    feed-forward, conv1/conv2 3x3, conv_shortcut, samplers, time_emb_proj: what LCM-LoRA covers)
+    and, with ``text_encoder``, every Linear of the text encoder's layers.
+
+    "kohya": ``lora_unet_<path_underscored>.lora_down/lora_up.weight`` and ``.alpha`` (when
+    ``alpha`` is given); "peft": ``unet.<path>.lora_A/lora_B.weight``, ``alpha`` in diffusers'
+    ``lora_adapter_metadata`` header. Both factors are random (PEFT starts ``B`` at zero), scaled
+    so that the LoRA moves the output by a fraction of the layer's own; saved as ``dtype``
+    (float16, as published LoRAs, for benchmarks). Returns ``out_file``.
+    """
+    generator = np.random.default_rng(seed)
+    modules = _lora_targets(model_dir, text_encoder)
+    tensors: dict[str, np.ndarray] = {}
+    for network, name, weight_shape in modules:
+        out_features, in_features, *kernel = weight_shape
+        fan_in = in_features * int(np.prod(kernel or [1]))
+        down = generator.standard_normal((rank, in_features, *kernel)) / np.sqrt(fan_in)
+        up = generator.standard_normal((out_features, rank, *[1] * len(kernel))) * 0.5 / rank
+        if lora_format == "kohya":
+            prefix = {"unet": "lora_unet_", "text_encoder": "lora_te_"}[network]
+            stem = prefix + name.replace(".", "_")
+            tensors[f"{stem}.lora_down.weight"] = down.astype(dtype)
+            tensors[f"{stem}.lora_up.weight"] = up.astype(dtype)
+            if alpha is not None:
+                tensors[f"{stem}.alpha"] = np.asarray(alpha, np.float32)
+        else:
+            tensors[f"{network}.{name}.lora_A.weight"] = down.astype(dtype)
+            tensors[f"{network}.{name}.lora_B.weight"] = up.astype(dtype)
+    metadata = None
+    if lora_format == "peft" and alpha is not None:
+        packed = {}  # the LoraConfig fields diffusers' save_lora_weights stores, per network
+        for network in {n for n, _, _ in modules}:
+            names = [name for n, name, _ in modules if n == network]
+            config = {"r": rank, "lora_alpha": alpha, "target_modules": names}
+            packed.update({f"{network}.{key}": value for key, value in config.items()})
+        metadata = {"lora_adapter_metadata": json.dumps(packed), "format": "pt"}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_file), metadata=metadata)
+    return out_file
+
+
+def _lora_targets(model_dir: Path, text_encoder: bool) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(network, module path, weight shape) of each Linear and Conv2d a LoRA may change."""
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    targets = [
+        ("unet", name, tuple(module.weight.shape))
+        for name, module in unet.named_modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    if text_encoder:
+        encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder")
+        targets += [
+            ("text_encoder", name, tuple(module.weight.shape))
+            for name, module in encoder.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        ]
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m conversion.random_model OUT_DIR --size tiny|full``."""
+    """Command line: ``python -m conversion.random_model OUT --size tiny|full`` (a model) or
+    ``OUT.safetensors --lora-for MODEL_DIR`` (a random LoRA for that model)."""
     parser = argparse.ArgumentParser(
         prog="python -m conversion.random_model", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("out_dir", type=Path, help="folder to write the diffusers pipeline to")
-    parser.add_argument("--size", choices=list(ARCHITECTURES), required=True)
+    parser.add_argument("out", type=Path, help="folder (a model) or .safetensors file (a LoRA)")
+    parser.add_argument("--size", choices=list(ARCHITECTURES), help="model size")
     parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--taesd", action="store_true", help="build a tiny VAE (AutoencoderTiny) instead of an LCM"
     )
+    parser.add_argument("--plain-sd", action="store_true", help="a plain Stable Diffusion model")
+    parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
+    parser.add_argument("--rank", type=int, default=64, help="float16 LoRA's rank (default 64)")
     args = parser.parse_args(argv)
     if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
         parser.error(f"--vocab {args.vocab} has no vocab.json")
+    if (args.size is None) == (args.lora_for is None):
+        parser.error("give --size (a model) or --lora-for MODEL_DIR (a LoRA)")
     silence_libraries()
     if args.taesd:
-        build_random_tiny_vae(args.out_dir, size=args.size, seed=args.seed)
+        build_random_tiny_vae(args.out, size=args.size, seed=args.seed)
         return 0
-    build_random_lcm(args.out_dir, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    if args.lora_for is not None:
+        build_random_lora(
+            args.lora_for,
+            args.out,
+            rank=args.rank,
+            alpha=args.rank,
+            seed=args.seed,
+            dtype=np.float16,
+        )
+        return 0
+    build = build_random_sd if args.plain_sd else build_random_lcm
+    build(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     return 0
 
 

@@ -67,21 +67,18 @@ def check_source_folder(folder: Path, name: str) -> None:
 
 
 def check_lcm_folder(folder: Path, name: str) -> None:
-    """Refuse a folder that is not a diffusers pipeline whose UNet takes LCM's guidance embedding.
+    """Refuse a folder that is not a diffusers Stable Diffusion pipeline with all components.
 
-    A latent consistency model's UNet is conditioned on ``w`` through ``timestep_cond``, which
-    diffusers' UNet2DConditionModel only accepts when its config sets ``time_cond_proj_dim``.
+    A latent consistency model's UNet is conditioned on ``w`` through ``timestep_cond`` (its
+    config sets ``time_cond_proj_dim``); a plain Stable Diffusion 1.5 UNet is exported too, for
+    LCM-LoRA (fused with ``--lora``, or applied by the runtime).
     """
     model_index = _read_json(folder / "model_index.json", name, "it is not a diffusers pipeline")
     # diffusers writes each component as [library, class], and [null, null] when it is absent.
     missing = [part for part in _COMPONENTS if model_index.get(part, [None])[0] is None]
     if missing:
         raise ModelError(f"{name} has no {', '.join(missing)} component(s) in model_index.json")
-    unet_config = _read_json(folder / "unet" / "config.json", name, "its UNet has no config")
-    if unet_config.get("time_cond_proj_dim") is None:
-        raise ModelError(
-            f"{name} is not a latent consistency model: its UNet has no time_cond_proj_dim"
-        )
+    _read_json(folder / "unet" / "config.json", name, "its UNet has no config")
 
 
 def _read_json(path: Path, name: str, meaning: str) -> dict[str, Any]:

@@ -51,6 +51,11 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file with one prompt a line (models are compiled once)",
     )
+    parser.add_argument(
+        "--negative-prompt",
+        metavar="TEXT",
+        help="what to steer away from: Stable Diffusion models with LCM-LoRA, at --guidance > 1",
+    )
     parser.add_argument("--steps", type=integer, default=4, help="LCM steps (default 4)")
     parser.add_argument(
         "--guidance",
@@ -191,6 +196,7 @@ def _generate(argv: list[str]) -> int:
         result = pipe(
             prompt,
             **picture,
+            negative_prompt=args.negative_prompt,
             steps=args.steps,
             guidance_scale=args.guidance,
             width=args.width,

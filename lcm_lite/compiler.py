@@ -7,7 +7,8 @@ import hashlib
 import json
 import mmap
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +71,20 @@ class Compiler:
         shapes: Callable[[ov.Model], dict[int, tuple[object, ...]]],
         request: tuple[object, ...],
         name: str,
+        transform: Callable[[ov.Model], None] | None = None,
     ) -> ov.CompiledModel:
         """Compile ``xml`` with each input ``shapes(model)`` lists fixed to that shape (static
-        shapes run faster). ``request`` is what ``shapes`` depends on besides the IR: with the
-        IR's identity, the device and the config it names the blob in the cache."""
+        shapes run faster), after ``transform(model)`` edited the graph (LoRA adapters).
+        ``request`` is what ``shapes`` and ``transform`` depend on besides the IR: with the IR's
+        identity, the device and the config it names the blob in the cache."""
         blob = self._blob_path(xml, request)
         if blob is not None and blob.is_file():
             compiled = self._import(blob)
             if compiled is not None:
                 return compiled
         model = self.read(xml)
+        if transform is not None:
+            transform(model)
         try:
             model.reshape(
                 {model.inputs[i]: ov.PartialShape(list(s)) for i, s in shapes(model).items()}
@@ -117,19 +122,20 @@ class Compiler:
 
         The imported network runs on some of the mapped constants in place, so the map lives as
         long as the returned model (and with it the lock that marks the blob in use); its pages
-        leave memory once imported and come back on use.
+        leave memory while it is imported (the import copies most weights: without this, the
+        peak RSS of a one-shot run is the whole blob plus those copies) and come back on use.
         """
         mapping = map_blob(blob)
         if mapping is None:
             return None
         try:
             data = np.frombuffer(mapping, dtype=np.uint8)
-            compiled = self.core.import_model(
-                ov.Tensor(data, shared_memory=True), self.device, self.config
-            )
+            with _releasing_pages(mapping):
+                compiled = self.core.import_model(
+                    ov.Tensor(data, shared_memory=True), self.device, self.config
+                )
         except (OSError, ValueError, RuntimeError):
             return None
-        _release_pages(mapping)
         mark_used(blob)
         return ov.CompiledModel(compiled, weights=data)
 
@@ -142,6 +148,26 @@ def _release_pages(mapping: mmap.mmap) -> None:
     if advice is not None and hasattr(mapping, "madvise"):
         with contextlib.suppress(OSError):
             mapping.madvise(advice)
+
+
+@contextlib.contextmanager
+def _releasing_pages(mapping: mmap.mmap, every: float = 0.05) -> Iterator[None]:
+    """Release ``mapping``'s pages every ``every`` seconds while the block runs (OpenVINO's
+    import releases the GIL), and once more at its end."""
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.wait(every):
+            _release_pages(mapping)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        _release_pages(mapping)
 
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")

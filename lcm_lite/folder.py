@@ -20,11 +20,13 @@ COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """A checked LCM folder and the configuration numbers the pipeline needs from it."""
+    """A checked model folder (an LCM, or a Stable Diffusion model for LCM-LoRA) and the
+    configuration numbers the pipeline needs from it."""
 
     root: Path
     unet_config: dict[str, Any]
     vae: VAEConfig
+    lcm_scheduler: bool  # scheduler_config.json names LCMScheduler
 
     @classmethod
     def open(cls, root: str | Path) -> ModelFolder:
@@ -52,19 +54,33 @@ class ModelFolder:
                 f"model folder is incomplete: {root}/scheduler/scheduler_config.json is missing"
             )
         unet_config = read_json_object(root / "unet" / "config.json")
-        if not unet_config.get("time_cond_proj_dim"):
+        scheduler_config = read_json_object(root / "scheduler" / "scheduler_config.json")
+        return cls(
+            root,
+            unet_config,
+            VAEConfig.read(root / "vae_decoder" / "config.json"),
+            scheduler_config.get("_class_name") == "LCMScheduler",
+        )
+
+    def check_lcm(self, with_unet_lora: bool) -> None:
+        """Refuse a plain Stable Diffusion folder (no ``time_cond_proj_dim``) unless LCM-distilled
+        weights are in it (a fused LCM-LoRA: its scheduler is an LCMScheduler) or a UNet LoRA is
+        applied (the LCM-LoRA), as diffusers' StableDiffusionPipeline + LCMScheduler run it."""
+        if self.time_cond_proj_dim is None and not (self.lcm_scheduler or with_unet_lora):
             raise ModelError(
-                f"{root} is not a latent consistency model: its UNet has no time_cond_proj_dim "
-                "(a plain Stable Diffusion UNet cannot run LCM sampling)"
+                f"{self.root} is not a latent consistency model (its UNet has no "
+                "time_cond_proj_dim): add an LCM-LoRA to run it in 4 steps, e.g. "
+                "--lora latent-consistency/lcm-lora-sdv1-5 (Python: loras=[(hub id, 1.0)])"
             )
-        return cls(root, unet_config, VAEConfig.read(root / "vae_decoder" / "config.json"))
 
     def xml(self, component: str) -> Path:
         return self.root / component / "openvino_model.xml"
 
     @property
-    def time_cond_proj_dim(self) -> int:
-        return int(self.unet_config["time_cond_proj_dim"])
+    def time_cond_proj_dim(self) -> int | None:
+        """The guidance-embedding width of an LCM UNet; None for a plain Stable Diffusion UNet."""
+        dim = self.unet_config.get("time_cond_proj_dim")
+        return int(dim) if dim else None
 
     @property
     def latent_channels(self) -> int:

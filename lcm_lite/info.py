@@ -15,12 +15,16 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
     or the model's own TAESD decoder), the devices, the cache."""
     folder = ModelFolder.open(root)
     compiler = Compiler()
+    guidance = folder.time_cond_proj_dim or "none (Stable Diffusion: runs with an LCM-LoRA)"
     lines = [
         f"model: {folder.root}",
         f"native size: {folder.default_size}x{folder.default_size}, "
-        f"guidance embedding dim: {folder.time_cond_proj_dim}",
+        f"guidance embedding dim: {guidance}",
     ]
-    for component in COMPONENTS:
+    for component in (*COMPONENTS, "vae_encoder"):
+        if not folder.xml(component).is_file():  # only the VAE encoder is optional
+            lines.append(f"{component}: none (image to image needs it: see --with-vae-encoder)")
+            continue
         model = compiler.read(folder.xml(component))
         size_mb = folder.xml(component).with_suffix(".bin").stat().st_size / 2**20
         lines.append(f"{component}: {size_mb:.1f} MB")

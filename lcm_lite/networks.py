@@ -1,5 +1,5 @@
 """The OpenVINO networks of an LCM, and image-to-image's VAE encoder, each reshaped to static
-shapes and compiled once.
+shapes and compiled once; the text encoder and UNet with the LoRA adapters given (``lora``).
 
 Inputs are bound by *role*, not by name alone: exports differ (optimum-intel has been seen to emit
 a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather than float32).
@@ -17,17 +17,18 @@ from .compiler import Compiler
 from .configs import VAEConfig
 from .errors import ModelError
 from .folder import ModelFolder
+from .lora import Adapter, adapters_request, adapters_transform
 from .torch_rng import TorchGenerator
 
 
 @dataclass(frozen=True)
 class UNetPorts:
-    """Indices of the UNet inputs by role."""
+    """Indices of the UNet inputs by role; a plain Stable Diffusion UNet has no timestep_cond."""
 
     sample: int
     timestep: int
     encoder_hidden_states: int
-    timestep_cond: int
+    timestep_cond: int | None = None
 
 
 def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
@@ -54,17 +55,27 @@ def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
         if role is None or role in by_role:
             raise ModelError(f"cannot tell the role of UNet input {model.inputs[index].any_name!r}")
         by_role[role] = index
-    missing = [role for role in UNetPorts.__dataclass_fields__ if role not in by_role]
+    required = [role for role in UNetPorts.__dataclass_fields__ if role != "timestep_cond"]
+    missing = [role for role in required if role not in by_role]
     if missing:
-        raise ModelError(
-            f"the UNet has no {', '.join(missing)} input: not a latent consistency model export"
-        )
+        raise ModelError(f"the UNet has no {', '.join(missing)} input: not a UNet export")
     return UNetPorts(**by_role)
 
 
-def _check_guidance_dim(port: ov.Output, folder: ModelFolder) -> None:
-    """The IR's ``timestep_cond`` width must be the config's ``time_cond_proj_dim``."""
-    width = port.get_partial_shape()[-1]
+def _check_guidance_dim(model: ov.Model, ports: UNetPorts, folder: ModelFolder) -> None:
+    """The IR takes ``timestep_cond`` of the config's ``time_cond_proj_dim`` width, or neither."""
+    if ports.timestep_cond is None:
+        if folder.time_cond_proj_dim is not None:
+            raise ModelError(
+                "the UNet has no timestep_cond input: not a latent consistency model export"
+            )
+        return
+    if folder.time_cond_proj_dim is None:
+        raise ModelError(
+            f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it has no "
+            "time_cond_proj_dim, the IR takes timestep_cond"
+        )
+    width = model.inputs[ports.timestep_cond].get_partial_shape()[-1]
     if width.is_static and width.get_length() != folder.time_cond_proj_dim:
         raise ModelError(
             f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it says "
@@ -81,11 +92,20 @@ class TextEncoder:
     """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
 
     def __init__(
-        self, compiler: Compiler, folder: ModelFolder, batch: int, max_length: int
+        self,
+        compiler: Compiler,
+        folder: ModelFolder,
+        batch: int,
+        max_length: int,
+        adapters: list[Adapter],
     ) -> None:
         shape = (batch, max_length)
         compiled = compiler.compile(
-            folder.xml("text_encoder"), lambda model: {0: shape}, shape, "text encoder"
+            folder.xml("text_encoder"),
+            lambda model: {0: shape},
+            (shape, adapters_request(adapters, "text_encoder")),
+            "text encoder",
+            adapters_transform(adapters, "text_encoder"),
         )
         self.input_type = compiled.inputs[0].get_element_type().to_dtype()
         self.compiled = compiled  # the request needs it alive
@@ -97,7 +117,8 @@ class TextEncoder:
 
 
 class UNet:
-    """The LCM UNet: (sample, timestep, encoder_hidden_states, timestep_cond) -> model_output."""
+    """The UNet: (sample, timestep, encoder_hidden_states[, timestep_cond]) -> model_output; an
+    LCM's takes the guidance embedding as ``timestep_cond``, a plain Stable Diffusion one not."""
 
     def __init__(
         self,
@@ -105,20 +126,30 @@ class UNet:
         folder: ModelFolder,
         latent_shape: tuple[int, ...],
         text_length: int,
+        adapters: list[Adapter],
     ) -> None:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
             ports = bind_unet_inputs(model)
-            _check_guidance_dim(model.inputs[ports.timestep_cond], folder)
+            _check_guidance_dim(model, ports, folder)
             hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
-            return {
+            fixed = {
                 ports.sample: latent_shape,
                 ports.timestep: _timestep_shape(model.inputs[ports.timestep]),
                 ports.encoder_hidden_states: (latent_shape[0], text_length, hidden_size),
-                ports.timestep_cond: (latent_shape[0], folder.time_cond_proj_dim),
             }
+            if ports.timestep_cond is not None:
+                fixed[ports.timestep_cond] = (latent_shape[0], folder.time_cond_proj_dim)
+            return fixed
 
-        request = (latent_shape, text_length, folder.time_cond_proj_dim)
-        compiled = compiler.compile(folder.xml("unet"), shapes, request, "UNet")
+        request = (
+            latent_shape,
+            text_length,
+            folder.time_cond_proj_dim,
+            adapters_request(adapters, "unet"),
+        )
+        compiled = compiler.compile(
+            folder.xml("unet"), shapes, request, "UNet", adapters_transform(adapters, "unet")
+        )
         self.ports = bind_unet_inputs(compiled)
         timestep_port = compiled.inputs[self.ports.timestep]
         self.timestep_type = timestep_port.get_element_type().to_dtype()
@@ -131,18 +162,18 @@ class UNet:
         sample: np.ndarray,
         timestep: int,
         encoder_hidden_states: np.ndarray,
-        timestep_cond: np.ndarray,
+        timestep_cond: np.ndarray | None,
     ) -> np.ndarray:
-        """One UNet evaluation; the returned array is a view valid until the next call."""
-        self.request.infer(
-            {
-                self.ports.sample: sample,
-                self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
-                self.ports.encoder_hidden_states: encoder_hidden_states,
-                self.ports.timestep_cond: timestep_cond,
-            },
-            share_inputs=True,
-        )
+        """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet); the
+        returned array is a view valid until the next call."""
+        inputs = {
+            self.ports.sample: sample,
+            self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
+            self.ports.encoder_hidden_states: encoder_hidden_states,
+        }
+        if self.ports.timestep_cond is not None:
+            inputs[self.ports.timestep_cond] = timestep_cond
+        self.request.infer(inputs, share_inputs=True)
         return self.request.get_output_tensor(0).data
 
 

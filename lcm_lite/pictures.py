@@ -52,8 +52,11 @@ def load_image(image: Picture) -> Image.Image:
 
 
 def load_images(image: Picture | Sequence[Picture]) -> list[Image.Image]:
-    """``load_image`` of one picture, or of each picture of a list or tuple."""
-    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    """``load_image`` of one picture, or of each picture of a list, a tuple or an NxHxWxC array."""
+    is_batch = isinstance(image, (list, tuple)) or (
+        isinstance(image, np.ndarray) and image.ndim == 4
+    )
+    images = list(image) if is_batch else [image]
     if not images:
         raise UsageError("image is an empty list: give a picture")
     return [load_image(item) for item in images]

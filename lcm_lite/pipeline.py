@@ -7,6 +7,10 @@ and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
 ``tiny_vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
 
+A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffusionPipeline`` with
+``LCMScheduler``: the same loop, with classifier-free guidance instead of the guidance embedding
+(``classifier_free``). LoRA adapters are added to the networks when they compile (``lora``).
+
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``torch_rng``).
 """
@@ -27,12 +31,14 @@ from typing import Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
+from . import classifier_free
 from .compiler import Compiler
 from .errors import Cancelled, ModelError, UsageError
 from .folder import ModelFolder
 from .guidance import guidance_scale_embedding
 from .hub import VAE_ENCODER_FILES, resolve_model
 from .images import to_pil
+from .lora import Adapter, describe, open_adapters
 from .networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from .pictures import (
     Picture,
@@ -100,6 +106,9 @@ class Settings:
     strength: float | None = None
     custom_timesteps: tuple[int, ...] | None = None
     vae: str = "full"
+    negative_prompts: list[str] | None = None
+    loras: str = ""
+    tiny_vae: str | None = None  # with vae="tiny": the tiny VAE's folder, unless the model's own
 
 
 class GenerationResult(list[Image.Image]):
@@ -129,8 +138,9 @@ class GenerationResult(list[Image.Image]):
         starting picture's file name and the strength for image-to-image)."""
         picture = {"image": self.settings.image, "strength": self.settings.strength}
         custom = self.settings.custom_timesteps
+        prompt_index = index // self.settings.num_images
         return {
-            "prompt": self.settings.prompts[index // self.settings.num_images],
+            "prompt": self.settings.prompts[prompt_index],
             "seed": self.seed,
             "steps": self.settings.steps,
             "guidance": self.settings.guidance_scale,
@@ -144,14 +154,24 @@ class GenerationResult(list[Image.Image]):
             "vae": self.settings.vae,
             **(picture if self.settings.image is not None else {}),
             **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
+            **(
+                {"negative_prompt": self.settings.negative_prompts[prompt_index]}
+                if self.settings.negative_prompts
+                else {}
+            ),
+            **({"loras": self.settings.loras} if self.settings.loras else {}),
+            **({"tiny_vae": self.settings.tiny_vae} if self.settings.tiny_vae else {}),
         }
 
 
 @dataclass
 class _Compiled:
-    """The networks compiled for one batch size and resolution (static shapes)."""
+    """The networks compiled for one batch size and resolution (static shapes); the UNet's batch
+    is doubled under classifier-free guidance."""
 
-    key: tuple[int, int, int, int]
+    num_prompts: int
+    latent_shape: tuple[int, ...]
+    guided: bool
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
     decoders: dict[Path, VAEDecoder] = field(default_factory=dict)
@@ -168,6 +188,7 @@ class LCMPipeline:
 
     ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
     decoder if it is an AutoencoderTiny, else none.
+    ``adapters`` are the LoRA adapters (``lora.open_adapters``) added to the networks.
     """
 
     def __init__(
@@ -178,19 +199,22 @@ class LCMPipeline:
         keep_models: bool = True,
         hub_id: str | None = None,
         tiny_vae: TinyVAE | None = None,
+        adapters: Sequence[Adapter] = (),
     ) -> None:
+        folder.check_lcm(with_unet_lora=any(a.touches("unet") for a in adapters))
         self.folder = folder
         self.hub_id = hub_id  # the hub repository ``folder`` is a snapshot of, if any
         self.compiler = compiler
         self.keep_models = keep_models
         self.tiny_vae = tiny_vae or own_tiny_vae(folder)
         self.progress: StageProgress | None = None
+        self.adapters = list(adapters)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(
             LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
         )
         self._compiled: _Compiled | None = None
-        self._last_encoding: tuple[list[str], TokenizedPrompts, np.ndarray] | None = None
+        self._encodings: dict[tuple[str, ...], tuple[TokenizedPrompts, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._decode_lock = threading.Lock()  # previews may decode from another thread
 
@@ -205,13 +229,16 @@ class LCMPipeline:
         cache_dir: Path | None = None,
         keep_models: bool = True,
         tiny_vae: str | Path | None = None,
+        loras: Sequence[tuple[str | Path, float]] | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
         is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
         processes. ``tiny_vae``: a tiny-VAE folder or hub id (``rupeshs/taesd-ov``; see
-        ``tiny_vae``) for ``vae="tiny"`` and previews."""
+        ``tiny_vae``) for ``vae="tiny"`` and previews. ``loras``: ``[(file or hub id, weight),
+        ...]`` LoRA adapters, blended as diffusers' ``set_adapters``; with an LCM-LoRA, a plain
+        Stable Diffusion 1.5 folder."""
         root = resolve_model(model, revision)
         folder = ModelFolder.open(root)
         return cls(
@@ -220,6 +247,7 @@ class LCMPipeline:
             keep_models=keep_models,
             hub_id=None if root == Path(model).expanduser() else str(model),
             tiny_vae=None if tiny_vae is None else load_tiny_vae(tiny_vae, folder),
+            adapters=open_adapters(loras, folder.unet_config),
         )
 
     @property
@@ -231,6 +259,7 @@ class LCMPipeline:
         self,
         prompt: str | Sequence[str],
         *,
+        negative_prompt: str | Sequence[str] | None = None,
         image: Picture | Sequence[Picture] | None = None,
         strength: float = 0.8,
         steps: int = 4,
@@ -247,8 +276,9 @@ class LCMPipeline:
     ) -> GenerationResult:
         """Generate ``num_images`` images per prompt (512x512 unless told). ``guidance_scale``
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
-        own code embeds the scale unchanged, so its 8 is diffusers' 9). ``vae="tiny"`` decodes
-        with the tiny VAE: faster, and close to but not the full VAE's image.
+        own code embeds the scale unchanged, so its 8 is diffusers' 9); a Stable Diffusion UNet
+        with LCM-LoRA is guided by ``negative_prompt`` when it is above 1. ``vae="tiny"``
+        decodes with the tiny VAE: faster, and close to but not the full VAE's image.
 
         With ``image`` (a picture, or a list: see ``pictures.load_image``), image to image: the
         picture, resized to ``width x height`` (default: its own size rounded down to a multiple
@@ -269,6 +299,9 @@ class LCMPipeline:
         height = DEFAULT_SIZE if height is None else height
         check_arguments(list(prompts), steps, guidance_scale, width, height, num_images)
         self._check_vae(vae)
+        negatives = self._negative_prompts(negative_prompt, len(prompts), guidance_scale)
+        if negatives:
+            check_arguments(negatives, steps, guidance_scale, width, height, num_images)
         steps, width, height, num_images = int(steps), int(width), int(height), int(num_images)
         schedule = self.scheduler.timesteps(
             None if timesteps is not None else steps,
@@ -292,6 +325,9 @@ class LCMPipeline:
             strength=None if pictures is None else float(strength),
             vae=vae,
             custom_timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
+            negative_prompts=negatives,
+            loras=describe(self.adapters),
+            tiny_vae=self._tiny_vae_source(vae),
         )
         generator = TorchGenerator(random_seed() if seed is None else seed)
         latent_shape = (
@@ -312,6 +348,23 @@ class LCMPipeline:
                 settings, schedule, latent_shape, generator, latents, pixels, callback
             )
 
+    def _negative_prompts(
+        self, negative_prompt: str | Sequence[str] | None, num_prompts: int, guidance_scale: float
+    ) -> list[str] | None:
+        """The negative prompts classifier-free guidance uses; None when it is off."""
+        if self.folder.time_cond_proj_dim is not None:
+            if negative_prompt is not None:
+                raise UsageError(
+                    "a latent consistency model takes no negative prompt: its guidance is "
+                    "distilled into the UNet (negative prompts work with LCM-LoRA models)"
+                )
+            return None
+        if not classifier_free.is_guided(guidance_scale, has_guidance_embedding=False):
+            if negative_prompt is not None:
+                log.warning("the negative prompt is not used at guidance_scale <= 1 (as diffusers)")
+            return None
+        return classifier_free.negative_prompts(negative_prompt, num_prompts)
+
     def _generate(
         self,
         settings: Settings,
@@ -323,11 +376,17 @@ class LCMPipeline:
         callback: StepCallback | None,
     ) -> GenerationResult:
         timings: dict[str, float] = {}
-        compiled = self._networks_for(len(settings.prompts), latent_shape)
+        guided = settings.negative_prompts is not None
+        compiled = self._networks_for(len(settings.prompts), guided, latent_shape)
         tokens, text_embeddings = self._encode_prompts(settings.prompts, compiled, timings)
         for text, dropped in zip(settings.prompts, tokens.dropped_tokens, strict=True):
             if dropped:
                 log.warning("prompt too long for CLIP: %d tokens dropped from %.40r", dropped, text)
+        if guided:  # diffusers' batch order: [negative prompts; prompts]
+            _, negative_embeddings = self._encode_prompts(
+                settings.negative_prompts, compiled, timings
+            )
+            text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
         prompt_embeds = np.repeat(text_embeddings, settings.num_images, axis=0)
 
         if latents is None and pixels is None:  # text to image: pure noise
@@ -335,9 +394,11 @@ class LCMPipeline:
         elif latents is None:  # image to image: the encoded pictures, noised
             latents = self._picture_latents(compiled, pixels, int(schedule[0]), generator, timings)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
-        guidance_embedding = guidance_scale_embedding(
-            settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
-        )
+        guidance_embedding = None
+        if self.folder.time_cond_proj_dim is not None:
+            guidance_embedding = guidance_scale_embedding(
+                settings.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
+            )
 
         unet = self._network(compiled, "unet")
         preview = None if self.tiny_vae is None else partial(self._decode, compiled, "tiny")
@@ -345,7 +406,13 @@ class LCMPipeline:
         self._report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
-            model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
+            if guided:
+                model_output = classifier_free.guided_noise(
+                    unet(np.concatenate([latents, latents]), int(t), prompt_embeds, None),
+                    settings.guidance_scale,
+                )
+            else:
+                model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
             last = i == len(schedule) - 1
             noise = None if last else generator.randn(latent_shape)
             latents, denoised = self.scheduler.step(
@@ -377,7 +444,7 @@ class LCMPipeline:
         clock = time.perf_counter()
         picture_latents = vae_encoder(pixels, generator)
         timings["vae_encoder"] = _lap(clock)
-        batch_latents = repeat_for_batch(picture_latents, compiled.key[1])  # key: (prompts, *shape)
+        batch_latents = repeat_for_batch(picture_latents, compiled.latent_shape[0])
         noise = generator.randn(batch_latents.shape)
         return self.scheduler.add_noise(batch_latents, noise, first_timestep)
 
@@ -404,28 +471,45 @@ class LCMPipeline:
     def _encode_prompts(
         self, prompts: list[str], compiled: _Compiled, timings: dict[str, float]
     ) -> tuple[TokenizedPrompts, np.ndarray]:
-        """Tokenize and run the text encoder; the same prompts as last call reuse that encoding
-        (exploring seeds of one prompt costs no text encoding)."""
-        if self._last_encoding is not None and self._last_encoding[0] == prompts:
-            timings["tokenize"] = timings["text_encoder"] = 0.0
-            return self._last_encoding[1], self._last_encoding[2]
+        """Tokenize and run the text encoder; the same prompts (and negative prompts) as last call
+        reuse that encoding (exploring seeds of one prompt costs no text encoding)."""
+        key = tuple(prompts)
+        if key in self._encodings:
+            timings.setdefault("tokenize", 0.0)
+            timings.setdefault("text_encoder", 0.0)
+            return self._encodings[key]
+        if len(self._encodings) >= 2:  # the prompts and the negative prompts of the last call
+            self._encodings.pop(next(iter(self._encodings)))
         clock = time.perf_counter()
         tokens = self.tokenizer(prompts)
-        timings["tokenize"] = _lap(clock)
+        timings["tokenize"] = timings.get("tokenize", 0.0) + _lap(clock)
         text_encoder = self._network(compiled, "text_encoder")
         clock = time.perf_counter()
         text_embeddings = text_encoder(tokens.input_ids)
-        timings["text_encoder"] = _lap(clock)
-        self._last_encoding = (list(prompts), tokens, text_embeddings)
+        timings["text_encoder"] = timings.get("text_encoder", 0.0) + _lap(clock)
+        self._encodings[key] = (tokens, text_embeddings)
         return tokens, text_embeddings
 
-    def _networks_for(self, num_prompts: int, latent_shape: tuple[int, ...]) -> _Compiled:
+    def _networks_for(
+        self, num_prompts: int, guided: bool, latent_shape: tuple[int, ...]
+    ) -> _Compiled:
         """The networks for this batch and size: compiled on first use, compiled again (with new
-        static shapes) only when the size or batch changes."""
-        key = (num_prompts, *latent_shape)
-        if self._compiled is None or self._compiled.key != key:
-            self._compiled = _Compiled(key)
+        static shapes) only when the size, the batch or classifier-free guidance changes."""
+        compiled = self._compiled
+        if compiled is None or (compiled.num_prompts, compiled.latent_shape, compiled.guided) != (
+            num_prompts,
+            latent_shape,
+            guided,
+        ):
+            self._compiled = _Compiled(num_prompts, latent_shape, guided)
         return self._compiled
+
+    def _tiny_vae_source(self, vae: str) -> str | None:
+        """What metadata records of the decoder: the tiny VAE's folder, when it made the image
+        and is not the model's own decoder."""
+        if vae != "tiny" or self.tiny_vae.root == self.folder.root:
+            return None
+        return str(self.tiny_vae.root)
 
     def _check_vae(self, vae: str) -> None:
         if vae not in ("full", "tiny"):
@@ -457,7 +541,7 @@ class LCMPipeline:
                 decoder = self._compile(
                     compiled,
                     name,
-                    lambda: VAEDecoder(self.compiler, xml, compiled.key[1:], _LABELS[name]),
+                    lambda: VAEDecoder(self.compiler, xml, compiled.latent_shape, _LABELS[name]),
                 )
                 if self.keep_models or config.is_tiny:
                     compiled.decoders[xml] = decoder
@@ -476,21 +560,28 @@ class LCMPipeline:
         network = getattr(compiled, name)
         if network is not None:
             return network
-        num_prompts, latent_shape = compiled.key[0], compiled.key[1:]
         text_length = self.tokenizer.model_max_length
         if name == "text_encoder":
             network = self._compile(
                 compiled,
                 name,
-                lambda: TextEncoder(self.compiler, self.folder, num_prompts, text_length),
+                lambda: TextEncoder(
+                    self.compiler, self.folder, compiled.num_prompts, text_length, self.adapters
+                ),
             )
         elif name == "vae_encoder":
             network = self._compile(
-                compiled, name, lambda: VAEEncoder(self.compiler, self.folder, latent_shape)
+                compiled,
+                name,
+                lambda: VAEEncoder(self.compiler, self.folder, compiled.latent_shape),
             )
         else:
+            batch, *latent_size = compiled.latent_shape  # the batch doubles under guidance
+            unet_shape = (batch * (2 if compiled.guided else 1), *latent_size)
             network = self._compile(
-                compiled, name, lambda: UNet(self.compiler, self.folder, latent_shape, text_length)
+                compiled,
+                name,
+                lambda: UNet(self.compiler, self.folder, unet_shape, text_length, self.adapters),
             )
         if self.keep_models:
             setattr(compiled, name, network)
@@ -500,7 +591,8 @@ class LCMPipeline:
         """``build()`` a network, reported as the stage "compile <label>" and timed."""
         stage = f"compile {_LABELS[name]}"
         if self.progress is None:  # else the progress shows it
-            log.info("compiling the %s for %s", _LABELS[name], "x".join(map(str, compiled.key[1:])))
+            size = "x".join(map(str, compiled.latent_shape))
+            log.info("compiling the %s for %s", _LABELS[name], size)
         self._report(stage, 0, 1)
         clock = time.perf_counter()
         network = build()

@@ -32,6 +32,10 @@ REMAKE_OPTIONS: dict[str, Formatter] = {
     "model": _option("--model"),
     "image": _option("--image"),
     "strength": _option("--strength"),
+    "vae": _option("--vae"),
+    "tiny_vae": _option("--tiny-vae"),
+    "negative_prompt": _option("--negative-prompt"),
+    "loras": lambda value: [word for lora in value.split(", ") for word in ("--lora", lora)],
 }
 
 

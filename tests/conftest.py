@@ -103,3 +103,23 @@ def previews_pipe(tiny_ov_dir: Path, tiny_taesd_ov_dir: Path):
     from lcm_lite import LCMPipeline
 
     return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_diffusers_dir(tmp_path_factory, clip_vocab_dir) -> Path:
+    """A tiny random plain Stable Diffusion pipeline (no time_cond_proj_dim, PNDM scheduler):
+    the model an LCM-LoRA makes few-step."""
+    pytest.importorskip("diffusers")
+    from conversion.random_model import build_random_sd
+
+    out_dir = tmp_path_factory.mktemp("tiny-sd") / "diffusers"
+    return build_random_sd(out_dir, size="tiny", vocab_dir=clip_vocab_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_ov_dir(tmp_path_factory, tiny_sd_diffusers_dir) -> Path:
+    """``tiny_sd_diffusers_dir`` exported to OpenVINO IR with float32 weights."""
+    from conversion.export import convert
+
+    out_dir = tmp_path_factory.mktemp("tiny-sd-ov") / "openvino"
+    return convert(tiny_sd_diffusers_dir, out_dir, weights="fp32")

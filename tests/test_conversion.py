@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -326,20 +325,19 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-def test_a_plain_stable_diffusion_source_is_refused_with_exit_code_3(
-    tmp_path, tiny_diffusers_dir, capsys
+def test_a_plain_stable_diffusion_source_exports_with_its_scheduler_and_no_timestep_cond(
+    tiny_sd_ov_dir,
 ):
-    source = shutil.copytree(tiny_diffusers_dir, tmp_path / "sd")
-    unet_config = json.loads((source / "unet" / "config.json").read_text())
-    del unet_config["time_cond_proj_dim"]
-    (source / "unet" / "config.json").write_text(json.dumps(unet_config))
-    out_dir = tmp_path / "out"
-
-    assert main([str(source), str(out_dir)]) == 3
-    assert "is not a latent consistency model: its UNet has no time_cond_proj_dim" in (
-        _one_error_line(capsys)
-    )
-    assert not out_dir.exists()
+    model_index = json.loads((tiny_sd_ov_dir / "model_index.json").read_text())
+    scheduler = json.loads((tiny_sd_ov_dir / "scheduler" / "scheduler_config.json").read_text())
+    unet = ov.Core().read_model(tiny_sd_ov_dir / "unet" / "openvino_model.xml")
+    assert model_index["_class_name"] == "StableDiffusionPipeline"
+    assert scheduler["_class_name"] == "PNDMScheduler"
+    assert [port.any_name for port in unet.inputs] == [
+        "sample",
+        "timestep",
+        "encoder_hidden_states",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from lcm_lite import LCMPipeline, ModelError, UsageError
+from lcm_lite import LcmLiteError, LCMPipeline, ModelError, UsageError
 
 
 def _picture(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
@@ -146,3 +148,48 @@ def test_openvino_genai_image2image_pipeline_reads_the_converted_folder_and_agre
     assert theirs.shape == (64, 96, 3)
     assert theirs.std() > 10
     assert np.abs(theirs.astype(int) - ours.astype(int)).max() <= 1
+
+
+def test_info_says_whether_the_folder_can_do_image_to_image(tiny_ov_dir, encoderless_dir):
+    from lcm_lite.info import describe
+
+    assert "vae_encoder: 0." in describe(tiny_ov_dir, None)  # its size in MB, and its inputs
+    assert "  input sample: f32 [?,3,?,?]" in describe(tiny_ov_dir, None).splitlines()
+    assert "vae_encoder: none (image to image needs it" in describe(encoderless_dir, None)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    strength=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.3, 1])),
+    steps=st.integers(-1, 6),
+    picture=st.tuples(st.integers(1, 90), st.integers(1, 90)),
+    size=st.one_of(st.none(), st.tuples(st.sampled_from([None, 48, 60, 64]), st.just(64))),
+    num_pictures=st.integers(0, 3),
+    num_images=st.integers(1, 2),
+)
+def test_any_image_to_image_parameters_either_generate_or_raise_one_usage_error(
+    f32_pipe, strength, steps, picture, size, num_pictures, num_images
+):
+    pictures = [_picture(*picture, seed=n) for n in range(num_pictures)]
+    width, height = size or (None, None)
+    try:
+        result = f32_pipe(
+            ["a red cube", "a blue sphere"],
+            image=pictures if num_pictures != 1 else pictures[0],
+            strength=strength,
+            steps=steps,
+            width=width,
+            height=height,
+            num_images=num_images,
+            seed=1,
+        )
+    except LcmLiteError as error:
+        assert isinstance(error, UsageError)
+        assert str(error) and "\n" not in str(error)
+        return
+    assert len(result) == 2 * num_images
+    expected = (width or picture[0] // 8 * 8, height or picture[1] // 8 * 8)
+    assert all(image.size == expected for image in result)
+    assert 0 < strength <= 1 and min(picture) >= 8

@@ -142,3 +142,31 @@ def test_the_result_depends_on_the_picture_and_less_so_the_higher_the_strength(f
         return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
     assert difference(0.3) > difference(1.0) > 0
+
+
+def test_with_the_tiny_vae_the_picture_is_encoded_by_the_full_vae_and_decoded_by_taesd(
+    tiny_ov_dir, tiny_taesd_dir, tiny_taesd_ov_dir, img2img_pipe
+):
+    from lcm_lite import LCMPipeline
+
+    picture = varied_picture(64, 48, seed=8)
+    arguments = {"strength": 0.6, "steps": 2, "seed": 21, "num_images": 2}
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir)
+    taesd = diffusers.AutoencoderTiny.from_pretrained(tiny_taesd_dir)
+
+    ours = _ours(pipe, "a red cube", picture, vae="tiny", **arguments)
+    denoised = img2img_pipe(
+        "a red cube",
+        image=picture,
+        strength=0.6,
+        num_inference_steps=2,
+        guidance_scale=GUIDANCE,
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(21),
+        output_type="latent",
+    ).images
+    with torch.no_grad():
+        decoded = taesd.decode(denoised / taesd.config.scaling_factor).sample
+    theirs = img2img_pipe.image_processor.postprocess(decoded, output_type="np")
+
+    _assert_within_one_level(ours, [np.round(image * 255).astype(np.uint8) for image in theirs])

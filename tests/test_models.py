@@ -87,5 +87,10 @@ def test_unnamed_inputs_are_bound_by_their_rank():
 def test_inputs_whose_role_cannot_be_told_are_a_model_error():
     with pytest.raises(ModelError, match="cannot tell the role of UNet input"):
         bind_unet_inputs(_unet_with_inputs([1], [-1, 77, 32], [-1, 4, 8, 8], [-1, 4, 8, 8]))
-    with pytest.raises(ModelError, match="no timestep_cond input"):
-        bind_unet_inputs(_unet_with_inputs([1], [-1, 77, 32], [-1, 4, 8, 8]))
+    with pytest.raises(ModelError, match="has no encoder_hidden_states input"):
+        bind_unet_inputs(_unet_with_inputs([1], [-1, 4, 8, 8]))
+
+
+def test_a_plain_stable_diffusion_unet_binds_without_timestep_cond():
+    ports = bind_unet_inputs(_unet_with_inputs([1], [-1, 77, 32], [-1, 4, 8, 8]))
+    assert ports.timestep_cond is None and ports.sample == 2

@@ -14,6 +14,7 @@ from lcm_lite.errors import UsageError
 from lcm_lite.pictures import (
     check_picture_count,
     load_image,
+    load_images,
     output_size,
     preprocess,
     repeat_for_batch,
@@ -207,3 +208,12 @@ def test_a_bad_picture_is_a_one_line_usage_error(make, message, tmp_path):
     with pytest.raises(UsageError, match=message) as error:
         load_image(make(tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_a_list_or_a_batch_array_gives_one_picture_each():
+    pixels = np.stack([_varied(seed=1), _varied(seed=2)])
+    for source in (pixels, list(pixels), tuple(pixels)):
+        pictures = load_images(source)
+        assert [np.asarray(p).tolist() for p in pictures] == [p.tolist() for p in pixels]
+    with pytest.raises(UsageError, match="image is an empty list"):
+        load_images([])

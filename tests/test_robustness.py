@@ -85,7 +85,7 @@ def _plain_sd_unet(path):
         (lambda m: (m / "scheduler" / "scheduler_config.json").write_text("{"), "scheduler_config"),
         (
             lambda m: (m / "unet" / "config.json").write_text(json.dumps({"in_channels": 4})),
-            "not a latent consistency model",
+            "it has no time_cond_proj_dim, the IR takes timestep_cond",
         ),
         (lambda m: _plain_sd_unet(m / "unet" / "openvino_model.xml"), "no timestep_cond input"),
         (

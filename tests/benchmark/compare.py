@@ -298,12 +298,14 @@ def tiny_vae_lines(f: dict, tiny: dict) -> list[str]:
             f"    {size}x{size}: full {row['full']:.3f}, tiny {row['tiny']:.4f} "
             f"(f32 {row['tiny_f32']:.4f}), full/tiny {row['full'] / row['tiny']:.1f}x"
         )
-    lines.append(
-        f"  previews ({previews['steps']} steps): image {previews['image_without']:.2f} s without,"
-        f" {previews['image_with_previews']:.2f} s with; a preview decode "
-        f"{previews['preview_decode_per_step']:.3f} s/step; cost beyond the decodes "
-        f"{previews['overhead_per_image']:+.3f} s/image"
-    )
+    for kind in ("wall", "cpu"):
+        lines.append(
+            f"  previews, {kind} s ({previews['steps']} steps): image "
+            f"{previews[f'image_without_{kind}']:.2f} without, "
+            f"{previews[f'image_with_previews_{kind}']:.2f} with; a preview decode "
+            f"{previews[f'preview_decode_per_step_{kind}']:.3f}/step; cost beyond the decodes "
+            f"{previews[f'overhead_per_image_{kind}']:+.3f}/image"
+        )
     return lines
 
 

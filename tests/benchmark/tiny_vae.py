@@ -6,7 +6,8 @@
 - ``previews``: a 512x512 generation with the tiny VAE loaded, without previews and with a
   ``StepInfo.preview()`` in every step's callback, alternated; the previews' own decode seconds
   are timed inside the callback, so ``overhead`` (what previews cost beyond their decodes) is
-  ``with - without - preview decodes`` per image.
+  ``with - without - preview decodes`` per image, in wall seconds and in CPU seconds of the
+  process (steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -62,17 +63,24 @@ def decoders(model: Path, tiny: Path, sizes: list[int], repeats: int) -> dict:
 
 def previews(model: Path, tiny: Path, steps: int, rounds: int, cache: Path | None) -> dict:
     pipe = LCMPipeline.from_pretrained(model, tiny_vae=tiny, cache_dir=cache)
-    preview_seconds: list[float] = []
+    preview_seconds: list[tuple[float, float]] = []  # (wall, CPU) of each preview
+
+    def clocks() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def since(start: tuple[float, float]) -> tuple[float, float]:
+        now = clocks()
+        return now[0] - start[0], now[1] - start[1]
 
     def preview(info) -> None:
-        clock = time.perf_counter()
+        start = clocks()
         info.preview()
-        preview_seconds.append(time.perf_counter() - clock)
+        preview_seconds.append(since(start))
 
-    def image_seconds(callback) -> float:
-        clock = time.perf_counter()
+    def image_seconds(callback) -> tuple[float, float]:
+        start = clocks()
         pipe(PROMPT, steps=steps, seed=0, callback=callback)
-        return time.perf_counter() - clock
+        return since(start)
 
     image_seconds(preview)  # compiles everything, the tiny decoder included
     preview_seconds.clear()
@@ -80,15 +88,16 @@ def previews(model: Path, tiny: Path, steps: int, rounds: int, cache: Path | Non
     for _ in range(rounds):
         without.append(image_seconds(None))
         with_previews.append(image_seconds(preview))
-    per_image = sum(preview_seconds) / rounds
-    plain, previewed = statistics.median(without), statistics.median(with_previews)
-    return {
-        "image_without": plain,
-        "image_with_previews": previewed,
-        "preview_decode_per_step": statistics.median(preview_seconds),
-        "overhead_per_image": previewed - plain - per_image,
-        "steps": steps,
-    }
+    report: dict[str, float] = {"steps": steps}
+    for index, kind in enumerate(("wall", "cpu")):
+        plain = statistics.median(t[index] for t in without)
+        previewed = statistics.median(t[index] for t in with_previews)
+        decodes = sum(t[index] for t in preview_seconds) / rounds
+        report[f"image_without_{kind}"] = plain
+        report[f"image_with_previews_{kind}"] = previewed
+        report[f"preview_decode_per_step_{kind}"] = decodes / steps
+        report[f"overhead_per_image_{kind}"] = previewed - plain - decodes
+    return report
 
 
 def main() -> None:
@@ -98,7 +107,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 768])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2, help="images with and without previews")
+    parser.add_argument("--rounds", type=int, default=3, help="images with and without previews")
     parser.add_argument("--cache", type=Path, help="compiled-model cache folder")
     args = parser.parse_args()
     report = {

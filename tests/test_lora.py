@@ -1,0 +1,397 @@
+"""LoRA adapters give diffusers' ``load_lora_weights`` + ``set_adapters`` image, and LCM-LoRA runs a
+plain Stable Diffusion model as diffusers' StableDiffusionPipeline + LCMScheduler does.
+
+Random LoRAs on the tiny random models: every UNet Linear and Conv2d (3x3 convs, time_emb_proj,
+conv_shortcut, samplers) and the text encoder's layers, both factors random so that the LoRA moves
+the image. lcm_lite runs the OpenVINO conversion with the f32 hint; one 8-bit level of tolerance
+(int8 weights: ``INT8_LEVELS``, as diffusers has no int8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lcm_lite import LCMPipeline
+from lcm_lite.errors import ModelError, UsageError
+from lcm_lite.images import read_png_metadata
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+random_model = pytest.importorskip("conversion.random_model")
+
+SIZE = {"width": 64, "height": 64}
+PROMPT = "a lighthouse at dusk, oil painting"
+INT8_LEVELS = 4  # int8 weights vs diffusers' float32: measured 2 levels at most on these models
+MOVED = 1.0  # mean absolute change (8-bit levels) a random LoRA must make: not a no-op
+
+
+@pytest.fixture(scope="session")
+def kohya_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
+    """kohya format, rank 4, alpha 2 (scale alpha/rank = 0.5), UNet and text encoder."""
+    path = tmp_path_factory.mktemp("loras") / "kohya.safetensors"
+    return random_model.build_random_lora(tiny_diffusers_dir, path, rank=4, alpha=2.0, seed=1)
+
+
+@pytest.fixture(scope="session")
+def peft_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
+    """diffusers/PEFT format, rank 8, lora_alpha 4 in the lora_adapter_metadata header."""
+    path = tmp_path_factory.mktemp("loras") / "peft.safetensors"
+    return random_model.build_random_lora(
+        tiny_diffusers_dir, path, rank=8, alpha=4.0, lora_format="peft", seed=2
+    )
+
+
+@pytest.fixture(scope="session")
+def lcm_lora(tiny_sd_diffusers_dir, tmp_path_factory) -> Path:
+    """Shaped like latent-consistency/lcm-lora-sdv1-5: kohya keys, every UNet layer, no text
+    encoder (rank 8, alpha 8)."""
+    path = tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors"
+    return random_model.build_random_lora(
+        tiny_sd_diffusers_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_ov_int8_dir(tmp_path_factory, tiny_diffusers_dir) -> Path:
+    from conversion.export import convert
+
+    return convert(tiny_diffusers_dir, tmp_path_factory.mktemp("tiny-int8") / "ov", weights="int8")
+
+
+def _diffusers_images(pipe, loras, *, seed=5, **kwargs):
+    """diffusers' images after ``load_lora_weights`` of each file and ``set_adapters`` weights."""
+    names = [f"adapter{i}" for i in range(len(loras))]
+    for (path, _), name in zip(loras, names, strict=True):
+        pipe.load_lora_weights(str(path), adapter_name=name)
+    if loras:
+        pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        PROMPT, num_inference_steps=4, generator=torch.Generator().manual_seed(seed), **kwargs
+    ).images
+    return np.stack([np.asarray(image) for image in images]).astype(int)
+
+
+def _lcm_images(model_dir, loras, *, seed=5, prompt=PROMPT, **kwargs):
+    pipe = LCMPipeline.from_pretrained(model_dir, precision="f32", loras=loras)
+    result = pipe(prompt, steps=4, seed=seed, **SIZE, **kwargs)
+    return np.stack([np.asarray(image) for image in result]).astype(int), result
+
+
+def _lcm_reference(model_dir, loras, **kwargs):
+    pipe = diffusers.LatentConsistencyModelPipeline.from_pretrained(model_dir)
+    return _diffusers_images(pipe, loras, **SIZE, **kwargs)
+
+
+def _sd_lcm_lora_reference(model_dir, loras, **kwargs):
+    """diffusers' LCM-LoRA recipe: StableDiffusionPipeline, LCMScheduler from its config."""
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None)
+    pipe.scheduler = diffusers.LCMScheduler.from_config(pipe.scheduler.config)
+    return _diffusers_images(pipe, loras, **SIZE, **kwargs)
+
+
+def _assert_moved_and_equal(ours, theirs, without_lora, levels=1):
+    assert np.abs(theirs - without_lora).mean() > MOVED, "the random LoRA changed nothing"
+    assert ours.std() > 10, "a flat image proves nothing"
+    assert np.abs(ours - theirs).max() <= levels
+
+
+def test_a_kohya_lora_with_alpha_on_unet_and_text_encoder_gives_the_diffusers_image(
+    tiny_diffusers_dir, tiny_ov_dir, kohya_lora
+):
+    from safetensors import safe_open
+
+    with safe_open(kohya_lora, framework="numpy") as file:
+        keys = list(file.keys())
+        conv = file.get_tensor("lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight")
+    for layer in ("conv_shortcut", "time_emb_proj", "downsamplers_0_conv", "lora_te_"):
+        assert any(layer in key for key in keys), layer
+    assert conv.shape[2:] == (3, 3)
+
+    theirs = _lcm_reference(tiny_diffusers_dir, [(kohya_lora, 0.8)], guidance_scale=8.0)
+    without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=8.0)
+    ours, result = _lcm_images(tiny_ov_dir, [(kohya_lora, 0.8)], guidance_scale=8.0)
+    _assert_moved_and_equal(ours, theirs, without)
+    assert result.metadata(0, "m")["loras"] == f"{kohya_lora}:0.8"
+
+
+def test_a_peft_lora_with_metadata_alpha_gives_the_diffusers_image(
+    tiny_diffusers_dir, tiny_ov_dir, peft_lora
+):
+    theirs = _lcm_reference(tiny_diffusers_dir, [(peft_lora, 1.0)], guidance_scale=4.0)
+    without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=4.0)
+    ours, _ = _lcm_images(tiny_ov_dir, [(peft_lora, 1.0)], guidance_scale=4.0)
+    _assert_moved_and_equal(ours, theirs, without)
+
+
+def test_two_loras_blend_at_their_weights_as_diffusers_set_adapters(
+    tiny_diffusers_dir, tiny_ov_dir, kohya_lora, peft_lora
+):
+    loras = [(kohya_lora, 0.7), (peft_lora, 0.3)]
+    theirs = _lcm_reference(tiny_diffusers_dir, loras, guidance_scale=8.0)
+    without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=8.0)
+    ours, _ = _lcm_images(tiny_ov_dir, loras, guidance_scale=8.0)
+    _assert_moved_and_equal(ours, theirs, without)
+
+
+def test_on_int8_weights_a_lora_stays_within_the_stated_tolerance(
+    tiny_diffusers_dir, tiny_ov_int8_dir, kohya_lora
+):
+    theirs = _lcm_reference(tiny_diffusers_dir, [(kohya_lora, 1.0)], guidance_scale=8.0)
+    without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=8.0)
+    ours, _ = _lcm_images(tiny_ov_int8_dir, [(kohya_lora, 1.0)], guidance_scale=8.0)
+    _assert_moved_and_equal(ours, theirs, without, levels=INT8_LEVELS)
+
+
+@pytest.mark.parametrize(
+    ("guidance_scale", "negative_prompt"),
+    [(1.0, None), (3.0, "blurry, low quality"), (3.0, None)],
+)
+def test_a_plain_sd_model_with_an_lcm_lora_runs_as_diffusers_sd_pipeline_with_lcm_scheduler(
+    tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora, guidance_scale, negative_prompt
+):
+    kwargs = {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+    theirs = _sd_lcm_lora_reference(tiny_sd_diffusers_dir, [(lcm_lora, 1.0)], **kwargs)
+    without = _sd_lcm_lora_reference(tiny_sd_diffusers_dir, [], **kwargs)
+    ours, result = _lcm_images(tiny_sd_ov_dir, [(lcm_lora, 1.0)], **kwargs)
+    _assert_moved_and_equal(ours, theirs, without)
+    metadata = result.metadata(0, "m")
+    assert metadata.get("negative_prompt") == (
+        None if guidance_scale <= 1 else negative_prompt or ""
+    )
+
+
+def test_an_lcm_lora_fused_at_export_gives_the_image_of_the_lora_applied_at_run_time(
+    tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora, tmp_path
+):
+    from conversion.__main__ import main as convert_main
+
+    fused_dir = tmp_path / "fused"
+    argv = [str(tiny_sd_diffusers_dir), str(fused_dir), "--weights", "fp32", "-q"]
+    assert convert_main([*argv, "--lora", f"{lcm_lora}:0.9"]) == 0
+    model_index = json.loads((fused_dir / "model_index.json").read_text())
+    assert model_index["scheduler"] == ["diffusers", "LCMScheduler"]
+    assert model_index["_lcm_lite_fused_loras"] == [f"{lcm_lora}:0.9"]
+    kwargs = {"guidance_scale": 2.0, "negative_prompt": "blurry"}
+    fused, _ = _lcm_images(fused_dir, [], **kwargs)
+    applied, _ = _lcm_images(tiny_sd_ov_dir, [(lcm_lora, 0.9)], **kwargs)
+    theirs = _sd_lcm_lora_reference(tiny_sd_diffusers_dir, [(lcm_lora, 0.9)], **kwargs)
+    assert np.abs(fused - applied).max() <= 1
+    assert np.abs(fused - theirs).max() <= 1
+
+
+def test_a_plain_sd_model_without_lora_is_refused_with_a_hint_naming_lcm_lora(tiny_sd_ov_dir):
+    with pytest.raises(ModelError, match="add an LCM-LoRA") as error:
+        LCMPipeline.from_pretrained(tiny_sd_ov_dir)
+    assert "\n" not in str(error.value)
+
+
+def test_a_latent_consistency_model_refuses_a_negative_prompt(f32_pipe):
+    with pytest.raises(UsageError, match="takes no negative prompt"):
+        f32_pipe("a cat", negative_prompt="a dog", **SIZE)
+
+
+def test_the_compiled_cache_keeps_one_blob_per_adapter_weight(tiny_ov_dir, kohya_lora, tmp_path):
+    cache = tmp_path / "cache"
+    for weight in (0.5, 1.0, 0.5):
+        pipe = LCMPipeline.from_pretrained(
+            tiny_ov_dir, precision="f32", cache_dir=cache, loras=[(kohya_lora, weight)]
+        )
+        pipe("a cat", steps=1, seed=1, **SIZE)
+    blobs = {path.name.split("-")[0] for path in cache.glob("*.blob")}
+    assert blobs == {"text_encoder", "unet", "vae_decoder"}
+    assert len(list(cache.glob("unet-*.blob"))) == 2  # 0.5 and 1.0; the third run imported
+
+
+def _damaged(tmp_path: Path, name: str, tensors: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    path = tmp_path / name
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda p: p / "missing.safetensors", UsageError, "LoRA not found"),
+        (
+            lambda p: (
+                (p / "junk.safetensors").write_bytes(b"not a safetensors file")
+                and p / "junk.safetensors"
+            ),
+            ModelError,
+            "is not a safetensors file",
+        ),
+        (
+            lambda p: _damaged(p, "weights.safetensors", {"conv.weight": np.ones((2, 2))}),
+            ModelError,
+            "is not a LoRA for Stable Diffusion 1.5",
+        ),
+        (
+            lambda p: _damaged(
+                p,
+                "sdxl.safetensors",
+                {
+                    "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": np.ones(
+                        (4, 32), np.float32
+                    ),
+                    "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": np.ones(
+                        (64, 4), np.float32
+                    ),
+                },
+            ),
+            ModelError,
+            "names no UNet or text encoder layer",
+        ),
+        (
+            lambda p: _damaged(
+                p,
+                "half.safetensors",
+                {"lora_unet_conv_in.lora_down.weight": np.ones((4, 4, 3, 3), np.float32)},
+            ),
+            ModelError,
+            "has no .lora_up.weight partner",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_usable_lora_is_one_line_error_at_load(
+    tiny_ov_dir, tmp_path, make, error, message
+):
+    with pytest.raises(error, match=message) as raised:
+        LCMPipeline.from_pretrained(tiny_ov_dir, loras=[(str(make(tmp_path)), 1.0)])
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "loras", [[("x.safetensors",)], [("x.safetensors", "strong")], [("x", np.nan)]]
+)
+def test_loras_that_are_not_file_weight_pairs_are_a_usage_error(tiny_ov_dir, loras):
+    with pytest.raises(UsageError, match="pairs|finite number"):
+        LCMPipeline.from_pretrained(tiny_ov_dir, loras=loras)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        (
+            {
+                "lora_unet_down_blocks_9_resnets_0_conv1.lora_down.weight": np.ones(
+                    (4, 32, 3, 3), np.float32
+                ),
+                "lora_unet_down_blocks_9_resnets_0_conv1.lora_up.weight": np.ones(
+                    (32, 4, 1, 1), np.float32
+                ),
+            },
+            "1 tensor\\(s\\) match no layer of the UNet, e.g. "
+            "lora_unet_down_blocks_9_resnets_0_conv1.lora_down.weight",
+        ),
+        (
+            {  # SD 1.5's 320 channels on the tiny model's 32
+                "lora_unet_conv_in.lora_down.weight": np.ones((4, 4, 3, 3), np.float32),
+                "lora_unet_conv_in.lora_up.weight": np.ones((320, 4, 1, 1), np.float32),
+            },
+            "lora_unet_conv_in.lora_down.weight does not fit the model",
+        ),
+    ],
+)
+def test_a_lora_for_another_model_is_a_one_line_error_naming_the_tensor(
+    tiny_ov_dir, tmp_path, tensors, message
+):
+    path = _damaged(tmp_path, "other.safetensors", tensors)
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, loras=[(str(path), 1.0)])
+    with pytest.raises(ModelError, match=message) as raised:
+        pipe("a cat", steps=1, **SIZE)
+    assert "\n" not in str(raised.value)
+
+
+def test_ldm_block_names_map_as_diffusers_maps_them():
+    """A1111 (LDM) names of SD 1.5's UNet, against diffusers' own conversion."""
+    from diffusers.loaders.lora_conversion_utils import (
+        _convert_unet_lora_key,
+        _maybe_map_sgm_blocks_to_diffusers,
+    )
+
+    from lcm_lite.lora import _ldm_to_diffusers
+
+    names = [
+        "input_blocks_1_1_transformer_blocks_0_attn1_to_q",
+        "input_blocks_1_0_in_layers_2",
+        "input_blocks_2_0_emb_layers_1",
+        "input_blocks_4_0_skip_connection",
+        "input_blocks_3_0_op",
+        "input_blocks_8_1_proj_in",
+        "middle_block_0_out_layers_3",
+        "middle_block_1_transformer_blocks_0_ff_net_2",
+        "middle_block_2_in_layers_2",
+        "output_blocks_4_1_proj_out",
+        "output_blocks_6_0_skip_connection",
+        "output_blocks_11_1_transformer_blocks_0_attn2_to_k",
+    ]
+    config = type("Config", (), {"layers_per_block": 2})
+    for name in names:
+        key = f"lora_unet_{name}.lora_down.weight"
+        (key,) = _maybe_map_sgm_blocks_to_diffusers({key: 0}, config)
+        theirs = re.sub(r"[._]lora\.down\.weight$", "", _convert_unet_lora_key(key))
+        theirs = theirs.replace(".processor", "")
+        assert _ldm_to_diffusers(name, 2) == theirs.replace(".", "_"), name
+
+
+def test_the_cli_applies_weighted_loras_and_records_them_with_the_negative_prompt(
+    tiny_sd_ov_dir, lcm_lora, tmp_path
+):
+    out = tmp_path / "out.png"
+    argv = [sys.executable, "-m", "lcm_lite", "a red cube", "--model", str(tiny_sd_ov_dir)]
+    argv += ["--lora", f"{lcm_lora}:0.9", "--negative-prompt", "blurry", "--guidance", "2"]
+    argv += ["--width", "64", "--height", "64", "--seed", "3", "--out", str(out), "--json"]
+    argv += ["--no-cache", "--precision", "f32"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr
+    line = json.loads(run.stdout)
+    assert line["loras"] == f"{lcm_lora}:0.9"
+    assert line["negative_prompt"] == "blurry"
+    metadata = read_png_metadata(out)
+    assert metadata["loras"] == f"{lcm_lora}:0.9" and metadata["negative_prompt"] == "blurry"
+    direct, _ = _lcm_images(
+        tiny_sd_ov_dir,
+        [(lcm_lora, 0.9)],
+        prompt="a red cube",
+        seed=3,
+        guidance_scale=2.0,
+        negative_prompt="blurry",
+    )
+    assert np.abs(np.asarray(read_png(out))[None].astype(int) - direct).max() <= 1
+
+
+def read_png(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lora", "no/such/lora/file.safetensors"], "LoRA not found"),
+        ([], "add an LCM-LoRA"),
+    ],
+)
+def test_the_cli_rejects_a_missing_lora_or_a_plain_model_in_one_line(
+    tiny_sd_ov_dir, tmp_path, args, message
+):
+    argv = [sys.executable, "-m", "lcm_lite", "a red cube", "--model", str(tiny_sd_ov_dir), *args]
+    argv += ["--out", str(tmp_path / "x.png"), "--no-cache"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert run.returncode in (2, 3)
+    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
