@@ -56,6 +56,7 @@ class Request:
     strength: float = 0.8
     vae: str = "full"
     previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
+    negative_prompt: str | None = None  # classifier-free guidance (plain SD with LCM-LoRA)
 
 
 @dataclass
@@ -231,6 +232,7 @@ class JobQueue:
             job.request = request = dataclasses.replace(request, width=width, height=height)
         result = self._pipe(
             request.prompt,
+            negative_prompt=request.negative_prompt,
             image=picture,
             strength=request.strength,
             steps=request.steps,

@@ -448,6 +448,21 @@ def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
     assert np.array_equal(np.asarray(served), np.asarray(alone))
 
 
+@pytest.mark.parametrize(
+    ("negative_prompt", "message"),
+    [
+        ("blurry", "a latent consistency model takes no negative prompt"),
+        ("a\x00b", "a prompt contains a NUL character"),
+    ],
+)
+def test_a_negative_prompt_the_model_cannot_take_is_refused_with_400(
+    server: Server, negative_prompt: str, message: str
+) -> None:
+    body = {"prompt": "x", "negative_prompt": negative_prompt, **SMALL}
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 400 and message in reply.json()["error"]
+
+
 def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:
     for extra in ({"previews": True}, {"vae": "tiny"}):
         reply = call(server.url, "POST", "/api/jobs", {"prompt": "x", **SMALL, **extra})

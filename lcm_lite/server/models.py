@@ -89,6 +89,11 @@ Strength = Annotated[
     ),
 ]
 Vae = Literal["full", "tiny"]
+NEGATIVE_PROMPT = (
+    "classifier-free guidance's negative prompt: for a plain Stable Diffusion model with "
+    "LCM-LoRA at guidance above 1 (a latent consistency model refuses it: its guidance is "
+    "distilled)"
+)
 Guidance = Annotated[
     float,
     Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
@@ -104,7 +109,7 @@ def random_seed() -> int:
 def _checked(request: Request) -> Request:
     """The pipeline's own checks (NUL, UTF-8) now, rather than in the worker."""
     check_arguments(
-        [request.prompt],
+        [request.prompt, *filter(None, [request.negative_prompt])],
         request.steps,
         request.guidance,
         request.width or DEFAULT_SIZE,  # the picture's size is checked when it is decoded
@@ -139,6 +144,7 @@ class GenerateRequest(BaseModel):
     strength: Strength = 0.8
     vae: Vae = Field("full", description="the final decoder; tiny needs a server with --tiny-vae")
     previews: bool = Field(False, description="keep each step's preview (needs --tiny-vae)")
+    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
 
     @model_validator(mode="after")
     def _pipeline_accepts_it(self) -> GenerateRequest:
@@ -161,6 +167,7 @@ class GenerateRequest(BaseModel):
                 strength=self.strength,
                 vae=self.vae,
                 previews=self.previews,
+                negative_prompt=self.negative_prompt,
             )
         )
 
@@ -209,6 +216,7 @@ class ImageGenerationRequest(BaseModel):
     guidance_scale: Guidance = DEFAULTS["guidance"]
     rng_seed: Seed | None = None
     num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
+    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
     output_format: Literal["png"] | None = Field(None, description="PNG only")
     stream: Literal[False] | None = Field(None, description="answers are not streamed")
 
@@ -246,6 +254,7 @@ class ImageGenerationRequest(BaseModel):
                 guidance=self.guidance_scale,
                 steps=self.num_inference_steps,
                 num_images=self.n or self.num_images_per_prompt or 1,
+                negative_prompt=self.negative_prompt,
             )
         )
 
@@ -337,6 +346,7 @@ class JobView(BaseModel):
     strength: float | None = Field(None, description="image to image")
     vae: Vae
     previews: bool
+    negative_prompt: str | None = None
     preview_png_base64: str | None = Field(
         None, description="the latest step's preview of the first image, while it runs"
     )
