@@ -213,8 +213,8 @@ class JobQueue:
                 log.exception("job %s failed", job.id)
                 job.fail(error)
             finally:
-                self.running = None
                 self.outcomes["cancelled" if job.cancelled else job.state] += 1
+                self.running = None  # after the count: a reader that sees None sees the count
 
     def _run(self, job: Job) -> None:
         request = job.request

@@ -22,7 +22,9 @@ from lcm_lite.server.running import REQUEST_HEAD_SECONDS
 psutil = pytest.importorskip("psutil")
 
 MIB = 1024 * 1024
-RSS_GROWTH_LIMIT = 64 * MIB  # after warm-up; a leak of one PNG per request would pass it
+# After warm-up. The allocator may still step up once by ~50 MiB (measured: then flat over 8
+# more jobs); a leak of what one request holds would pass it within the 200 requests.
+RSS_GROWTH_LIMIT = 96 * MIB
 
 
 @pytest.fixture(scope="module")
