@@ -58,9 +58,10 @@ def server(previews_pipe: LCMPipeline) -> Iterator[Server]:
 def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     """A generation request with every missing or valid size, step and image count replaced by
     the cheapest valid one (so that the run stays bounded); invalid values stay, to be refused.
-    In valid requests, an upload's bytes become a real picture, and a strength below the steps'
+    In valid requests, an upload's bytes become a real picture, a strength below the steps'
     minimum (a rule between two fields that JSON Schema cannot state; the description says it)
-    the default.
+    the default, and a negative prompt goes (this model cannot take one; the description says
+    which models do).
     """
     if not isinstance(body, dict):
         return body
@@ -71,6 +72,7 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
         strength = body.get("strength")
         if type(strength) in (int, float) and 0 < strength < 1 / 50:
             cheap["strength"] = 0.8
+        cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
     for dialect, values in CHEAPEST.items():
         if dialect in path:
             for name, value in values.items():
