@@ -56,6 +56,7 @@ class Request:
     strength: float = 0.8
     vae: str = "full"
     previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
+    negative_prompt: str | None = None  # classifier-free guidance (plain SD with LCM-LoRA)
 
 
 @dataclass
@@ -212,8 +213,8 @@ class JobQueue:
                 log.exception("job %s failed", job.id)
                 job.fail(error)
             finally:
-                self.running = None
                 self.outcomes["cancelled" if job.cancelled else job.state] += 1
+                self.running = None  # after the count: a reader that sees None sees the count
 
     def _run(self, job: Job) -> None:
         request = job.request
@@ -231,6 +232,7 @@ class JobQueue:
             job.request = request = dataclasses.replace(request, width=width, height=height)
         result = self._pipe(
             request.prompt,
+            negative_prompt=request.negative_prompt,
             image=picture,
             strength=request.strength,
             steps=request.steps,

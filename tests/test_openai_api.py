@@ -172,3 +172,59 @@ def test_bad_edits_are_bad_request_errors(server: Server, arguments: dict, messa
     with pytest.raises(openai.BadRequestError) as refused:
         client(server).images.edit(**call)
     assert message in refused.value.message
+
+
+def test_a_negative_prompt_on_a_latent_consistency_model_is_a_bad_request(server: Server) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.generate(
+            prompt="x", size="64x64", extra_body={"negative_prompt": "blurry"}
+        )
+    assert "takes no negative prompt" in refused.value.message
+
+
+@pytest.fixture(scope="module")
+def sd_lcm_lora_pipe(tiny_sd_diffusers_dir, tiny_sd_ov_dir, tmp_path_factory) -> LCMPipeline:
+    """A plain Stable Diffusion model with an LCM-LoRA: it takes negative prompts."""
+    from conversion.random_model import build_random_lora
+
+    lora = build_random_lora(
+        tiny_sd_diffusers_dir,
+        tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors",
+        rank=8,
+        alpha=8.0,
+        text_encoder=False,
+        seed=3,
+    )
+    return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lora, 1.0)])
+
+
+def test_a_negative_prompt_guides_an_lcm_lora_model_as_the_pipeline_does(
+    sd_lcm_lora_pipe: LCMPipeline,
+) -> None:
+    with Server(sd_lcm_lora_pipe, port=0, model="sd-lcm-lora") as served:
+        answer = client(served, api_key="unused").images.generate(
+            prompt="a red cube",
+            size="64x64",
+            extra_body={
+                "negative_prompt": "blurry",
+                "guidance_scale": 2.0,
+                "rng_seed": 12,
+                "num_inference_steps": 2,
+            },
+        )
+    image = decoded(answer.data[0].b64_json)
+    assert image.text["lcm-lite:negative_prompt"] == "blurry"
+    alone = sd_lcm_lora_pipe(
+        "a red cube",
+        negative_prompt="blurry",
+        guidance_scale=2.0,
+        seed=12,
+        steps=2,
+        width=64,
+        height=64,
+    )[0]
+    without = sd_lcm_lora_pipe(
+        "a red cube", guidance_scale=2.0, seed=12, steps=2, width=64, height=64
+    )[0]
+    assert np.array_equal(np.asarray(image), np.asarray(alone))
+    assert not np.array_equal(np.asarray(image), np.asarray(without))

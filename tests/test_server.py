@@ -279,7 +279,7 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
         ({"prompt": "x", "guidance": 20.5}, "guidance: Input should be less than or equal to 20"),
         ({"prompt": "x", "guidance": "8"}, "guidance: Input should be a valid number, got '8'"),
         ({"prompt": "x", "seed": -1}, "seed: Input should be greater than or equal to 0"),
-        ({"prompt": "x", "seed": 2**64}, "less than or equal to 18446744073709551615"),
+        ({"prompt": "x", "seed": 2**64}, "seed: Input should be less than 18446744073709551616"),
         ({"prompt": "x", "seed": 1.5}, "seed: Input should be a valid integer, got 1.5"),
         (
             {"prompt": "x", "width": 100, "steps": 0},
@@ -446,6 +446,21 @@ def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
     assert (job["vae"], served.text["lcm-lite:vae"]) == ("tiny", "tiny")
     alone = previews_pipe("a red cube", seed=6, vae="tiny", width=64, height=64, steps=1)[0]
     assert np.array_equal(np.asarray(served), np.asarray(alone))
+
+
+@pytest.mark.parametrize(
+    ("negative_prompt", "message"),
+    [
+        ("blurry", "a latent consistency model takes no negative prompt"),
+        ("a\x00b", "a prompt contains a NUL character"),
+    ],
+)
+def test_a_negative_prompt_the_model_cannot_take_is_refused_with_400(
+    server: Server, negative_prompt: str, message: str
+) -> None:
+    body = {"prompt": "x", "negative_prompt": negative_prompt, **SMALL}
+    reply = call(server.url, "POST", "/api/generate", body)
+    assert reply.status == 400 and message in reply.json()["error"]
 
 
 def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:

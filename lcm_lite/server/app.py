@@ -228,9 +228,8 @@ def _openai_router(jobs: JobQueue, model: str, native_size: int, has_previews: b
         image: Annotated[UploadFile, File(description="the starting picture: PNG, JPEG or WebP")],
         form: Annotated[ImageEditRequest, Form()],
         request: HttpRequest,
-        mask: Annotated[UploadFile | None, File(description="not supported")] = None,
     ) -> ImagesAnswer:
-        if mask is not None:
+        if "mask" in await request.form():  # parsed once: the same form as above
             raise HTTPException(400, "mask is not supported: lcm-lite does image to image only")
         picture = await image.read(MAX_PICTURE_BYTES + 1)
         job = _submit(jobs, form.edit_request(picture), has_previews)

@@ -10,7 +10,6 @@ OVMS does).
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import re
 import secrets
@@ -24,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -71,11 +71,29 @@ Prompt = Annotated[  # empty or blank allowed, as in diffusers; NUL is not (the 
 Size = _integer(*INTEGER_LIMITS["width"])
 Steps = _integer(*INTEGER_LIMITS["steps"])
 NumImages = _integer(*INTEGER_LIMITS["num_images"])
-Seed = _integer(0, SEED_LIMIT - 1)
+Seed = Annotated[
+    int,
+    Interval(ge=0, lt=SEED_LIMIT),
+    BeforeValidator(_whole_number),
+    # The document says up to 2**64 - 2048, the largest double below 2**64: JSON Schema tools
+    # compare in floating point, and 2**64 - 1 rounds up to 2**64.
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 2048}),
+]
 Strength = Annotated[
-    float, Interval(gt=0, le=1), AllowInfNan(False), Field(description="image to image")
+    float,
+    Interval(gt=0, le=1),
+    AllowInfNan(False),
+    Field(
+        description="image to image; at least steps / 50 (the steps come from the last "
+        "int(50 * strength) of the 50 distillation timesteps)"
+    ),
 ]
 Vae = Literal["full", "tiny"]
+NEGATIVE_PROMPT = (
+    "classifier-free guidance's negative prompt: for a plain Stable Diffusion model with "
+    "LCM-LoRA at guidance above 1 (a latent consistency model refuses it: its guidance is "
+    "distilled)"
+)
 Guidance = Annotated[
     float,
     Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
@@ -91,7 +109,7 @@ def random_seed() -> int:
 def _checked(request: Request) -> Request:
     """The pipeline's own checks (NUL, UTF-8) now, rather than in the worker."""
     check_arguments(
-        [request.prompt],
+        [request.prompt, *filter(None, [request.negative_prompt])],
         request.steps,
         request.guidance,
         request.width or DEFAULT_SIZE,  # the picture's size is checked when it is decoded
@@ -116,12 +134,17 @@ class GenerateRequest(BaseModel):
     image: str | None = Field(
         None,
         max_length=MAX_PICTURE_BASE64_CHARS,
+        json_schema_extra={  # checked when decoded, with a clearer message than a pattern's
+            "pattern": "^(data:image/[a-z]+;base64,)?[A-Za-z0-9+/]*={0,2}$",
+            "contentEncoding": "base64",
+        },
         description=f"image to image: the starting picture (PNG, JPEG or WebP, at most "
         f"{MAX_PICTURE_BYTES} bytes), base64, optionally as a data: URL",
     )
     strength: Strength = 0.8
     vae: Vae = Field("full", description="the final decoder; tiny needs a server with --tiny-vae")
     previews: bool = Field(False, description="keep each step's preview (needs --tiny-vae)")
+    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
 
     @model_validator(mode="after")
     def _pipeline_accepts_it(self) -> GenerateRequest:
@@ -144,6 +167,7 @@ class GenerateRequest(BaseModel):
                 strength=self.strength,
                 vae=self.vae,
                 previews=self.previews,
+                negative_prompt=self.negative_prompt,
             )
         )
 
@@ -154,7 +178,7 @@ def decode_picture(text: str) -> bytes:
         text = text.partition(",")[2]
     try:
         picture = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters that are not ASCII
         raise ValueError("image must be a picture in base64 (or a data: URL)") from None
     return check_picture_size(picture)
 
@@ -192,6 +216,7 @@ class ImageGenerationRequest(BaseModel):
     guidance_scale: Guidance = DEFAULTS["guidance"]
     rng_seed: Seed | None = None
     num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
+    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
     output_format: Literal["png"] | None = Field(None, description="PNG only")
     stream: Literal[False] | None = Field(None, description="answers are not streamed")
 
@@ -229,6 +254,7 @@ class ImageGenerationRequest(BaseModel):
                 guidance=self.guidance_scale,
                 steps=self.num_inference_steps,
                 num_images=self.n or self.num_images_per_prompt or 1,
+                negative_prompt=self.negative_prompt,
             )
         )
 
@@ -320,6 +346,7 @@ class JobView(BaseModel):
     strength: float | None = Field(None, description="image to image")
     vae: Vae
     previews: bool
+    negative_prompt: str | None = None
     preview_png_base64: str | None = Field(
         None, description="the latest step's preview of the first image, while it runs"
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__
 from ..errors import UsageError
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from ..pipeline import LCMPipeline
 
 GRACEFUL_SHUTDOWN_SECONDS = 10  # for the answers in flight once the last job is done
+REQUEST_HEAD_SECONDS = 10  # a connection that has not sent a whole request head by then is closed
 START_TIMEOUT_SECONDS = 30
 
 
@@ -55,6 +59,7 @@ class Server:
             app,
             lifespan="off",
             log_config=None,  # lcm-lite's logging: warnings on stderr, access lines when verbose
+            http=_HeadTimeoutProtocol,
             server_header=False,
             headers=[("Server", f"lcm-lite/{__version__}")],
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -90,6 +95,28 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, except that a connection which sends no complete request
+    head within REQUEST_HEAD_SECONDS is closed (uvicorn waits for one forever, so slow or
+    silent clients could hold every file descriptor). Checked again every period while the
+    connection lives; a request in progress or a keep-alive connection is left to uvicorn."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(REQUEST_HEAD_SECONDS, self._close_if_no_request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _close_if_no_request(self) -> None:
+        waiting_for_a_head = self.cycle is None and self.conn.their_state is h11.IDLE
+        if waiting_for_a_head:
+            self.transport.close()
+        else:
+            self._head_timer = self.loop.call_later(REQUEST_HEAD_SECONDS, self._close_if_no_request)
 
 
 def _listen(host: str, port: int) -> socket.socket:
