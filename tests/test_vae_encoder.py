@@ -37,7 +37,7 @@ def _encoder_folder(tmp_path, channels: int, config: dict) -> ModelFolder:
     ov.save_model(model, folder / "vae_encoder" / "openvino_model.xml", compress_to_fp16=False)
     (folder / "vae_encoder" / "config.json").write_text(json.dumps(config))
     decoder = VAEConfig("AutoencoderKL", 4, 8, 0.18215, 0.0)
-    return ModelFolder(folder, unet_config={}, vae=decoder)
+    return ModelFolder(folder, unet_config={}, vae=decoder, lcm_scheduler=True)
 
 
 def _pixels() -> np.ndarray:
