@@ -195,28 +195,34 @@ class VAEDecoder:
 
 
 class VAEEncoder:
-    """VAE encoder: pictures (batch, 3, H, W) in [-1, 1] -> scaled latents (batch, C, H/8, W/8).
+    """VAE encoder (AutoencoderKL or AutoencoderTiny): pictures (batch, 3, H, W) in [-1, 1] ->
+    scaled latents (batch, C, H/8, W/8).
 
     An AutoencoderKL encoder outputs ``latent_parameters``, the mean and log-variance of the
     latent Gaussian (diffusers' ``DiagonalGaussianDistribution``, log-variance clamped to
     [-30, 20]), sampled as ``mean + std * noise`` with one draw of the caller's generator for the
     whole batch (``retrieve_latents(..., sample_mode="sample")``). An encoder that outputs
-    ``C`` channels returns latents directly (a tiny VAE's) and draws nothing. Then
-    ``(latents - shift_factor) * scaling_factor``, from the encoder's ``config.json``.
-    Compiled for one picture at a time: the batch size never recompiles it.
+    ``C`` channels returns latents directly (AutoencoderTiny's ``latents``) and draws nothing.
+    Then ``(latents - shift_factor) * scaling_factor``, from ``config`` (the encoder's own
+    ``config.json``). Compiled for one picture at a time: the batch size never recompiles it.
     """
 
     def __init__(
-        self, compiler: Compiler, folder: ModelFolder, latent_shape: tuple[int, ...]
+        self,
+        compiler: Compiler,
+        xml: Path,
+        config: VAEConfig,
+        latent_shape: tuple[int, ...],
+        name: str,
     ) -> None:
-        scale = folder.vae_scale_factor
+        scale = config.pixels_per_latent
         shape = (1, 3, latent_shape[2] * scale, latent_shape[3] * scale)
         self.compiled = compiler.compile(
-            folder.xml("vae_encoder"), lambda model: {0: shape}, shape, "VAE encoder"
+            xml, lambda model: {0: shape}, shape, name
         )  # the request needs it alive
         self.request = self.compiled.create_infer_request()
         self.latent_channels = latent_shape[1]
-        self.config = VAEConfig.read(folder.root / "vae_encoder" / "config.json")
+        self.config = config
 
     def __call__(self, pixels: np.ndarray, generator: TorchGenerator) -> np.ndarray:
         outputs = []

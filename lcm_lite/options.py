@@ -80,7 +80,7 @@ def vae_option(parser: argparse.ArgumentParser) -> None:
         choices=["full", "tiny"],
         default="full",
         help="final decoder: the model's VAE (default) or the tiny VAE (TAESD: faster, softer, "
-        "not the full VAE's image)",
+        "not the full VAE's image; with --image it encodes the picture too)",
     )
 
 

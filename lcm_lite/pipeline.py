@@ -33,6 +33,7 @@ from PIL import Image
 
 from . import classifier_free
 from .compiler import Compiler
+from .configs import VAEConfig
 from .errors import Cancelled, ModelError, UsageError
 from .folder import ModelFolder
 from .guidance import guidance_scale_embedding
@@ -49,7 +50,7 @@ from .pictures import (
     repeat_for_batch,
 )
 from .scheduler import LCMScheduler, LCMSchedulerConfig
-from .tiny_vae import TinyVAE, load_tiny_vae, own_tiny_vae
+from .tiny_vae import CONVERT_TAESD, TinyVAE, load_tiny_vae, own_tiny_vae, resolve_tiny_vae
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
@@ -175,7 +176,7 @@ class _Compiled:
     text_encoder: TextEncoder | None = None
     unet: UNet | None = None
     decoders: dict[Path, VAEDecoder] = field(default_factory=dict)
-    vae_encoder: VAEEncoder | None = None
+    encoders: dict[Path, VAEEncoder] = field(default_factory=dict)  # by the VAE's folder
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -206,7 +207,7 @@ class LCMPipeline:
         self.hub_id = hub_id  # the hub repository ``folder`` is a snapshot of, if any
         self.compiler = compiler
         self.keep_models = keep_models
-        self.tiny_vae = tiny_vae or own_tiny_vae(folder)
+        self.tiny_vae = tiny_vae or own_tiny_vae(folder, hub_id)
         self.progress: StageProgress | None = None
         self.adapters = list(adapters)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
@@ -278,7 +279,8 @@ class LCMPipeline:
         follows diffusers: the UNet is conditioned on ``w = guidance_scale - 1`` (the LCM paper's
         own code embeds the scale unchanged, so its 8 is diffusers' 9); a Stable Diffusion UNet
         with LCM-LoRA is guided by ``negative_prompt`` when it is above 1. ``vae="tiny"``
-        decodes with the tiny VAE: faster, and close to but not the full VAE's image.
+        decodes with the tiny VAE: faster, and close to but not the full VAE's image; with
+        ``image`` it encodes the picture too, as diffusers' img2img pipeline with that ``vae``.
 
         With ``image`` (a picture, or a list: see ``pictures.load_image``), image to image: the
         picture, resized to ``width x height`` (default: its own size rounded down to a multiple
@@ -342,7 +344,7 @@ class LCMPipeline:
         if pictures is not None and latents is None:
             check_picture_count(len(pictures), latent_shape[0])
             pixels = preprocess(pictures, width, height)
-            self._fetch_vae_encoder()
+            self._fetch_vae_encoder(vae)
         with self._lock:
             return self._generate(
                 settings, schedule, latent_shape, generator, latents, pixels, callback
@@ -392,7 +394,9 @@ class LCMPipeline:
         if latents is None and pixels is None:  # text to image: pure noise
             latents = generator.randn(latent_shape)
         elif latents is None:  # image to image: the encoded pictures, noised
-            latents = self._picture_latents(compiled, pixels, int(schedule[0]), generator, timings)
+            latents = self._picture_latents(
+                compiled, settings.vae, pixels, int(schedule[0]), generator, timings
+            )
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         guidance_embedding = None
         if self.folder.time_cond_proj_dim is not None:
@@ -433,14 +437,16 @@ class LCMPipeline:
     def _picture_latents(
         self,
         compiled: _Compiled,
+        vae: str,
         pixels: np.ndarray,
         first_timestep: int,
         generator: TorchGenerator,
         timings: dict[str, float],
     ) -> np.ndarray:
-        """diffusers' img2img ``prepare_latents``: the pictures' latents (a draw for the
-        posterior sample), tiled over the batch, noised to the first timestep (a second draw)."""
-        vae_encoder = self._network(compiled, "vae_encoder")
+        """diffusers' img2img ``prepare_latents``: the pictures' latents by the ``vae`` in use's
+        encoder (a draw for the posterior sample of an AutoencoderKL, none for an AutoencoderTiny),
+        tiled over the batch, noised to the first timestep (a second draw)."""
+        vae_encoder = self._vae_encoder(compiled, vae)
         clock = time.perf_counter()
         picture_latents = vae_encoder(pixels, generator)
         timings["vae_encoder"] = _lap(clock)
@@ -448,24 +454,33 @@ class LCMPipeline:
         noise = generator.randn(batch_latents.shape)
         return self.scheduler.add_noise(batch_latents, noise, first_timestep)
 
-    def _fetch_vae_encoder(self) -> None:
-        """The VAE encoder is read only for image to image; a hub model's is downloaded then."""
-        if self.folder.xml("vae_encoder").is_file():
-            return
-        if self.hub_id is not None:  # the snapshot's commit: the encoder matches the rest
-            resolve_model(self.hub_id, self.folder.root.name, files=VAE_ENCODER_FILES)
-        if self.folder.xml("vae_encoder").is_file():
-            return
-        convert = "convert the model with `lcm-lite-convert SOURCE OUT_DIR --with-vae-encoder`"
-        if self.hub_id is None:
-            raise ModelError(
-                f"{self.folder.root} has no VAE encoder (vae_encoder/), which image to image "
-                f"needs: {convert}"
+    def _fetch_vae_encoder(self, vae: str) -> None:
+        """Image to image encodes with the ``vae`` in use, as diffusers' img2img pipeline with
+        its ``vae``: "full" the model's encoder, "tiny" the tiny VAE's. Text to image reads
+        neither, so a hub snapshot's is downloaded on the first call with a picture."""
+        if vae == "full":
+            root, hub_id, fetch = self.folder.root, self.hub_id, resolve_model
+            needs = (
+                f"{hub_id or root} has no VAE encoder (vae_encoder/), which image to image needs"
             )
+            convert = "convert the model with `lcm-lite-convert SOURCE OUT_DIR --with-vae-encoder`"
+        else:
+            root, hub_id, fetch = self.tiny_vae.root, self.tiny_vae.hub_id, resolve_tiny_vae
+            needs = (
+                f"the tiny VAE {hub_id or root} has no encoder (vae_encoder/), which image to "
+                'image with vae="tiny" (--vae tiny) needs'
+            )
+            convert = f'{CONVERT_TAESD}, which writes both halves, or use vae="full" (--vae full)'
+        xml = root / "vae_encoder" / "openvino_model.xml"
+        if not xml.is_file() and hub_id is not None:  # the snapshot's commit: it matches the rest
+            fetch(hub_id, root.name, files=VAE_ENCODER_FILES)
+        if xml.is_file():
+            return
+        if hub_id is None:
+            raise ModelError(f"{needs}: {convert}")
         raise ModelError(
-            f"{self.hub_id} has no VAE encoder (vae_encoder/), which image to image needs, in the "
-            "local Hugging Face cache and none could be downloaded: on a connected machine run "
-            f"`hf download {self.hub_id} --include 'vae_encoder/*'`, or {convert}"
+            f"{needs}, in the local Hugging Face cache and none could be downloaded: on a "
+            f"connected machine run `hf download {hub_id} --include 'vae_encoder/*'`, or {convert}"
         )
 
     def _encode_prompts(
@@ -554,9 +569,33 @@ class LCMPipeline:
             self._report("decode", 1, 1)
             return images
 
-    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet | VAEEncoder:
-        """``compiled``'s text encoder, UNet or VAE encoder, compiled for its shapes now if it is
-        not held; held for the next call only with ``keep_models``."""
+    def _vae_encoder(self, compiled: _Compiled, vae: str) -> VAEEncoder:
+        """The ``vae`` in use's encoder ("full": the model's, "tiny": the tiny VAE's, each with its
+        own ``config.json``), compiled for ``compiled``'s size now if it is not held; held for the
+        next call only with ``keep_models``."""
+        root = self.folder.root if vae == "full" else self.tiny_vae.root
+        encoder = compiled.encoders.get(root)
+        if encoder is not None:
+            return encoder
+        name = "vae_encoder" if root == self.folder.root else "tiny_vae_encoder"
+        xml, config = (
+            root / "vae_encoder" / "openvino_model.xml",
+            root / "vae_encoder" / "config.json",
+        )
+        encoder = self._compile(
+            compiled,
+            name,
+            lambda: VAEEncoder(
+                self.compiler, xml, VAEConfig.read(config), compiled.latent_shape, _LABELS[name]
+            ),
+        )
+        if self.keep_models:
+            compiled.encoders[root] = encoder
+        return encoder
+
+    def _network(self, compiled: _Compiled, name: str) -> TextEncoder | UNet:
+        """``compiled``'s text encoder or UNet, compiled for its shapes now if it is not held;
+        held for the next call only with ``keep_models``."""
         network = getattr(compiled, name)
         if network is not None:
             return network
@@ -568,12 +607,6 @@ class LCMPipeline:
                 lambda: TextEncoder(
                     self.compiler, self.folder, compiled.num_prompts, text_length, self.adapters
                 ),
-            )
-        elif name == "vae_encoder":
-            network = self._compile(
-                compiled,
-                name,
-                lambda: VAEEncoder(self.compiler, self.folder, compiled.latent_shape),
             )
         else:
             batch, *latent_size = compiled.latent_shape  # the batch doubles under guidance
@@ -618,6 +651,7 @@ _LABELS = {
     "unet": "UNet",
     "vae_decoder": "VAE decoder",
     "vae_encoder": "VAE encoder",
+    "tiny_vae_encoder": "tiny VAE encoder",
     "tiny_vae_decoder": "tiny VAE decoder",
 }
 

@@ -1,8 +1,9 @@
 """Image to image gives diffusers' LatentConsistencyModelImg2ImgPipeline image for the same seed.
 
 Both run the tiny random-weight LCM: diffusers from the PyTorch folder, lcm_lite from its OpenVINO
-conversion (with the VAE encoder), compiled with the f32 precision hint. The starting pictures are
-gradients with noise, so every pixel of the result depends on the picture.
+conversion (with the VAE encoder), compiled with the f32 precision hint; with ``vae="tiny"``, both
+encode and decode with the tiny random TAESD. The starting pictures are gradients with noise, so
+every pixel of the result depends on the picture.
 """
 
 from __future__ import annotations
@@ -144,29 +145,25 @@ def test_the_result_depends_on_the_picture_and_less_so_the_higher_the_strength(f
     assert difference(0.3) > difference(1.0) > 0
 
 
-def test_with_the_tiny_vae_the_picture_is_encoded_by_the_full_vae_and_decoded_by_taesd(
-    tiny_ov_dir, tiny_taesd_dir, tiny_taesd_ov_dir, img2img_pipe
-):
-    from lcm_lite import LCMPipeline
-
-    picture = varied_picture(64, 48, seed=8)
-    arguments = {"strength": 0.6, "steps": 2, "seed": 21, "num_images": 2}
-    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir)
+@pytest.fixture(scope="module")
+def taesd_img2img_pipe(tiny_diffusers_dir, tiny_taesd_dir):
+    """diffusers' img2img pipeline whose ``vae`` is the tiny random AutoencoderTiny."""
     taesd = diffusers.AutoencoderTiny.from_pretrained(tiny_taesd_dir)
+    pipe = diffusers.LatentConsistencyModelImg2ImgPipeline.from_pretrained(
+        tiny_diffusers_dir, vae=taesd
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
-    ours = _ours(pipe, "a red cube", picture, vae="tiny", **arguments)
-    denoised = img2img_pipe(
-        "a red cube",
-        image=picture,
-        strength=0.6,
-        num_inference_steps=2,
-        guidance_scale=GUIDANCE,
-        num_images_per_prompt=2,
-        generator=torch.Generator().manual_seed(21),
-        output_type="latent",
-    ).images
-    with torch.no_grad():
-        decoded = taesd.decode(denoised / taesd.config.scaling_factor).sample
-    theirs = img2img_pipe.image_processor.postprocess(decoded, output_type="np")
 
-    _assert_within_one_level(ours, [np.round(image * 255).astype(np.uint8) for image in theirs])
+@pytest.mark.parametrize("num_images", [1, 2])
+@pytest.mark.parametrize("strength", [0.4, 0.8])
+def test_with_the_tiny_vae_the_picture_is_encoded_and_decoded_by_taesd_as_in_diffusers(
+    previews_pipe, taesd_img2img_pipe, strength, num_images
+):
+    picture = varied_picture(80, 56, seed=8)
+    arguments = {"strength": strength, "steps": 2, "seed": 21, "num_images": num_images}
+
+    ours = _ours(previews_pipe, "a red cube", picture, vae="tiny", **arguments)
+
+    _assert_within_one_level(ours, _theirs(taesd_img2img_pipe, "a red cube", picture, **arguments))

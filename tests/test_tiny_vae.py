@@ -211,6 +211,42 @@ def test_vae_tiny_decodes_with_the_tiny_vae_and_records_it(tiny_pipe):
     assert tiny.metadata(0, "m")["vae"] == "tiny"
 
 
+def _picture(width: int = 64, height: int = 48) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(3).integers(0, 255, (height, width, 3), np.uint8))
+
+
+def test_image_to_image_encodes_with_the_encoder_of_the_vae_in_use(tiny_ov_dir, tiny_taesd_ov_dir):
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir)
+    arguments = {"image": _picture(), "strength": 0.6, "steps": 2, "seed": 4}
+
+    tiny = pipe(PROMPT, vae="tiny", **arguments)
+    full = pipe(PROMPT, vae="full", **arguments)
+
+    assert "compile_tiny_vae_encoder" in tiny.timings and "compile_vae_encoder" not in tiny.timings
+    assert "compile_vae_encoder" in full.timings and "compile_tiny_vae_encoder" not in full.timings
+    again = pipe(PROMPT, vae="tiny", **arguments)  # both encoders stay compiled
+    assert not any(name.endswith("encoder") for name in again.timings if "compile" in name)
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(tiny[0]))
+
+
+def test_a_tiny_vae_without_its_encoder_decodes_but_image_to_image_with_it_says_what_is_missing(
+    tiny_ov_dir, tiny_taesd_ov_dir, tmp_path
+):
+    decoder_only = tmp_path / "taesd-decoder-only"
+    shutil.copytree(tiny_taesd_ov_dir, decoder_only, ignore=shutil.ignore_patterns("vae_encoder"))
+    pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", tiny_vae=decoder_only)
+    assert pipe(PROMPT, width=64, height=64, seed=1, steps=1, vae="tiny")[0].size == (64, 64)
+    assert pipe(PROMPT, image=_picture(), steps=1, seed=1)[0].size == (64, 48)  # vae="full"
+
+    with pytest.raises(ModelError) as error:
+        pipe(PROMPT, image=_picture(), steps=1, seed=1, vae="tiny")
+
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"the tiny VAE {decoder_only} has no encoder (vae_encoder/)" in message
+    assert "lcm-lite-convert madebyollin/taesd FOLDER" in message
+
+
 def test_without_a_tiny_vae_there_are_no_previews_and_vae_tiny_is_a_usage_error(f32_pipe):
     assert not f32_pipe.has_previews
     with pytest.raises(UsageError, match="tiny_vae="):
@@ -385,6 +421,31 @@ def test_the_default_tiny_vae_comes_from_the_hub_cache(tiny_ov_dir, tiny_taesd_o
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert read_png_metadata(tmp_path / "out.png")["vae"] == "tiny"
+
+
+def test_a_hub_tiny_vae_fetches_its_encoder_on_the_first_image_to_image_call_only(
+    tiny_ov_dir, tiny_taesd_ov_dir, tmp_path
+):
+    from test_hub import FakeHub
+
+    _picture().save(tmp_path / "start.png")
+    hub = FakeHub("someone/taesd-ov", tiny_taesd_ov_dir)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+    common = ["--model", str(tiny_ov_dir), "--vae", "tiny", "--tiny-vae", "someone/taesd-ov"]
+    common += ["--steps", "1", "--no-cache", "-q"]
+
+    def fetched_by(*args: str) -> set[str]:
+        hub.fetched.clear()
+        run = _lcm_lite(PROMPT, *common, *args, cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stderr
+        return {name.split("/")[0] for name in hub.fetched}
+
+    try:
+        assert fetched_by("--width", "64", "--height", "64", "--seed", "1") == {"vae_decoder"}
+        assert fetched_by("--image", "start.png", "--seed", "1") == {"vae_encoder"}
+        assert fetched_by("--image", "start.png", "--seed", "2") == set()
+    finally:
+        hub.close()
 
 
 def test_bench_and_info_take_the_tiny_vae(tiny_ov_dir, tiny_taesd_ov_dir, capsys):
