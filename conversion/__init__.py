@@ -9,3 +9,5 @@ otherwise break the one-line messages of ``lcm-lite-convert`` (an explicit setti
 import os
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8")

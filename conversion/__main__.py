@@ -11,12 +11,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from conversion.export import WEIGHT_FORMATS, convert
-from conversion.messages import silence_libraries
+from conversion import WEIGHT_FORMATS
 from lcm_lite.errors import Cancelled, LcmLiteError
+from lcm_lite.extras import require_extra
 from lcm_lite.options import EXIT_TERMINATED, Parser, Terminated, lora_argument, raise_on_sigterm
 
 PROG = "lcm-lite-convert"
+CONVERT_MODULES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "safetensors",
+    "openvino_tokenizers",
+    "nncf",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     raise_on_sigterm()
     try:
         args = _parser().parse_args(argv)
+        require_extra("convert", CONVERT_MODULES, PROG)
+        from conversion.export import convert
+        from conversion.messages import silence_libraries
+
         silence_libraries()
         convert(
             args.source,

@@ -38,6 +38,7 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from conversion import WEIGHT_FORMATS
 from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
 from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
@@ -48,7 +49,6 @@ from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, OutputError, UsageError
 
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 Progress = Callable[[str], None]
 
 # As diffusers' LatentConsistencyModelPipeline.save_config writes it, less the safety checker.

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from .errors import Cancelled, DeviceError, LcmLiteError, ModelError, OutputError, UsageError
 
 if TYPE_CHECKING:
-    from .pipeline import GenerationResult, LCMPipeline, StepInfo
+    from .pipeline import LCMPipeline
+    from .results import GenerationResult, StepInfo
 
 __version__ = "0.1.0"
 __all__ = [
@@ -34,8 +35,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in ("LCMPipeline", "GenerationResult", "StepInfo"):
-        from . import pipeline
+    if name == "LCMPipeline":
+        from .pipeline import LCMPipeline
 
-        return getattr(pipeline, name)
+        return LCMPipeline
+    if name in ("GenerationResult", "StepInfo"):
+        from . import results
+
+        return getattr(results, name)
     raise AttributeError(f"module 'lcm_lite' has no attribute {name!r}")

@@ -105,8 +105,8 @@ def main(argv: list[str]) -> int:
 def check_bench_arguments(args: argparse.Namespace) -> None:
     """Refuse, before the model loads, what ``generate`` refuses: every size and step count as
     the pipeline checks them, the seed as ``TorchGenerator`` does, and at least one image."""
+    from .arguments import check_arguments
     from .errors import UsageError
-    from .pipeline import check_arguments
     from .torch_rng import TorchGenerator
 
     if args.images < 1:

@@ -179,9 +179,9 @@ def _generate(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     prompts = _read_prompts(args)
     configure_logging(args.quiet)
+    from .arguments import check_arguments
     from .hub import DEFAULT_MODEL as default_model
     from .images import save_png
-    from .pipeline import check_arguments
 
     check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
     picture = _check_picture(args)
@@ -236,8 +236,8 @@ def _check_picture(args: argparse.Namespace) -> dict[str, object]:
         if args.strength is not None:
             raise UsageError("--strength needs --image (it says how much to change the picture)")
         return {}
+    from .arguments import check_strength
     from .pictures import load_image
-    from .pipeline import check_strength
 
     strength = 0.8 if args.strength is None else args.strength
     check_strength(strength)

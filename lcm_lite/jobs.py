@@ -20,15 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .arguments import MAX_SIZE
 from .errors import Cancelled, LcmLiteError
 from .images import png_info
 from .pictures import load_image, output_size
-from .pipeline import MAX_SIZE
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .pipeline import LCMPipeline, StepInfo
+    from .pipeline import LCMPipeline
+    from .results import StepInfo
 
 log = logging.getLogger("lcm_lite.server")
 

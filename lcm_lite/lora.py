@@ -40,12 +40,12 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .errors import ModelError, UsageError
+from .extras import require_extra
 
 log = logging.getLogger("lcm_lite")
 
 NETWORKS = {"unet": "UNet", "text_encoder": "text encoder"}
 DEFAULT_HUB_FILE = "pytorch_lora_weights.safetensors"
-_MISSING_EXTRA = "LoRA adapters need the safetensors package: pip install 'lcm-lite[lora]'"
 
 # (prefix, network) of each file format's keys; longest first.
 _PREFIXES = (
@@ -220,10 +220,9 @@ def resolve_lora_file(source: str) -> Path:
 
 
 def _safetensors():  # noqa: ANN202 - the module, imported only when an adapter is used
-    try:
-        import safetensors
-    except ImportError:
-        raise UsageError(_MISSING_EXTRA) from None
+    require_extra("lora", ["safetensors"], "a LoRA adapter")
+    import safetensors
+
     return safetensors
 
 

@@ -18,8 +18,6 @@ with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (see ``to
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from . import classifier_free
+from .arguments import DEFAULT_SIZE, MAX_SIZE, check_arguments, check_strength
 from .compiler import Compiler
 from .configs import VAEConfig
 from .errors import Cancelled, ModelError, UsageError
@@ -46,123 +45,17 @@ from .pictures import (
     check_picture_count,
     load_images,
     output_size,
+    picture_name,
     preprocess,
     repeat_for_batch,
 )
+from .results import GenerationResult, Settings, StepCallback, StepInfo
 from .scheduler import LCMScheduler, LCMSchedulerConfig
 from .tiny_vae import CONVERT_TAESD, TinyVAE, load_tiny_vae, own_tiny_vae, resolve_tiny_vae
 from .tokenizer import CLIPTokenizer, TokenizedPrompts
 from .torch_rng import TorchGenerator, random_seed
 
 log = logging.getLogger("lcm_lite")
-
-DEFAULT_SIZE = 512
-MAX_SIZE = 2048
-MAX_IMAGES = 16
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What a step callback sees after each LCM step; return ``False`` from it to cancel."""
-
-    step: int
-    num_steps: int
-    timestep: int
-    latents: np.ndarray
-    denoised: np.ndarray
-    decoder: Callable[[np.ndarray], list[Image.Image]] | None = field(
-        default=None, repr=False, compare=False
-    )
-
-    def preview(self) -> list[Image.Image]:
-        """This step's ``denoised`` latents decoded by the tiny VAE, one image per image of the
-        call. Decoded when called, so a callback that does not ask costs nothing; callable from
-        another thread. Raises UsageError when the pipeline has no tiny VAE."""
-        if self.decoder is None:
-            raise UsageError(
-                "previews need a tiny VAE: load one with LCMPipeline.from_pretrained(..., "
-                "tiny_vae=FOLDER or HUB_ID) (command line: --tiny-vae)"
-            )
-        return self.decoder(self.denoised)
-
-
-StepCallback = Callable[[StepInfo], "bool | None"]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What one call ran: with the seed, everything needed to make its images again. ``steps``
-    and ``timesteps`` are those sampled; ``custom_timesteps`` the schedule a caller gave instead
-    of ``steps`` (image to image samples its last ``int(len * strength)``, as diffusers)."""
-
-    prompts: list[str]
-    steps: int
-    guidance_scale: float
-    width: int
-    height: int
-    num_images: int
-    timesteps: tuple[int, ...]
-    original_inference_steps: int
-    image: str | None = None  # the starting picture's file name ("" if it had none)
-    strength: float | None = None
-    custom_timesteps: tuple[int, ...] | None = None
-    vae: str = "full"
-    negative_prompts: list[str] | None = None
-    loras: str = ""
-    tiny_vae: str | None = None  # with vae="tiny": the tiny VAE's folder, unless the model's own
-
-
-class GenerationResult(list[Image.Image]):
-    """The images of one call, in diffusers' batch order (each prompt's images together), with
-    the seed that makes them again, the settings, and where the time went (seconds)."""
-
-    def __init__(
-        self,
-        images: list[Image.Image],
-        seed: int,
-        timings: dict[str, float],
-        dropped_tokens: list[int],
-        settings: Settings,
-    ) -> None:
-        super().__init__(images)
-        self.seed = seed
-        self.timings = timings
-        self.dropped_tokens = dropped_tokens
-        self.settings = settings
-
-    @property
-    def images(self) -> list[Image.Image]:
-        return list(self)
-
-    def metadata(self, index: int, model: str) -> dict[str, object]:
-        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
-        starting picture's file name and the strength for image-to-image)."""
-        picture = {"image": self.settings.image, "strength": self.settings.strength}
-        custom = self.settings.custom_timesteps
-        prompt_index = index // self.settings.num_images
-        return {
-            "prompt": self.settings.prompts[prompt_index],
-            "seed": self.seed,
-            "steps": self.settings.steps,
-            "guidance": self.settings.guidance_scale,
-            "width": self.settings.width,
-            "height": self.settings.height,
-            "num_images": self.settings.num_images,
-            "timesteps": ",".join(map(str, self.settings.timesteps)),
-            "original_inference_steps": self.settings.original_inference_steps,
-            "index": index % self.settings.num_images,
-            "model": model,
-            "vae": self.settings.vae,
-            **(picture if self.settings.image is not None else {}),
-            **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
-            **(
-                {"negative_prompt": self.settings.negative_prompts[prompt_index]}
-                if self.settings.negative_prompts
-                else {}
-            ),
-            **({"loras": self.settings.loras} if self.settings.loras else {}),
-            **({"tiny_vae": self.settings.tiny_vae} if self.settings.tiny_vae else {}),
-        }
 
 
 @dataclass
@@ -658,67 +551,3 @@ _LABELS = {
 
 def _lap(start: float) -> float:
     return time.perf_counter() - start
-
-
-def check_arguments(
-    prompts: list[str],
-    steps: int,
-    guidance_scale: float,
-    width: int | None,
-    height: int | None,
-    num_images: int,
-) -> None:
-    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
-    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool.
-    ``width`` or ``height`` None: not given (image to image takes the picture's)."""
-    if not prompts:
-        raise UsageError("give at least one prompt")
-    for prompt in prompts:
-        if not isinstance(prompt, str):
-            raise UsageError(f"prompts must be strings, got {type(prompt).__name__}")
-        if "\x00" in prompt:
-            raise UsageError("a prompt contains a NUL character")
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line
-            raise UsageError("a prompt is not valid UTF-8 text") from None
-    for name, value, low, high in (
-        ("width", width, 8, MAX_SIZE),
-        ("height", height, 8, MAX_SIZE),
-        ("num_images", num_images, 1, MAX_IMAGES),
-        ("steps", steps, 1, None),
-    ):
-        if value is None and name in ("width", "height"):
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise UsageError(f"{name} must be an integer, got {value!r}")
-        if value < low or (high is not None and value > high):
-            raise UsageError(
-                f"{name} must be from {low} to {high or 'the schedule length'}, got {value}"
-            )
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and value % 8:
-            raise UsageError(f"{name} must be a multiple of 8, got {value}")
-    if (
-        not isinstance(guidance_scale, numbers.Real)
-        or isinstance(guidance_scale, bool)
-        or not math.isfinite(guidance_scale)
-        or guidance_scale < 0
-    ):
-        raise UsageError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-
-
-def check_strength(strength: float) -> None:
-    """Image to image's ``strength``: a number in (0, 1] (diffusers accepts 0, then fails)."""
-    is_number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
-    if not is_number or not 0 < strength <= 1:
-        raise UsageError(f"strength must be a number in (0, 1], got {strength!r}")
-
-
-def picture_name(image: object) -> str:
-    """The file name a starting picture came from, for the metadata ("" if none)."""
-    if isinstance(image, (list, tuple)):
-        return ", ".join(picture_name(item) for item in image)
-    if isinstance(image, (str, Path)):
-        return Path(image).name
-    return Path(getattr(image, "filename", "") or "").name

@@ -13,28 +13,14 @@ install instead of failing on an import.
 
 from __future__ import annotations
 
-import importlib.util
-
-from ..errors import UsageError
+from ..extras import require_extra
 
 EXTRA_MODULES = ("fastapi", "uvicorn", "multipart")
 
 
 def main(argv: list[str]) -> int:
     """``lcm-lite serve ARGS``; a one-line error when the ``[serve]`` extra is missing."""
-    missing = [name for name in EXTRA_MODULES if not _importable(name)]
-    if missing:
-        raise UsageError(
-            f"lcm-lite serve needs the [serve] extra ({', '.join(missing)} missing): "
-            'pip install "lcm-lite[serve]"'
-        )
+    require_extra("serve", EXTRA_MODULES, "lcm-lite serve")
     from .command import main as serve_main
 
     return serve_main(argv)
-
-
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
