@@ -154,8 +154,10 @@ class JobQueue:
         return self._queue.qsize()
 
     def submit(self, request: Request) -> Job:
-        """Queue ``request``; raises :class:`QueueFull` when every slot is taken, and
-        :class:`Cancelled` once :meth:`close` has begun."""
+        """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
+        :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
+        model takes none of (the pipeline's own rule, now rather than as a failed job)."""
+        self._pipe.check_negative_prompt(request.negative_prompt)
         job = Job(request)
         with self._lock:
             if self._closed:

@@ -243,16 +243,27 @@ class LCMPipeline:
                 settings, schedule, latent_shape, generator, latents, pixels, callback
             )
 
+    @property
+    def takes_negative_prompts(self) -> bool:
+        """Whether ``negative_prompt`` is accepted: by a plain Stable Diffusion UNet (with
+        LCM-LoRA), not by a latent consistency model, whose guidance is distilled into the UNet
+        (its ``time_cond_proj_dim``), as diffusers' LCM pipeline has no negative prompt."""
+        return self.folder.time_cond_proj_dim is None
+
+    def check_negative_prompt(self, negative_prompt: str | Sequence[str] | None) -> None:
+        """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""
+        if negative_prompt is not None and not self.takes_negative_prompts:
+            raise UsageError(
+                "a latent consistency model takes no negative prompt: its guidance is "
+                "distilled into the UNet (negative prompts work with LCM-LoRA models)"
+            )
+
     def _negative_prompts(
         self, negative_prompt: str | Sequence[str] | None, num_prompts: int, guidance_scale: float
     ) -> list[str] | None:
         """The negative prompts classifier-free guidance uses; None when it is off."""
-        if self.folder.time_cond_proj_dim is not None:
-            if negative_prompt is not None:
-                raise UsageError(
-                    "a latent consistency model takes no negative prompt: its guidance is "
-                    "distilled into the UNet (negative prompts work with LCM-LoRA models)"
-                )
+        self.check_negative_prompt(negative_prompt)
+        if not self.takes_negative_prompts:
             return None
         if not classifier_free.is_guided(guidance_scale, has_guidance_embedding=False):
             if negative_prompt is not None:

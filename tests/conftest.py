@@ -123,3 +123,20 @@ def tiny_sd_ov_dir(tmp_path_factory, tiny_sd_diffusers_dir) -> Path:
 
     out_dir = tmp_path_factory.mktemp("tiny-sd-ov") / "openvino"
     return convert(tiny_sd_diffusers_dir, out_dir, weights="fp32")
+
+
+@pytest.fixture(scope="session")
+def sd_lcm_lora_pipe(tiny_sd_diffusers_dir, tiny_sd_ov_dir, tmp_path_factory):
+    """A plain Stable Diffusion model with an LCM-LoRA: it takes negative prompts."""
+    from conversion.random_model import build_random_lora
+    from lcm_lite import LCMPipeline
+
+    lora = build_random_lora(
+        tiny_sd_diffusers_dir,
+        tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors",
+        rank=8,
+        alpha=8.0,
+        text_encoder=False,
+        seed=3,
+    )
+    return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lora, 1.0)])

@@ -240,3 +240,27 @@ def test_the_page_shows_step_previews_until_the_image_replaces_them(
         assert shown and captions[-1] == "hidden", captions
         assert not browser.find_element(By.ID, "live").is_displayed()
         assert len(browser.find_elements(By.CSS_SELECTOR, "#results img")) == 4
+
+
+def test_the_negative_prompt_field_is_hidden_for_a_latent_consistency_model(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    browser.get(server.url)
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_element(By.ID, "model-info").text.startswith("tiny on CPU")
+    )
+    assert not browser.find_element(By.ID, "negative_prompt").is_displayed()
+
+
+def test_a_negative_prompt_typed_on_the_page_guides_an_lcm_lora_model(
+    sd_lcm_lora_pipe: LCMPipeline, browser: webdriver.Chrome
+) -> None:
+    with Server(sd_lcm_lora_pipe, port=0, model="tiny") as served:
+        browser.get(served.url)
+        field = browser.find_element(By.ID, "negative_prompt")
+        WebDriverWait(browser, 20).until(lambda b: field.is_displayed())
+        field.send_keys("blurry")
+        generate_from_the_page(browser, "a red cube")
+        details = browser.find_element(By.CSS_SELECTOR, "#results .details").text
+        assert "not “blurry”" in details
+        assert served.jobs.outcomes["done"] == 1

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lcm_lite.errors import Cancelled
+from lcm_lite.errors import Cancelled, UsageError
 from lcm_lite.jobs import Job, JobQueue, Request
 from lcm_lite.pipeline import LCMPipeline
 
@@ -50,3 +50,11 @@ def test_a_job_cancelled_while_it_waits_fails_at_once_and_never_runs(jobs: JobQu
     assert finished == ["failed"] and isinstance(waiting.error, Cancelled)
     assert slow.finished.wait(60) and slow.state == "done"
     assert waiting.step == 0
+
+
+def test_a_negative_prompt_a_latent_consistency_model_cannot_take_is_refused_at_submission(
+    jobs: JobQueue,
+) -> None:
+    with pytest.raises(UsageError, match="takes no negative prompt"):
+        jobs.submit(Request(prompt="x", seed=1, negative_prompt="blurry", **SMALL))
+    assert jobs.waiting == 0 and jobs.running is None and sum(jobs.outcomes.values()) == 0

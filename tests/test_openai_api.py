@@ -182,22 +182,6 @@ def test_a_negative_prompt_on_a_latent_consistency_model_is_a_bad_request(server
     assert "takes no negative prompt" in refused.value.message
 
 
-@pytest.fixture(scope="module")
-def sd_lcm_lora_pipe(tiny_sd_diffusers_dir, tiny_sd_ov_dir, tmp_path_factory) -> LCMPipeline:
-    """A plain Stable Diffusion model with an LCM-LoRA: it takes negative prompts."""
-    from conversion.random_model import build_random_lora
-
-    lora = build_random_lora(
-        tiny_sd_diffusers_dir,
-        tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors",
-        rank=8,
-        alpha=8.0,
-        text_encoder=False,
-        seed=3,
-    )
-    return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lora, 1.0)])
-
-
 def test_a_negative_prompt_guides_an_lcm_lora_model_as_the_pipeline_does(
     sd_lcm_lora_pipe: LCMPipeline,
 ) -> None:
@@ -228,3 +212,42 @@ def test_a_negative_prompt_guides_an_lcm_lora_model_as_the_pipeline_does(
     )[0]
     assert np.array_equal(np.asarray(image), np.asarray(alone))
     assert not np.array_equal(np.asarray(image), np.asarray(without))
+
+
+def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
+    previews_pipe: LCMPipeline,
+) -> None:
+    with Server(previews_pipe, port=0, model="tiny") as served:
+        answer = client(served, "v3", api_key="unused").images.generate(
+            prompt="a red cube",
+            size="64x64",
+            extra_body={"vae": "tiny", "rng_seed": 5, "num_inference_steps": 1},
+        )
+        edited = client(served, api_key="unused").images.edit(
+            image=("start.png", a_picture(), "image/png"),
+            prompt="a red cube",
+            extra_body={"vae": "tiny", "rng_seed": 5, "num_inference_steps": 1},
+        )
+    image = decoded(answer.data[0].b64_json)
+    assert image.text["lcm-lite:vae"] == "tiny"
+    alone = previews_pipe("a red cube", vae="tiny", seed=5, steps=1, width=64, height=64)[0]
+    assert np.array_equal(np.asarray(image), np.asarray(alone))
+    assert decoded(edited.data[0].b64_json).text["lcm-lite:vae"] == "tiny"
+
+
+@pytest.mark.parametrize("api", ["v1", "v3"])
+def test_vae_tiny_without_a_tiny_vae_is_a_bad_request(server: Server, api: str) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server, api).images.generate(prompt="x", size="64x64", extra_body={"vae": "tiny"})
+    assert "--tiny-vae" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server, api).images.edit(
+            image=("start.png", a_picture(), "image/png"), prompt="x", extra_body={"vae": "tiny"}
+        )
+    assert "--tiny-vae" in refused.value.message
+
+
+def test_an_unknown_vae_is_a_bad_request(server: Server) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.generate(prompt="x", size="64x64", extra_body={"vae": "huge"})
+    assert "vae: Input should be 'full' or 'tiny'" in refused.value.message

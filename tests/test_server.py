@@ -455,12 +455,24 @@ def test_vae_tiny_decodes_with_the_tiny_vae_as_the_pipeline_does(
         ("a\x00b", "a prompt contains a NUL character"),
     ],
 )
+@pytest.mark.parametrize("path", ["/api/generate", "/api/jobs"])
 def test_a_negative_prompt_the_model_cannot_take_is_refused_with_400(
-    server: Server, negative_prompt: str, message: str
+    server: Server, negative_prompt: str, message: str, path: str
 ) -> None:
+    done_before = server.jobs.outcomes.copy()
     body = {"prompt": "x", "negative_prompt": negative_prompt, **SMALL}
-    reply = call(server.url, "POST", "/api/generate", body)
+    reply = call(server.url, "POST", path, body)
     assert reply.status == 400 and message in reply.json()["error"]
+    assert "\n" not in reply.json()["error"]
+    assert server.jobs.outcomes == done_before  # refused at submission: no failed job
+
+
+def test_info_says_whether_the_model_takes_negative_prompts(
+    server: Server, sd_lcm_lora_pipe: LCMPipeline
+) -> None:
+    assert call(server.url, "GET", "/api/info").json()["negative_prompt"] is False
+    with Server(sd_lcm_lora_pipe, port=0, model="sd-lcm-lora") as served:
+        assert call(served.url, "GET", "/api/info").json()["negative_prompt"] is True
 
 
 def test_previews_and_vae_tiny_without_a_tiny_vae_are_refused(server: Server) -> None:

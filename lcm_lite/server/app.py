@@ -96,6 +96,7 @@ def create_app(
     device: str,
     native_size: int,
     has_previews: bool,
+    takes_negative_prompts: bool,
     token: str | None,
     loopback_only: bool,
 ) -> FastAPI:
@@ -140,6 +141,7 @@ def create_app(
             version=__version__,
             native_size=native_size,
             previews=has_previews,
+            negative_prompt=takes_negative_prompts,
             defaults=DEFAULTS,
             limits={
                 **{

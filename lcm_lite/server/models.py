@@ -3,8 +3,8 @@ FastAPI turns them into the 400 messages and the OpenAPI document at ``/openapi.
 
 Two dialects: lcm-lite's own (``/api/...``, the names of the CLI's options, unknown fields
 refused) and the OpenAI / OpenVINO Model Server images API (``/v1/images/...``,
-``/v3/images/...``: OpenAI's names plus OVMS's extras; fields that do not apply are ignored, as
-OVMS does).
+``/v3/images/...``: OpenAI's names, OVMS's extras, and lcm-lite's ``negative_prompt`` and
+``vae``; fields that do not apply are ignored, as OVMS does).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ NEGATIVE_PROMPT = (
     "LCM-LoRA at guidance above 1 (a latent consistency model refuses it: its guidance is "
     "distilled)"
 )
+VAE = "the final decoder (and image to image's encoder); tiny needs a server with --tiny-vae"
 Guidance = Annotated[
     float,
     Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
@@ -142,7 +143,7 @@ class GenerateRequest(BaseModel):
         f"{MAX_PICTURE_BYTES} bytes), base64, optionally as a data: URL",
     )
     strength: Strength = 0.8
-    vae: Vae = Field("full", description="the final decoder; tiny needs a server with --tiny-vae")
+    vae: Vae = Field("full", description=VAE)
     previews: bool = Field(False, description="keep each step's preview (needs --tiny-vae)")
     negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
 
@@ -217,6 +218,7 @@ class ImageGenerationRequest(BaseModel):
     rng_seed: Seed | None = None
     num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
     negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
+    vae: Vae = Field("full", description=VAE)
     output_format: Literal["png"] | None = Field(None, description="PNG only")
     stream: Literal[False] | None = Field(None, description="answers are not streamed")
 
@@ -254,6 +256,7 @@ class ImageGenerationRequest(BaseModel):
                 guidance=self.guidance_scale,
                 steps=self.num_inference_steps,
                 num_images=self.n or self.num_images_per_prompt or 1,
+                vae=self.vae,
                 negative_prompt=self.negative_prompt,
             )
         )
@@ -377,6 +380,10 @@ class Info(BaseModel):
     version: str
     native_size: int
     previews: bool = Field(description="whether a tiny VAE is loaded: previews, vae tiny")
+    negative_prompt: bool = Field(
+        description="whether the model takes negative_prompt (a plain Stable Diffusion model "
+        "with LCM-LoRA does; a latent consistency model does not)"
+    )
     defaults: dict[str, int | float]
     limits: dict[str, Limit | int]
     queue: QueueState

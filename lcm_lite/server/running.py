@@ -52,6 +52,7 @@ class Server:
             device=pipe.compiler.device,
             native_size=pipe.folder.default_size,
             has_previews=pipe.has_previews,
+            takes_negative_prompts=pipe.takes_negative_prompts,
             token=token,
             loopback_only=is_loopback(host),
         )

@@ -59,6 +59,7 @@ async function loadInfo() {
     $("model-info").textContent = `${info.model} on ${info.device} · lcm-lite ${info.version}`;
     for (const name of SLIDERS) setSlider(name, info.defaults[name]);
     state.previews = info.previews;
+    $("negative-prompt-box").hidden = !info.negative_prompt;
     state.pictureBytes = info.limits.picture_bytes;
     setStatus("");
   } catch (error) {
@@ -144,8 +145,9 @@ function resultCard(job, image) {
   const details = document.createElement("p");
   details.className = "details";
   const start = job.strength === null ? "" : ` · from a picture, strength ${job.strength}`;
+  const negative = job.negative_prompt === null ? "" : ` · not “${job.negative_prompt}”`;
   details.textContent = `seed ${job.seed} · ${job.width}×${job.height} · ${job.steps} steps · ` +
-    `guidance ${job.guidance}${start} · ${job.seconds.toFixed(2)} s`;
+    `guidance ${job.guidance}${negative}${start} · ${job.seconds.toFixed(2)} s`;
   const download = document.createElement("a");
   download.href = url;
   download.download = `lcm-lite-${job.seed}-${image.index}.png`;
@@ -200,6 +202,8 @@ async function generate(event) {
   try {
     const request = { prompt, seed: readSeed(), previews: state.previews };
     for (const name of SLIDERS) request[name] = Number($(name).value);
+    const negative = $("negative_prompt").value.trim();
+    if (!$("negative-prompt-box").hidden && negative) request.negative_prompt = negative;
     if (state.picture) {
       request.image = state.picture;
       request.strength = Number($("strength").value);
