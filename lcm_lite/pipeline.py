@@ -128,11 +128,11 @@ class LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``hub``). ``precision`` is
         OpenVINO's inference precision hint (``"f32"`` for exact parity with diffusers; ``None``
-        is the device default, bf16 on AMX CPUs); ``cache_dir`` keeps compiled models between
-        processes. ``tiny_vae``: a tiny-VAE folder or hub id (``rupeshs/taesd-ov``; see
-        ``tiny_vae``) for ``vae="tiny"`` and previews. ``loras``: ``[(file or hub id, weight),
-        ...]`` LoRA adapters, blended as diffusers' ``set_adapters``; with an LCM-LoRA, a plain
-        Stable Diffusion 1.5 folder."""
+        is the device default: bf16 on CPUs with AVX-512 BF16 or AMX, else f32); ``cache_dir``
+        keeps compiled models between processes. ``tiny_vae``: a tiny-VAE folder or hub id
+        (``rupeshs/taesd-ov``; see ``tiny_vae``) for ``vae="tiny"`` and previews. ``loras``:
+        ``[(file or hub id, weight), ...]`` LoRA adapters, blended as diffusers'
+        ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder."""
         root = resolve_model(model, revision)
         folder = ModelFolder.open(root)
         return cls(
