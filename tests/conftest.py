@@ -123,3 +123,15 @@ def tiny_sd_ov_dir(tmp_path_factory, tiny_sd_diffusers_dir) -> Path:
 
     out_dir = tmp_path_factory.mktemp("tiny-sd-ov") / "openvino"
     return convert(tiny_sd_diffusers_dir, out_dir, weights="fp32")
+
+
+@pytest.fixture(scope="session")
+def lcm_lora(tiny_sd_diffusers_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA for ``tiny_sd_diffusers_dir`` shaped like latent-consistency/lcm-lora-sdv1-5:
+    kohya keys, every UNet layer, no text encoder (rank 8, alpha 8)."""
+    from conversion.random_model import build_random_lora
+
+    path = tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors"
+    return build_random_lora(
+        tiny_sd_diffusers_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
+    )

@@ -51,16 +51,6 @@ def peft_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lcm_lora(tiny_sd_diffusers_dir, tmp_path_factory) -> Path:
-    """Shaped like latent-consistency/lcm-lora-sdv1-5: kohya keys, every UNet layer, no text
-    encoder (rank 8, alpha 8)."""
-    path = tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors"
-    return random_model.build_random_lora(
-        tiny_sd_diffusers_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
-    )
-
-
-@pytest.fixture(scope="session")
 def tiny_ov_int8_dir(tmp_path_factory, tiny_diffusers_dir) -> Path:
     from conversion.export import convert
 
