@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantize-unet",
         action="store_true",
-        help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts",
+        help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts"
+        " with the exported model (LoRAs fused; a plain SD model needs its LCM-LoRA)",
     )
     lora_argument(
         parser,

@@ -43,7 +43,7 @@ from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
 from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
 from conversion.quantize import collect_unet_inputs, quantize_unet
-from conversion.source import is_tiny_vae, open_source
+from conversion.source import is_latent_consistency_model, is_tiny_vae, open_source
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.configs import read_json_object
@@ -85,7 +85,8 @@ def convert(
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
     non-empty one is replaced only with ``force``. ``quantize_unet`` quantizes the UNet to int8
-    weights and activations (``conversion.quantize``), calibrated at ``calibration_size`` pixels.
+    weights and activations (``conversion.quantize``), calibrated at ``calibration_size`` pixels
+    on what is exported (``loras`` fused, LCM sampling: a plain Stable Diffusion source needs them).
     ``loras`` ([(file or hub id, weight)]) are fused into the text encoder and UNet
     (``fuse_lora``); a plain Stable Diffusion source with an LCM-LoRA fused gets an LCMScheduler.
     ``progress`` receives one line per step.
@@ -102,6 +103,11 @@ def convert(
     tiny = is_tiny_vae(folder)
     if tiny and quantize_unet:
         raise UsageError(f"{source} is a tiny VAE: it has no UNet to quantize")
+    if quantize_unet and not loras and not tiny and not is_latent_consistency_model(folder):
+        raise UsageError(
+            f"{source} is a plain Stable Diffusion model: --quantize-unet calibrates on LCM "
+            "sampling, so fuse an LCM-LoRA with --lora to quantize it"
+        )
     try:
         with staged_directory(out_dir, force=force) as staging:
             if tiny:
@@ -112,7 +118,7 @@ def convert(
                 samples = None
                 if quantize_unet:
                     report(f"unet: recording calibration inputs at {calibration_size} px")
-                    samples = collect_unet_inputs(folder, size=calibration_size)
+                    samples = collect_unet_inputs(folder, size=calibration_size, loras=loras)
                 _export_unet(
                     folder,
                     staging,
@@ -138,7 +144,7 @@ def _write_pipeline_files(
     scheduler, as optimum-intel exports it: the runtime runs it with an LCM-LoRA. With LoRAs
     fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler.
     """
-    is_lcm = read_json_object(folder / "unet" / "config.json").get("time_cond_proj_dim")
+    is_lcm = is_latent_consistency_model(folder)
     if not is_lcm and not loras:
         source_index = read_json_object(folder / "model_index.json")
         model_index = {

@@ -54,6 +54,13 @@ def is_tiny_vae(folder: Path) -> bool:
     return config.is_file() and read_json_object(config).get("_class_name") == "AutoencoderTiny"
 
 
+def is_latent_consistency_model(folder: Path) -> bool:
+    """Whether the diffusers ``folder``'s UNet takes a guidance embedding (``time_cond_proj_dim``);
+    if not, it is a plain Stable Diffusion model, which an LCM-LoRA makes few-step."""
+    config = read_json_object(folder / "unet" / "config.json")
+    return bool(config.get("time_cond_proj_dim"))
+
+
 def check_source_folder(folder: Path, name: str) -> None:
     """Refuse a folder that is neither a tiny VAE nor an LCM pipeline (``check_lcm_folder``)."""
     if is_tiny_vae(folder):

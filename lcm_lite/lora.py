@@ -3,7 +3,9 @@
 A LoRA (Hu et al. 2021) adds to a layer ``y = W x`` a low-rank term: ``y = W x + s B (A x)``,
 ``A`` = ``lora_down`` / ``lora_A`` (rank x in, or rank x in x kh x kw for a convolution, with the
 layer's stride and padding), ``B`` = ``lora_up`` / ``lora_B`` (out x rank, a 1x1 convolution) and
-``s = weight * alpha / rank`` (alpha = rank when the file has none), which is PEFT's
+``s = weight * alpha / rank`` (alpha = rank when the file has none; when a network's alphas
+differ, diffusers gives its most common one to the layers without one and to kohya's attention
+projections, ``_most_common_alphas``), which is PEFT's
 ``lora_B(lora_A(x)) * scaling`` inside diffusers after ``set_adapters(..., adapter_weights)``.
 Several adapters on one layer add up; their ranks are concatenated into one branch.
 
@@ -30,6 +32,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,10 @@ _PAIR_SUFFIXES = (
 # kohya names diffusers' ``_convert_unet_lora_key`` cannot map back (it reads the LCM UNet's
 # ``time_embedding_cond_proj`` as ``time.embedding.cond.proj``): diffusers skips them, warning.
 _DIFFUSERS_SKIPS = ("time_embedding_cond_proj",)
+# kohya attention projections whose own alpha diffusers loses: its key conversion renames them
+# ``to_q_lora.down`` (no ``.lora.``), so their ``alpha_pattern`` entry matches no module and PEFT
+# gives them the network's ``lora_alpha`` (the most common alpha).
+_KOHYA_SHARED_ALPHA = re.compile(r"(attn[12]_to_(q|k|v|out_0)|self_attn_(q|k|v|out)_proj)$")
 _WRAPPERS = ("unet", "text_encoder", "text_model", "model")  # leading names of an IR module path
 _DECOMPRESSION = {
     "Constant",
@@ -246,6 +253,7 @@ def _index_layers(
     """Pair each ``A`` with its ``B`` and alpha, under the network and module it changes."""
     layers: dict[str, dict[str, LayerPair]] = {network: {} for network in NETWORKS}
     default_alphas = _metadata_alphas(source, metadata)
+    common_alphas = _most_common_alphas(source, keys, alphas, unet_config)
     paired = set(alphas)
     skipped = 0
     for key in keys:
@@ -268,6 +276,8 @@ def _index_layers(
                 f"{list(shapes[up_key])} are not a rank-{rank} pair"
             )
         alpha = alphas.get(stem + ".alpha")
+        if alpha is None or (stem.startswith("lora_") and _KOHYA_SHARED_ALPHA.search(module)):
+            alpha = common_alphas.get(network)
         if alpha is None:
             alpha = _pattern_alpha(default_alphas.get(network), module, rank)
         layers[network][module.replace(".", "_")] = LayerPair(key, up_key, rank, alpha)
@@ -290,6 +300,22 @@ def _index_layers(
             f"e.g. {leftover[0]} (DoRA, LoHa and LoKr adapters are not supported)"
         )
     return layers
+
+
+def _most_common_alphas(
+    source: str, keys: list[str], alphas: dict[str, float], unet_config: dict[str, Any]
+) -> dict[str, float]:
+    """Per network, the most common of the file's alphas for that network (ties: the first in key
+    order), which diffusers' ``get_peft_kwargs`` makes ``lora_alpha`` (the others go in
+    ``alpha_pattern``): the alpha of its layers that have none, and of the kohya attention
+    projections (``_KOHYA_SHARED_ALPHA``). Layers diffusers then skips count too: their alphas
+    reach ``network_alphas`` all the same."""
+    found: dict[str, list[float]] = {}
+    for key in keys:
+        if key.endswith(".alpha"):
+            network, _ = _module_of(source, key.removesuffix(".alpha"), unet_config)
+            found.setdefault(network, []).append(alphas[key])
+    return {network: Counter(values).most_common(1)[0][0] for network, values in found.items()}
 
 
 def _module_of(source: str, stem: str, unet_config: dict[str, Any]) -> tuple[str, str]:

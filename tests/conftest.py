@@ -126,17 +126,20 @@ def tiny_sd_ov_dir(tmp_path_factory, tiny_sd_diffusers_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sd_lcm_lora_pipe(tiny_sd_diffusers_dir, tiny_sd_ov_dir, tmp_path_factory):
-    """A plain Stable Diffusion model with an LCM-LoRA: it takes negative prompts."""
+def lcm_lora(tiny_sd_diffusers_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA for ``tiny_sd_diffusers_dir`` shaped like latent-consistency/lcm-lora-sdv1-5:
+    kohya keys, every UNet layer, no text encoder (rank 8, alpha 8)."""
     from conversion.random_model import build_random_lora
+
+    path = tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors"
+    return build_random_lora(
+        tiny_sd_diffusers_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
+def sd_lcm_lora_pipe(tiny_sd_ov_dir: Path, lcm_lora: Path):
+    """A plain Stable Diffusion model with an LCM-LoRA: it takes negative prompts."""
     from lcm_lite import LCMPipeline
 
-    lora = build_random_lora(
-        tiny_sd_diffusers_dir,
-        tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors",
-        rank=8,
-        alpha=8.0,
-        text_encoder=False,
-        seed=3,
-    )
-    return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lora, 1.0)])
+    return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lcm_lora, 1.0)])

@@ -51,16 +51,6 @@ def peft_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lcm_lora(tiny_sd_diffusers_dir, tmp_path_factory) -> Path:
-    """Shaped like latent-consistency/lcm-lora-sdv1-5: kohya keys, every UNet layer, no text
-    encoder (rank 8, alpha 8)."""
-    path = tmp_path_factory.mktemp("loras") / "lcm-lora.safetensors"
-    return random_model.build_random_lora(
-        tiny_sd_diffusers_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
-    )
-
-
-@pytest.fixture(scope="session")
 def tiny_ov_int8_dir(tmp_path_factory, tiny_diffusers_dir) -> Path:
     from conversion.export import convert
 
@@ -140,6 +130,48 @@ def test_two_loras_blend_at_their_weights_as_diffusers_set_adapters(
     theirs = _lcm_reference(tiny_diffusers_dir, loras, guidance_scale=8.0)
     without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=8.0)
     ours, _ = _lcm_images(tiny_ov_dir, loras, guidance_scale=8.0)
+    _assert_moved_and_equal(ours, theirs, without)
+
+
+@pytest.fixture(scope="session")
+def partial_alpha_lora(kohya_lora, tmp_path_factory) -> Path:
+    """The kohya LoRA (rank 4) with differing alphas, on some layers only: UNet 1.0 (the most
+    common), 3.0 or none; text encoder 0.5 (the most common), 2.0 or none."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = {k: v for k, v in load_file(str(kohya_lora)).items() if not k.endswith(".alpha")}
+    stems = sorted(k.removesuffix(".lora_down.weight") for k in tensors if "lora_down" in k)
+    for prefix, alphas in (
+        ("lora_unet_", (1.0, 1.0, None, 3.0)),
+        ("lora_te_", (0.5, 0.5, None, 2.0)),
+    ):
+        for i, stem in enumerate(s for s in stems if s.startswith(prefix)):
+            if alphas[i % 4] is not None:
+                tensors[f"{stem}.alpha"] = np.asarray(alphas[i % 4], np.float32)
+    path = tmp_path_factory.mktemp("loras") / "partial-alpha.safetensors"
+    save_file(tensors, str(path))
+    return path
+
+
+def test_differing_kohya_alphas_scale_each_layer_as_diffusers_does(
+    tiny_diffusers_dir, tiny_ov_dir, partial_alpha_lora
+):
+    """diffusers gives a network's most common alpha to its layers without one (not their rank)
+    and to the attention projections (whose own alpha its kohya conversion loses); the others
+    keep theirs."""
+    from lcm_lite.lora import open_adapters
+
+    unet_config = json.loads((tiny_ov_dir / "unet" / "config.json").read_text())
+    (adapter,) = open_adapters([(partial_alpha_lora, 1.0)], unet_config)
+    for network, common, other in (("unet", 1.0, 3.0), ("text_encoder", 0.5, 2.0)):
+        alphas = {module: pair.alpha for module, pair in adapter.layers[network].items()}
+        attention = re.compile(r"(to_[qkv]|to_out_0|[qkv]_proj|out_proj)$")
+        assert {a for m, a in alphas.items() if attention.search(m)} == {common}, network
+        assert {a for m, a in alphas.items() if not attention.search(m)} == {common, other}
+
+    theirs = _lcm_reference(tiny_diffusers_dir, [(partial_alpha_lora, 1.0)], guidance_scale=8.0)
+    without = _lcm_reference(tiny_diffusers_dir, [], guidance_scale=8.0)
+    ours, _ = _lcm_images(tiny_ov_dir, [(partial_alpha_lora, 1.0)], guidance_scale=8.0)
     _assert_moved_and_equal(ours, theirs, without)
 
 
