@@ -12,7 +12,7 @@ from lcm_lite.jobs import Job, JobQueue, Request
 from lcm_lite.pipeline import LCMPipeline
 
 SMALL = {"width": 64, "height": 64, "guidance": 8.0, "steps": 1, "num_images": 1}
-SLOW = {"width": 256, "height": 256, "guidance": 8.0, "steps": 8, "num_images": 4}
+SLOW = {"width": 512, "height": 512, "guidance": 8.0, "steps": 8, "num_images": 4}
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from lcm_lite.server.running import Server
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "correct-horse-battery-staple"
 SMALL = {"width": 64, "height": 64, "steps": 1}
-SLOW = {"width": 256, "height": 256, "steps": 8, "num_images": 4}  # a few seconds on 2 cores
+SLOW = {"width": 512, "height": 512, "steps": 8, "num_images": 4}  # 3 s on a quiet 2-core EPYC
 
 
 class Reply:
@@ -433,7 +433,7 @@ def test_a_running_job_shows_its_latest_step_preview_until_its_images_replace_it
         job = call(previewing.url, "GET", f"/api/jobs/{job['id']}").json()
     assert job["state"] == "done" and job.get("preview_png_base64") is None
     assert previews and all(step >= 1 for step in previews)
-    assert {preview.size for preview in previews.values()} == {(256, 256)}
+    assert {preview.size for preview in previews.values()} == {(SLOW["width"], SLOW["height"])}
     assert all(np.asarray(preview).std() > 0 for preview in previews.values())
 
 
