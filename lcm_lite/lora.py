@@ -44,6 +44,7 @@ import openvino.opset13 as ops
 
 from .errors import ModelError, UsageError
 from .extras import require_extra
+from .hub import looks_like_a_path, resolve
 
 log = logging.getLogger("lcm_lite")
 
@@ -209,21 +210,20 @@ def resolve_lora_file(source: str) -> Path:
             raise UsageError(f"LoRA folder {source} must hold one .safetensors file")
         return (preferred or found)[0]
     parts = source.split("/")
-    if source.startswith((".", "/", "~")) or len(parts) not in (2, 3) or not all(parts):
+    if looks_like_a_path(source) or len(parts) not in (2, 3) or not all(parts):
         raise UsageError(f"LoRA not found: {source} (give a .safetensors file or a hub id)")
     filename = parts[2] if len(parts) == 3 else DEFAULT_HUB_FILE
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(hf_hub_download("/".join(parts[:2]), filename))
-    except LocalEntryNotFoundError:
-        raise ModelError(
-            f"LoRA {source} is not in the local Hugging Face cache and the hub cannot be reached:"
-            " download the .safetensors file on a connected machine and pass its path"
-        ) from None
-    except (HfHubHTTPError, ValueError) as error:
-        raise ModelError(f"cannot download LoRA {source}: {str(error).splitlines()[0]}") from None
+    snapshot = resolve(
+        "/".join(parts[:2]),
+        None,
+        what="LoRA",
+        files=[filename],
+        option="--lora",
+        alternative="download the .safetensors file and pass its path",
+    )
+    if not (snapshot / filename).is_file():
+        raise ModelError(f"LoRA {source}: the hub repository has no {filename}")
+    return snapshot / filename
 
 
 def _safetensors():  # noqa: ANN202 - the module, imported only when an adapter is used

@@ -427,3 +427,64 @@ def test_the_cli_rejects_a_missing_lora_or_a_plain_model_in_one_line(
     assert run.returncode in (2, 3)
     assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def _generate_with_hub_lora(model_dir, source, hub_url, hf_home, out):
+    """The CLI in a fresh process against a loopback hub (huggingface_hub reads HF_ENDPOINT and
+    HF_HOME when imported)."""
+    environment = {**os.environ, "HF_ENDPOINT": hub_url, "HF_HOME": str(hf_home)}
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "NO_PROXY", "no_proxy"):
+        environment.pop(name, None)
+    argv = [sys.executable, "-m", "lcm_lite", "a red cube", "--model", str(model_dir)]
+    argv += ["--lora", f"{source}:0.8", "--width", "64", "--height", "64", "--seed", "3"]
+    argv += ["--out", str(out), "--no-cache", "--precision", "f32"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=environment)
+
+
+def test_a_hub_lora_is_downloaded_once_and_gives_the_local_files_image(
+    tiny_ov_dir, kohya_lora, tmp_path
+):
+    from test_hub import FakeHub
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pytorch_lora_weights.safetensors").write_bytes(kohya_lora.read_bytes())
+    (repo / "other.safetensors").write_bytes(b"not fetched")
+    hub = FakeHub("someone/style-lora", repo)
+    try:
+        run = _generate_with_hub_lora(
+            tiny_ov_dir, "someone/style-lora", hub.url, tmp_path / "hf", tmp_path / "hub.png"
+        )
+    finally:
+        hub.close()
+    assert run.returncode == 0, run.stderr
+    assert hub.fetched == ["pytorch_lora_weights.safetensors"]
+    local, _ = _lcm_images(tiny_ov_dir, [(kohya_lora, 0.8)], prompt="a red cube", seed=3)
+    assert np.array_equal(np.asarray(read_png(tmp_path / "hub.png"))[None], local)
+
+
+def test_a_hub_lora_whose_download_is_cut_is_exit_code_3_in_one_line(
+    tiny_ov_dir, kohya_lora, tmp_path
+):
+    from test_hub import FakeHub
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "style.safetensors").write_bytes(kohya_lora.read_bytes())
+    hub = FakeHub("someone/style-lora", repo, cut_short="style.safetensors")
+    try:
+        run = _generate_with_hub_lora(
+            tiny_ov_dir,
+            "someone/style-lora/style.safetensors",
+            hub.url,
+            tmp_path / "hf",
+            tmp_path / "cut.png",
+        )
+    finally:
+        hub.close()
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("lcm-lite: error: cannot download someone/style-lora: ")
+    assert "the connection to the hub was lost" in last
+    assert not (tmp_path / "cut.png").exists()
