@@ -19,7 +19,7 @@ import contextlib
 import mmap
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
 from typing import IO
@@ -111,12 +111,12 @@ def write_blob(compiled: ov.CompiledModel, blob: Path, limit: int) -> None:
     """Write ``compiled`` to ``blob`` atomically, after pruning the cache to make room for it; a
     cache that cannot be written is skipped. An interruption (Ctrl+C, SIGTERM) deletes the
     temporary before it propagates."""
+    # Named before it exists, so that an interruption at any bytecode after its creation (even
+    # before the descriptor is assigned) finds it to delete.
+    temporary = blob.parent / f".{blob.name}.{secrets.token_hex(4)}"
     try:
         blob.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{blob.name}.", dir=blob.parent)
-    except OSError:
-        return
-    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as file:
             _lock(file, shared=False)  # at once: unlocked, it looks abandoned to other processes
             data = compiled.export_model().getbuffer()
@@ -124,8 +124,9 @@ def write_blob(compiled: ov.CompiledModel, blob: Path, limit: int) -> None:
             file.write(data)
             os.replace(temporary, blob)
     except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        if not isinstance(error, FileExistsError):  # that name is another writer's
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         if not isinstance(error, (OSError, RuntimeError)):
             raise
 

@@ -3,6 +3,7 @@ a blob that a process is using; interrupted writes leave nothing behind."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -147,17 +148,30 @@ def _generate_in_background(model: Path, cache: Path, folder: Path) -> subproces
 
 
 def _stop_while_writing_a_blob(process: subprocess.Popen, cache: Path) -> Path | None:
-    """Stop ``process`` (SIGSTOP) at a moment it holds a blob temporary; that temporary, or
-    ``None`` if it finished first. Temporaries already there are not its own."""
+    """Stop ``process`` (SIGSTOP) at a moment it holds a blob temporary (created and locked);
+    that temporary, or ``None`` if it finished first. Temporaries already there are not its own."""
     earlier = set(cache.glob(".*.blob.*"))
     while process.poll() is None:
         if set(cache.glob(".*.blob.*")) - earlier:
             process.send_signal(signal.SIGSTOP)
             temporaries = set(cache.glob(".*.blob.*")) - earlier
-            if temporaries:
-                return temporaries.pop()
+            if temporaries and _locked(temporary := temporaries.pop()):
+                return temporary
             process.send_signal(signal.SIGCONT)
     return None
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds an exclusive ``flock`` on ``path`` (a writer between
+    creating its temporary and locking it does not yet)."""
+    try:
+        with path.open("rb") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
+    return False  # closing the file released the lock taken here
 
 
 def _stopped_writer(model: Path, cache: Path, folder: Path) -> tuple[subprocess.Popen, Path]:
