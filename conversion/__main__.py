@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from conversion import WEIGHT_FORMATS
+from lcm_lite.cli.common import EXIT_TERMINATED, Parser, Terminated, lora_argument, raise_on_sigterm
 from lcm_lite.errors import Cancelled, LcmLiteError
 from lcm_lite.extras import require_extra
-from lcm_lite.options import EXIT_TERMINATED, Parser, Terminated, lora_argument, raise_on_sigterm
 
 PROG = "lcm-lite-convert"
 CONVERT_MODULES = (

@@ -46,8 +46,8 @@ from conversion.quantize import collect_unet_inputs, quantize_unet
 from conversion.source import is_latent_consistency_model, is_tiny_vae, open_source
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
-from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, OutputError, UsageError
+from lcm_lite.models.configs import read_json_object
 
 Progress = Callable[[str], None]
 

@@ -17,7 +17,7 @@ from transformers import CLIPTextModel
 
 from conversion.messages import first_line
 from lcm_lite.errors import ModelError
-from lcm_lite.lora import resolve_lora_file
+from lcm_lite.models.lora import resolve_lora_file
 
 
 def fuse_loras(

@@ -10,8 +10,8 @@ import huggingface_hub
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 from conversion.messages import first_line
-from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError
+from lcm_lite.models.configs import read_json_object
 
 _COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
 _CONFIG_FILES = ["model_index.json", "unet/config.json", "config.json"]

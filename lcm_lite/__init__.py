@@ -13,11 +13,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import Cancelled, DeviceError, LcmLiteError, ModelError, OutputError, UsageError
+from lcm_lite.errors import (
+    Cancelled,
+    DeviceError,
+    LcmLiteError,
+    ModelError,
+    OutputError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
-    from .pipeline import LCMPipeline
-    from .results import GenerationResult, StepInfo
+    from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+    from lcm_lite.pipeline.results import GenerationResult, StepInfo
 
 __version__ = "0.1.0"
 __all__ = [
@@ -36,11 +43,11 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name == "LCMPipeline":
-        from .pipeline import LCMPipeline
+        from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 
         return LCMPipeline
     if name in ("GenerationResult", "StepInfo"):
-        from . import results
+        from lcm_lite.pipeline import results
 
         return getattr(results, name)
     raise AttributeError(f"module 'lcm_lite' has no attribute {name!r}")

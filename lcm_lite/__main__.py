@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from lcm_lite.cli.main import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 
 def require_extra(extra: str, modules: Sequence[str], feature: str) -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from lcm_lite import LCMPipeline
-from lcm_lite.bench import format_table
-from lcm_lite.cli import main
+from lcm_lite.cli.bench import format_table
+from lcm_lite.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from lcm_lite import LCMPipeline, UsageError
-from lcm_lite.blob_cache import DEFAULT_CACHE_SIZE, cache_size_limit, cache_usage, prune_cache
+from lcm_lite.runtime.blob_cache import (
+    DEFAULT_CACHE_SIZE,
+    cache_size_limit,
+    cache_usage,
+    prune_cache,
+)
 
 MiB = 2**20
 

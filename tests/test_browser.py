@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server.running import Server
 
 webdriver = pytest.importorskip("selenium.webdriver")

@@ -16,7 +16,7 @@ import openvino as ov
 import pytest
 from PIL import Image
 
-from lcm_lite.images import read_png_metadata
+from lcm_lite.images.png import read_png_metadata
 
 PROMPT = "a beautiful pink unicorn, 8k"
 

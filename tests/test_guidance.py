@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lcm_lite.errors import UsageError
-from lcm_lite.guidance import guidance_scale_embedding
+from lcm_lite.sampling.guidance_embedding import guidance_scale_embedding
 
 
 def _diffusers_embedding(guidance_scale: float, batch_size: int, embedding_dim: int) -> np.ndarray:

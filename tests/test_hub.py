@@ -21,7 +21,7 @@ from PIL import Image
 
 from lcm_lite import LCMPipeline
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.hub import DEFAULT_MODEL, resolve_model
+from lcm_lite.models.hub import DEFAULT_MODEL, resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -151,7 +151,7 @@ def test_openvino_genai_image2image_pipeline_reads_the_converted_folder_and_agre
 
 
 def test_info_says_whether_the_folder_can_do_image_to_image(tiny_ov_dir, encoderless_dir):
-    from lcm_lite.info import describe
+    from lcm_lite.cli.info import describe
 
     assert "vae_encoder: 0." in describe(tiny_ov_dir, None)  # its size in MB, and its inputs
     assert "  input sample: f32 [?,3,?,?]" in describe(tiny_ov_dir, None).splitlines()

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from lcm_lite.errors import Cancelled, UsageError
-from lcm_lite.jobs import Job, JobQueue, Request
-from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+from lcm_lite.server.jobs import Job, JobQueue, Request
 
 SMALL = {"width": 64, "height": 64, "guidance": 8.0, "steps": 1, "num_images": 1}
 SLOW = {"width": 512, "height": 512, "guidance": 8.0, "steps": 8, "num_images": 4}

@@ -21,7 +21,7 @@ import pytest
 
 from lcm_lite import LCMPipeline
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.images import read_png_metadata
+from lcm_lite.images.png import read_png_metadata
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -159,7 +159,7 @@ def test_differing_kohya_alphas_scale_each_layer_as_diffusers_does(
     """diffusers gives a network's most common alpha to its layers without one (not their rank)
     and to the attention projections (whose own alpha its kohya conversion loses); the others
     keep theirs."""
-    from lcm_lite.lora import open_adapters
+    from lcm_lite.models.lora import open_adapters
 
     unet_config = json.loads((tiny_ov_dir / "unet" / "config.json").read_text())
     (adapter,) = open_adapters([(partial_alpha_lora, 1.0)], unet_config)
@@ -353,7 +353,7 @@ def test_ldm_block_names_map_as_diffusers_maps_them():
         _maybe_map_sgm_blocks_to_diffusers,
     )
 
-    from lcm_lite.lora import _ldm_to_diffusers
+    from lcm_lite.models.lora import _ldm_to_diffusers
 
     names = [
         "input_blocks_1_1_transformer_blocks_0_attn1_to_q",

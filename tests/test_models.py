@@ -9,7 +9,7 @@ import openvino as ov
 import pytest
 
 from lcm_lite import LCMPipeline, ModelError
-from lcm_lite.networks import bind_unet_inputs
+from lcm_lite.models.networks import bind_unet_inputs
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.server.models import INTEGER_LIMITS
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server.running import Server
+from lcm_lite.server.schemas import INTEGER_LIMITS
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - once schemathesis is there

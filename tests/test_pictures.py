@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lcm_lite.errors import UsageError
-from lcm_lite.pictures import (
+from lcm_lite.images.preprocess import (
     check_picture_count,
     load_image,
     load_images,

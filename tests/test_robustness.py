@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lcm_lite import LCMPipeline
-from lcm_lite.arguments import MAX_IMAGES, MAX_SIZE
-from lcm_lite.compiler import unavailable_devices
 from lcm_lite.errors import LcmLiteError, UsageError
+from lcm_lite.request import MAX_IMAGES, MAX_SIZE
+from lcm_lite.runtime.compiler import unavailable_devices
 
 
 def _run(tmp_path, *args, model):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.scheduler import LCMScheduler, LCMSchedulerConfig
+from lcm_lite.models.folder import read_scheduler_config
+from lcm_lite.sampling.scheduler import LCMScheduler, LCMSchedulerConfig
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -142,7 +143,7 @@ def test_custom_timesteps_match_diffusers(timesteps, strength):
 def test_custom_timesteps_off_the_distillation_schedule_are_warned_about(caplog):
     scheduler = LCMScheduler(LCMSchedulerConfig())
 
-    with caplog.at_level(logging.WARNING, logger="lcm_lite.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="lcm_lite.sampling.scheduler"):
         scheduler.timesteps(timesteps=[800, 500, 3])
 
     messages = " ".join(record.getMessage() for record in caplog.records)
@@ -153,7 +154,7 @@ def test_custom_timesteps_off_the_distillation_schedule_are_warned_about(caplog)
 def test_custom_timesteps_on_the_distillation_schedule_are_not_warned_about(caplog):
     scheduler = LCMScheduler(LCMSchedulerConfig())
 
-    with caplog.at_level(logging.WARNING, logger="lcm_lite.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="lcm_lite.sampling.scheduler"):
         scheduler.timesteps(timesteps=[999, 759, 499, 259])
 
     assert caplog.records == []
@@ -279,11 +280,11 @@ def test_a_step_before_the_last_needs_noise():
         scheduler.step(sample, 999, 759, sample, None)
 
 
-def test_from_file_reads_the_dreamshaper_config(tmp_path):
+def test_scheduler_config_file_reads_the_dreamshaper_config(tmp_path):
     path = tmp_path / "scheduler_config.json"
     path.write_text(json.dumps(DREAMSHAPER_CONFIG))
 
-    config = LCMSchedulerConfig.from_file(path)
+    config = read_scheduler_config(path)
 
     assert config == LCMSchedulerConfig()
     theirs = diffusers.LCMScheduler.from_config(DREAMSHAPER_CONFIG)
@@ -292,7 +293,7 @@ def test_from_file_reads_the_dreamshaper_config(tmp_path):
     )
 
 
-def test_from_file_takes_the_values_it_uses(tmp_path):
+def test_scheduler_config_file_takes_the_values_it_uses(tmp_path):
     path = tmp_path / "scheduler_config.json"
     path.write_text(
         json.dumps(
@@ -306,7 +307,7 @@ def test_from_file_takes_the_values_it_uses(tmp_path):
         )
     )
 
-    config = LCMSchedulerConfig.from_file(path)
+    config = read_scheduler_config(path)
 
     assert config.prediction_type == "v_prediction"
     assert config.original_inference_steps == 100
@@ -333,13 +334,13 @@ def test_bad_scheduler_configs_are_model_errors_naming_the_file(tmp_path, conten
     path.write_text(content)
 
     with pytest.raises(ModelError, match=message) as raised:
-        LCMSchedulerConfig.from_file(path)
+        read_scheduler_config(path)
     assert str(path) in str(raised.value)
 
 
 def test_missing_scheduler_config_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="scheduler_config.json is missing"):
-        LCMSchedulerConfig.from_file(tmp_path / "scheduler_config.json")
+        read_scheduler_config(tmp_path / "scheduler_config.json")
 
 
 @pytest.mark.parametrize("strength", [0.3, 0.5, 0.8, 1.0])

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lcm_lite.cli import main as cli_main
+from lcm_lite.cli.main import main as cli_main
+from lcm_lite.cli.serve import serve_parser
 from lcm_lite.errors import UsageError
-from lcm_lite.pipeline import LCMPipeline
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server.app import MAX_BODY_BYTES, MAX_PICTURE_BODY_BYTES
-from lcm_lite.server.command import serve_parser
-from lcm_lite.server.models import MAX_PICTURE_BASE64_CHARS
 from lcm_lite.server.running import Server
+from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "correct-horse-battery-staple"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from lcm_lite import LCMPipeline, ModelError, UsageError
-from lcm_lite.images import read_png_metadata
+from lcm_lite.images.png import read_png_metadata
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -449,7 +449,7 @@ def test_a_hub_tiny_vae_fetches_its_encoder_on_the_first_image_to_image_call_onl
 
 
 def test_bench_and_info_take_the_tiny_vae(tiny_ov_dir, tiny_taesd_ov_dir, capsys):
-    from lcm_lite.cli import main
+    from lcm_lite.cli.main import main
 
     argv = ["--model", str(tiny_ov_dir), "--tiny-vae", str(tiny_taesd_ov_dir), "--no-cache"]
     size = ["--sizes", "64", "--steps", "1", "--images", "1", "--json"]

@@ -12,7 +12,7 @@ import pytest
 from tokenizers import pre_tokenizers
 
 from lcm_lite.errors import ModelError, UsageError
-from lcm_lite.tokenizer import CLIPTokenizer
+from lcm_lite.models.tokenizer import CLIPTokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lcm_lite.errors import UsageError
-from lcm_lite.torch_rng import TorchGenerator, _fma, random_seed
+from lcm_lite.sampling.torch_rng import TorchGenerator, _fma, random_seed
 
 SEEDS = [0, 1, 42, 1234567, 2**32 + 5, 2**63 + 3, 2**64 - 1]
 SIZES = [1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 100, 1000, 4096, 9999, 10000]

@@ -15,11 +15,11 @@ import openvino as ov
 import pytest
 from openvino import opset13 as ops
 
-from lcm_lite.compiler import Compiler
-from lcm_lite.configs import VAEConfig
 from lcm_lite.errors import ModelError
-from lcm_lite.networks import VAEEncoder
-from lcm_lite.torch_rng import TorchGenerator
+from lcm_lite.models.configs import VAEConfig
+from lcm_lite.models.networks import VAEEncoder
+from lcm_lite.runtime.compiler import Compiler
+from lcm_lite.sampling.torch_rng import TorchGenerator
 
 LATENT_SHAPE = (2, 4, 3, 5)  # two pictures of 40x24 pixels
 

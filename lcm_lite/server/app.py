@@ -40,10 +40,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from .. import __version__
-from ..errors import Cancelled, UsageError
-from ..jobs import Job, JobQueue, QueueFull, Request
-from .models import (
+from lcm_lite import __version__
+from lcm_lite.errors import Cancelled, UsageError
+from lcm_lite.server.jobs import Job, JobQueue, QueueFull, Request
+from lcm_lite.server.schemas import (
     DEFAULTS,
     GUIDANCE_LIMITS,
     INTEGER_LIMITS,
@@ -63,7 +63,7 @@ from .models import (
     OpenAIErrorAnswer,
     error_json,
 )
-from .security import Guard, bearer
+from lcm_lite.server.security import Guard, bearer
 
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
 MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture

@@ -12,15 +12,15 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .. import __version__
-from ..errors import UsageError
-from ..jobs import JobQueue
-from .app import create_app
-from .models import INTEGER_LIMITS
-from .security import check_bind, is_loopback
+from lcm_lite import __version__
+from lcm_lite.errors import UsageError
+from lcm_lite.server.app import create_app
+from lcm_lite.server.jobs import JobQueue
+from lcm_lite.server.schemas import INTEGER_LIMITS
+from lcm_lite.server.security import check_bind, is_loopback
 
 if TYPE_CHECKING:
-    from ..pipeline import LCMPipeline
+    from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 
 GRACEFUL_SHUTDOWN_SECONDS = 10  # for the answers in flight once the last job is done
 REQUEST_HEAD_SECONDS = 10  # a connection that has not sent a whole request head by then is closed

@@ -14,8 +14,8 @@ from fastapi.security import HTTPBearer
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import UsageError
-from .models import error_json
+from lcm_lite.errors import UsageError
+from lcm_lite.server.schemas import error_json
 
 MIN_TOKEN_CHARS = 16
 SECURITY_HEADERS = {

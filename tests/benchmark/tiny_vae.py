@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lcm_lite.compiler import Compiler
-from lcm_lite.folder import ModelFolder
-from lcm_lite.networks import VAEDecoder
-from lcm_lite.pipeline import LCMPipeline
-from lcm_lite.tiny_vae import load_tiny_vae
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.networks import VAEDecoder
+from lcm_lite.models.vae import load_tiny_vae
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+from lcm_lite.runtime.compiler import Compiler
 
 PROMPT = "a beautiful pink unicorn, 8k"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 DEFAULT_SIZE = 512
 MAX_SIZE = 2048

@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 PROG = "lcm-lite"
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
@@ -137,10 +137,10 @@ def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
     """Load ``--model`` (a folder or hub id; the default model if none) as the options say;
     ``--vae tiny`` without ``--tiny-vae`` takes the model's own tiny decoder if it has one, else
     the default tiny VAE."""
-    from .blob_cache import default_cache_dir
-    from .hub import DEFAULT_MODEL
-    from .pipeline import LCMPipeline
-    from .tiny_vae import DEFAULT_TINY_VAE, load_tiny_vae
+    from lcm_lite.models.hub import DEFAULT_MODEL
+    from lcm_lite.models.vae import DEFAULT_TINY_VAE, load_tiny_vae
+    from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+    from lcm_lite.runtime.blob_cache import default_cache_dir
 
     pipe = LCMPipeline.from_pretrained(
         args.model or DEFAULT_MODEL,

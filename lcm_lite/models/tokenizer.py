@@ -17,8 +17,8 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, UsageError
+from lcm_lite.models.configs import read_json_object
 
 DEFAULT_MODEL_MAX_LENGTH = 77
 END_OF_WORD_SUFFIX = "</w>"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PICTURE_PIXELS = 64 * 1024 * 1024  # 8192 x 8192: a larger picture is refused before decoding

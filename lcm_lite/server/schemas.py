@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from ..arguments import DEFAULT_SIZE, check_arguments
-from ..errors import UsageError
-from ..jobs import Request
+from lcm_lite.errors import UsageError
+from lcm_lite.request import DEFAULT_SIZE, check_arguments
+from lcm_lite.server.jobs import Request
 
 MAX_PROMPT_CHARS = 1000
 MAX_PICTURE_BYTES = 8 * 1024 * 1024  # a starting picture's file (PNG, JPEG or WebP)

@@ -15,8 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import Cancelled, LcmLiteError, OutputError, UsageError
-from .options import (
+from lcm_lite.cli.common import (
     EXIT_TERMINATED,
     PROG,
     Parser,
@@ -30,6 +29,7 @@ from .options import (
     timestep_list,
     vae_option,
 )
+from lcm_lite.errors import Cancelled, LcmLiteError, OutputError, UsageError
 
 COMMANDS = ("generate", "info", "bench", "serve")
 EXIT_INTERRUPTED = 130
@@ -179,14 +179,14 @@ def _generate(argv: list[str]) -> int:
     args = generate_parser().parse_args(argv)
     prompts = _read_prompts(args)
     configure_logging(args.quiet)
-    from .arguments import check_arguments
-    from .hub import DEFAULT_MODEL as default_model
-    from .images import save_png
+    from lcm_lite.images.png import save_png
+    from lcm_lite.models.hub import DEFAULT_MODEL as default_model
+    from lcm_lite.request import check_arguments
 
     check_arguments(prompts, args.steps, args.guidance, args.width, args.height, args.num_images)
     picture = _check_picture(args)
     if args.seed is not None:
-        from .torch_rng import TorchGenerator
+        from lcm_lite.sampling.torch_rng import TorchGenerator
 
         TorchGenerator(args.seed)  # rejects a seed outside 0 .. 2**64-1 before the model loads
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
@@ -236,8 +236,8 @@ def _check_picture(args: argparse.Namespace) -> dict[str, object]:
         if args.strength is not None:
             raise UsageError("--strength needs --image (it says how much to change the picture)")
         return {}
-    from .arguments import check_strength
-    from .pictures import load_image
+    from lcm_lite.images.preprocess import load_image
+    from lcm_lite.request import check_strength
 
     strength = 0.8 if args.strength is None else args.strength
     check_strength(strength)
@@ -265,7 +265,7 @@ def _save_unique(
     save: Callable[..., None], image: object, path: Path, metadata: dict[str, object]
 ) -> Path:
     """Save under ``path`` or, if taken, the first free ``stem-N.png``; never overwrite."""
-    from .images import unique_path
+    from lcm_lite.images.png import unique_path
 
     while True:
         candidate = unique_path(path)
@@ -306,8 +306,8 @@ def _info(argv: list[str]) -> int:
     model_options(parser)
     args = parser.parse_args(argv)
     if args.image is not None:
-        from .images import read_png_metadata
-        from .remake import remake_command
+        from lcm_lite.cli.remake import remake_command
+        from lcm_lite.images.png import read_png_metadata
 
         if not args.image.is_file():
             raise UsageError(f"no such file: {args.image}")
@@ -321,9 +321,9 @@ def _info(argv: list[str]) -> int:
             print(f"{key}: {value}")
         print(f"remake: {remake_command(metadata)}")
         return 0
-    from .blob_cache import default_cache_dir
-    from .hub import resolve_model
-    from .info import describe
+    from lcm_lite.cli.info import describe
+    from lcm_lite.models.hub import resolve_model
+    from lcm_lite.runtime.blob_cache import default_cache_dir
 
     cache_dir = None if args.no_cache else default_cache_dir()
     print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
@@ -331,13 +331,17 @@ def _info(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    from .bench import main as bench_main
+    from lcm_lite.cli.bench import main as bench_main
 
     return bench_main(argv)
 
 
 def _serve(argv: list[str]) -> int:
-    from .server import main as serve_main
+    from lcm_lite.extras import require_extra
+    from lcm_lite.server import EXTRA_MODULES
+
+    require_extra("serve", EXTRA_MODULES, "lcm-lite serve")
+    from lcm_lite.cli.serve import main as serve_main
 
     return serve_main(argv)
 

@@ -26,7 +26,7 @@ from typing import IO
 
 import openvino as ov
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 try:
     import fcntl

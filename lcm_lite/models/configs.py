@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from lcm_lite.errors import ModelError
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelError, UsageError
+from lcm_lite.errors import ModelError, UsageError
 
 DEFAULT_MODEL = "OpenVINO/LCM_Dreamshaper_v7-int8-ov"
 RUNTIME_FILES = [

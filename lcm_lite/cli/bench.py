@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .options import (
+from lcm_lite.cli.common import (
     PROG,
     Parser,
     configure_logging,
@@ -105,9 +105,9 @@ def main(argv: list[str]) -> int:
 def check_bench_arguments(args: argparse.Namespace) -> None:
     """Refuse, before the model loads, what ``generate`` refuses: every size and step count as
     the pipeline checks them, the seed as ``TorchGenerator`` does, and at least one image."""
-    from .arguments import check_arguments
-    from .errors import UsageError
-    from .torch_rng import TorchGenerator
+    from lcm_lite.errors import UsageError
+    from lcm_lite.request import check_arguments
+    from lcm_lite.sampling.torch_rng import TorchGenerator
 
     if args.images < 1:
         raise UsageError(f"--images must be at least 1, got {args.images}")
@@ -209,7 +209,7 @@ def _precision(pipe) -> str:
 def _versions() -> dict[str, str]:
     import openvino
 
-    from . import __version__
+    from lcm_lite import __version__
 
     return {"lcm_lite": __version__, "openvino": openvino.get_version(), "python": sys.version}
 

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .arguments import MAX_SIZE
-from .errors import Cancelled, LcmLiteError
-from .images import png_info
-from .pictures import load_image, output_size
+from lcm_lite.errors import Cancelled, LcmLiteError
+from lcm_lite.images.png import png_info
+from lcm_lite.images.preprocess import load_image, output_size
+from lcm_lite.request import MAX_SIZE
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .pipeline import LCMPipeline
-    from .results import StepInfo
+    from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+    from lcm_lite.pipeline.results import StepInfo
 
 log = logging.getLogger("lcm_lite.server")
 

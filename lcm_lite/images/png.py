@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .errors import OutputError
+from lcm_lite.errors import OutputError
 
 METADATA_PREFIX = "lcm-lite:"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .blob_cache import cache_size_limit, cache_usage
-from .compiler import Compiler, describe_devices
-from .folder import COMPONENTS, ModelFolder
-from .tiny_vae import load_tiny_vae, own_tiny_vae
+from lcm_lite.models.folder import COMPONENTS, ModelFolder
+from lcm_lite.models.vae import load_tiny_vae, own_tiny_vae
+from lcm_lite.runtime.blob_cache import cache_size_limit, cache_usage
+from lcm_lite.runtime.compiler import Compiler, describe_devices
 
 
 def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) -> str:

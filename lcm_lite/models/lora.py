@@ -42,9 +42,9 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from .errors import ModelError, UsageError
-from .extras import require_extra
-from .hub import looks_like_a_path, resolve
+from lcm_lite.errors import ModelError, UsageError
+from lcm_lite.extras import require_extra
+from lcm_lite.models.hub import looks_like_a_path, resolve
 
 log = logging.getLogger("lcm_lite")
 

@@ -29,18 +29,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-from . import classifier_free
-from .arguments import DEFAULT_SIZE, MAX_SIZE, check_arguments, check_strength
-from .compiler import Compiler
-from .configs import VAEConfig
-from .errors import Cancelled, ModelError, UsageError
-from .folder import ModelFolder
-from .guidance import guidance_scale_embedding
-from .hub import VAE_ENCODER_FILES, resolve_model
-from .images import to_pil
-from .lora import Adapter, describe, open_adapters
-from .networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
-from .pictures import (
+from lcm_lite.errors import Cancelled, ModelError, UsageError
+from lcm_lite.images.png import to_pil
+from lcm_lite.images.preprocess import (
     Picture,
     check_picture_count,
     load_images,
@@ -49,11 +40,26 @@ from .pictures import (
     preprocess,
     repeat_for_batch,
 )
-from .results import GenerationResult, Settings, StepCallback, StepInfo
-from .scheduler import LCMScheduler, LCMSchedulerConfig
-from .tiny_vae import CONVERT_TAESD, TinyVAE, load_tiny_vae, own_tiny_vae, resolve_tiny_vae
-from .tokenizer import CLIPTokenizer, TokenizedPrompts
-from .torch_rng import TorchGenerator, random_seed
+from lcm_lite.models.configs import VAEConfig
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.hub import VAE_ENCODER_FILES, resolve_model
+from lcm_lite.models.lora import Adapter, describe, open_adapters
+from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
+from lcm_lite.models.tokenizer import CLIPTokenizer, TokenizedPrompts
+from lcm_lite.models.vae import (
+    CONVERT_TAESD,
+    TinyVAE,
+    load_tiny_vae,
+    own_tiny_vae,
+    resolve_tiny_vae,
+)
+from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
+from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, check_arguments, check_strength
+from lcm_lite.runtime.compiler import Compiler
+from lcm_lite.sampling import classifier_free
+from lcm_lite.sampling.guidance_embedding import guidance_scale_embedding
+from lcm_lite.sampling.scheduler import LCMScheduler
+from lcm_lite.sampling.torch_rng import TorchGenerator, random_seed
 
 log = logging.getLogger("lcm_lite")
 
@@ -104,9 +110,7 @@ class LCMPipeline:
         self.progress: StageProgress | None = None
         self.adapters = list(adapters)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
-        self.scheduler = LCMScheduler(
-            LCMSchedulerConfig.from_file(folder.root / "scheduler" / "scheduler_config.json")
-        )
+        self.scheduler = LCMScheduler(folder.scheduler)
         self._compiled: _Compiled | None = None
         self._encodings: dict[tuple[str, ...], tuple[TokenizedPrompts, np.ndarray]] = {}
         self._lock = threading.Lock()

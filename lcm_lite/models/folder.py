@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import VAEConfig, read_json_object
-from .errors import ModelError
+from lcm_lite.errors import ModelError
+from lcm_lite.models.configs import VAEConfig, read_json_object
+from lcm_lite.sampling.scheduler import LCMSchedulerConfig
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 
@@ -26,6 +27,7 @@ class ModelFolder:
     root: Path
     unet_config: dict[str, Any]
     vae: VAEConfig
+    scheduler: LCMSchedulerConfig
     lcm_scheduler: bool  # scheduler_config.json names LCMScheduler
 
     @classmethod
@@ -54,12 +56,13 @@ class ModelFolder:
                 f"model folder is incomplete: {root}/scheduler/scheduler_config.json is missing"
             )
         unet_config = read_json_object(root / "unet" / "config.json")
-        scheduler_config = read_json_object(root / "scheduler" / "scheduler_config.json")
+        scheduler_path = root / "scheduler" / "scheduler_config.json"
         return cls(
             root,
             unet_config,
             VAEConfig.read(root / "vae_decoder" / "config.json"),
-            scheduler_config.get("_class_name") == "LCMScheduler",
+            read_scheduler_config(scheduler_path),
+            read_json_object(scheduler_path).get("_class_name") == "LCMScheduler",
         )
 
     def check_lcm(self, with_unet_lora: bool) -> None:
@@ -100,3 +103,13 @@ class ModelFolder:
     def default_size(self) -> int:
         """The native resolution, ``unet.sample_size * vae_scale_factor`` (512 for SD 1.5)."""
         return int(self.unet_config.get("sample_size", 64)) * self.vae_scale_factor
+
+
+def read_scheduler_config(path: Path) -> LCMSchedulerConfig:
+    """diffusers' ``scheduler_config.json`` as the sampler's config; errors name the file."""
+    try:
+        return LCMSchedulerConfig.from_dict(read_json_object(path))
+    except ModelError as error:
+        if str(path) in str(error):
+            raise
+        raise ModelError(f"bad scheduler config {path}: {error}") from None

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .compiler import Compiler
-from .configs import VAEConfig
-from .errors import ModelError
-from .folder import ModelFolder
-from .lora import Adapter, adapters_request, adapters_transform
-from .torch_rng import TorchGenerator
+from lcm_lite.errors import ModelError
+from lcm_lite.models.configs import VAEConfig
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.lora import Adapter, adapters_request, adapters_transform
+from lcm_lite.runtime.compiler import Compiler
+from lcm_lite.sampling.torch_rng import TorchGenerator
 
 
 @dataclass(frozen=True)

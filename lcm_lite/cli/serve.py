@@ -10,11 +10,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from ..errors import UsageError
-from ..jobs import JobQueue
-from ..options import PROG, Parser, configure_logging, integer, model_options, open_pipeline
-from .running import Server
-from .security import check_bind
+from lcm_lite.cli.common import (
+    PROG,
+    Parser,
+    configure_logging,
+    integer,
+    model_options,
+    open_pipeline,
+)
+from lcm_lite.errors import UsageError
+from lcm_lite.server.jobs import JobQueue
+from lcm_lite.server.running import Server
+from lcm_lite.server.security import check_bind
 
 
 class _StopOnSignal:
@@ -105,7 +112,7 @@ def main(argv: list[str]) -> int:
 def _model_label(model: str | None) -> str:
     """The model's name for /api/info and the PNG metadata: a hub id, or a folder's own name
     (its full path stays private)."""
-    from ..hub import DEFAULT_MODEL
+    from lcm_lite.models.hub import DEFAULT_MODEL
 
     if model is None:
         return DEFAULT_MODEL

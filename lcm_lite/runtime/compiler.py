@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .blob_cache import cache_size_limit, map_blob, mark_used, prune_temporaries, write_blob
-from .errors import DeviceError, ModelError, UsageError
+from lcm_lite.errors import DeviceError, ModelError, UsageError
+from lcm_lite.runtime.blob_cache import (
+    cache_size_limit,
+    map_blob,
+    mark_used,
+    prune_temporaries,
+    write_blob,
+)
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 

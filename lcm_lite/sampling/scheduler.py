@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 
-from lcm_lite.configs import read_json_object
 from lcm_lite.errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -81,22 +79,19 @@ class LCMSchedulerConfig:
             )
 
     @classmethod
-    def from_file(cls, path: Path) -> LCMSchedulerConfig:
-        """Read diffusers' ``scheduler_config.json``, ignoring the keys the sampler does not use."""
-        content = read_json_object(Path(path))
+    def from_dict(cls, content: Mapping[str, object]) -> LCMSchedulerConfig:
+        """The sampler's values from diffusers' ``scheduler_config.json`` content, the keys it
+        does not use ignored; a ModelError for a value of the wrong JSON type."""
         defaults = cls()
-        try:
-            return cls(
-                **{
-                    field.name: _json_value(
-                        field.name, content[field.name], getattr(defaults, field.name)
-                    )
-                    for field in fields(cls)
-                    if field.name in content
-                }
-            )
-        except ModelError as error:
-            raise ModelError(f"bad scheduler config {path}: {error}") from None
+        return cls(
+            **{
+                field.name: _json_value(
+                    field.name, content[field.name], getattr(defaults, field.name)
+                )
+                for field in fields(cls)
+                if field.name in content
+            }
+        )
 
 
 def _json_value(name: str, value: object, default: object) -> object:

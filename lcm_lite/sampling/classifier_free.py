@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 
 def is_guided(guidance_scale: float, has_guidance_embedding: bool) -> bool:

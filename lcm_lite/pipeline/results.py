@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .errors import UsageError
+from lcm_lite.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .configs import VAEConfig
-from .errors import ModelError
-from .folder import ModelFolder
-from .hub import resolve
+from lcm_lite.errors import ModelError
+from lcm_lite.models.configs import VAEConfig
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.hub import resolve
 
 DEFAULT_TINY_VAE = "rupeshs/taesd-ov"
 TINY_VAE_FILES = ["vae_decoder/*"]

@@ -1,0 +1,2 @@
+"""OpenVINO itself: the ``Core``, device names and compiling (``compiler``), and the cache of
+compiled networks between processes (``blob_cache``)."""
