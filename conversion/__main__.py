@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from conversion import WEIGHT_FORMATS
-from lcm_lite.cli.common import EXIT_TERMINATED, Parser, Terminated, lora_argument, raise_on_sigterm
+from lcm_lite.cli.common import EXIT_TERMINATED, Parser, Terminated, add_options, raise_on_sigterm
 from lcm_lite.errors import Cancelled, LcmLiteError
 from lcm_lite.extras import require_extra
+from lcm_lite.request import LoadOptions
 
 PROG = "lcm-lite-convert"
 CONVERT_MODULES = (
@@ -64,10 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         help="8-bit post-training quantization of the UNet (NNCF), calibrated on built-in prompts"
         " with the exported model (LoRAs fused; a plain SD model needs its LCM-LoRA)",
     )
-    lora_argument(
+    add_options(
         parser,
-        "fuse a LoRA into the exported weights (repeatable; an LCM-LoRA makes a plain Stable"
-        " Diffusion 1.5 model a 4-step one)",
+        LoadOptions,
+        only=["loras"],
+        help={
+            "loras": "fuse a LoRA into the exported weights (repeatable; an LCM-LoRA makes a "
+            "plain Stable Diffusion 1.5 model a 4-step one)"
+        },
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             with_vae_encoder=args.with_vae_encoder,
             force=args.force,
             quantize_unet=args.quantize_unet,
-            loras=args.lora,
+            loras=args.loras or [],
             progress=None if args.quiet else _say,
         )
     except KeyboardInterrupt:

@@ -5,14 +5,18 @@
     result = pipe("a beautiful pink unicorn, 8k", seed=1234567)
     result[0].save("unicorn.png")
 
-Importing the package loads nothing heavy and touches no network: ``LCMPipeline`` is imported
-on first use.
+``pipe(prompt, **fields)`` is ``pipe.generate(Request(prompt, **fields))``: ``Request`` declares
+every field once. Importing the package loads nothing heavy and touches no network:
+``LCMPipeline`` is imported on first use. The layers, bottom up: ``sampling`` and ``images``
+(NumPy), ``request``, ``runtime`` (OpenVINO), ``models``, ``pipeline``, then ``server`` and
+``cli``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lcm_lite import moved
 from lcm_lite.errors import (
     Cancelled,
     DeviceError,
@@ -21,14 +25,17 @@ from lcm_lite.errors import (
     OutputError,
     UsageError,
 )
+from lcm_lite.request import Request
 
 if TYPE_CHECKING:
     from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
     from lcm_lite.pipeline.results import GenerationResult, StepInfo
 
 __version__ = "0.1.0"
+moved.install()
 __all__ = [
     "LCMPipeline",
+    "Request",
     "GenerationResult",
     "StepInfo",
     "LcmLiteError",

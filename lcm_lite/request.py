@@ -1,69 +1,260 @@
-"""What a call may ask for, checked before anything is loaded or run: diffusers' limits (and the
-inputs diffusers would silently mis-handle) as one-line ``UsageError``s, shared by the pipeline,
-the command line and the server."""
+"""One generation request, declared once.
+
+``Request`` holds every field a call may set, each with its default, and a ``Spec`` with its help
+text, its limits, its kind and its names elsewhere. The pipeline takes a ``Request`` (the keyword
+call ``pipe(prompt, steps=...)`` builds one); the command line's options (``cli.common``), the
+server's request models (``server.schemas``), the PNG metadata and the remake command are derived
+from these declarations (``fields``). A new field is one entry here plus its use.
+
+The checks are diffusers' limits, and the inputs diffusers would silently mis-handle, as one-line
+``UsageError``s before anything is loaded or run. ``LoadOptions`` declares what loading a model
+takes (``LCMPipeline.from_pretrained``'s keywords) the same way.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from lcm_lite.errors import UsageError
+from lcm_lite.fields import Range, Spec, check_prompts, check_value, spec, specs
+from lcm_lite.fields import from_metadata as fields_from_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lcm_lite.images.preprocess import Picture
 
 DEFAULT_SIZE = 512
 MAX_SIZE = 2048
 MAX_IMAGES = 16
+SEED_LIMIT = 2**64
 
 
-def check_arguments(
-    prompts: list[str],
-    steps: int,
-    guidance_scale: float,
-    width: int | None,
-    height: int | None,
-    num_images: int,
-) -> None:
-    """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
-    Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool.
-    ``width`` or ``height`` None: not given (image to image takes the picture's)."""
-    if not prompts:
-        raise UsageError("give at least one prompt")
-    for prompt in prompts:
-        if not isinstance(prompt, str):
-            raise UsageError(f"prompts must be strings, got {type(prompt).__name__}")
-        if "\x00" in prompt:
-            raise UsageError("a prompt contains a NUL character")
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line
-            raise UsageError("a prompt is not valid UTF-8 text") from None
-    for name, value, low, high in (
-        ("width", width, 8, MAX_SIZE),
-        ("height", height, 8, MAX_SIZE),
-        ("num_images", num_images, 1, MAX_IMAGES),
-        ("steps", steps, 1, None),
-    ):
-        if value is None and name in ("width", "height"):
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise UsageError(f"{name} must be an integer, got {value!r}")
-        if value < low or (high is not None and value > high):
-            raise UsageError(
-                f"{name} must be from {low} to {high or 'the schedule length'}, got {value}"
+def _side(name: str) -> Spec:
+    """``width`` or ``height``: a multiple of 8 (diffusers' VAE needs it)."""
+    return Spec(
+        f"image {name}, a multiple of 8",
+        "integer",
+        key=name,
+        limits=Range(8, MAX_SIZE, 8),
+        served=Range(64, 1024, 8),
+        default_help=f"{DEFAULT_SIZE}, or the picture's own",
+        fallback=DEFAULT_SIZE,
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one generation asks for: diffusers' ``LatentConsistencyModelPipeline`` arguments
+    (and its img2img twin's), with lcm-lite's ``vae``. ``Request(...).check()`` rejects what
+    diffusers would reject with one clear sentence."""
+
+    prompt: str | Sequence[str] = field(
+        metadata={
+            "spec": Spec(
+                "the text prompt (with --image it may be empty: variations)",
+                "text",
+                key="prompt",
+                option="",  # positional on the command line
+                openai="prompt",
             )
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and value % 8:
-            raise UsageError(f"{name} must be a multiple of 8, got {value}")
-    if (
-        not isinstance(guidance_scale, numbers.Real)
-        or isinstance(guidance_scale, bool)
-        or not math.isfinite(guidance_scale)
-        or guidance_scale < 0
-    ):
-        raise UsageError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        }
+    )
+    _: KW_ONLY
+    negative_prompt: str | Sequence[str] | None = spec(
+        Spec(
+            "what to steer away from: Stable Diffusion models with LCM-LoRA, at guidance above 1 "
+            "(a latent consistency model refuses it: its guidance is distilled)",
+            "text",
+            key="negative_prompt",
+            metavar="TEXT",
+            openai="negative_prompt",
+        )
+    )
+    image: Picture | Sequence[Picture] | None = spec(
+        Spec(
+            "start from this picture (PNG, JPEG or WebP): image to image",
+            "picture",
+            key="image",
+            metavar="FILE",
+        )
+    )
+    strength: float = spec(
+        Spec(
+            "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "
+            "(the steps come from the last int(50 * strength) of the 50 distillation timesteps)",
+            "number",
+            key="strength",
+            limits=Range(0.0, 1.0, low_exclusive=True),
+            openai="strength",
+            needs="image",
+        ),
+        0.8,
+    )
+    steps: int = spec(
+        Spec(
+            "LCM steps",
+            "integer",
+            key="steps",
+            limits=Range(1),
+            served=Range(1, 8),
+            openai="num_inference_steps",
+        ),
+        4,
+    )
+    guidance_scale: float = spec(
+        Spec(
+            "guidance scale, diffusers' convention",
+            "number",
+            key="guidance",
+            limits=Range(0.0),
+            served=Range(0.0, 20.0),
+            openai="guidance_scale",
+        ),
+        8.0,
+    )
+    width: int | None = spec(_side("width"))
+    height: int | None = spec(_side("height"))
+    num_images: int = spec(
+        Spec(
+            "images per prompt",
+            "integer",
+            key="num_images",
+            limits=Range(1, MAX_IMAGES),
+            served=Range(1, 4),
+        ),
+        1,
+    )
+    seed: int | None = spec(
+        Spec(
+            "0 .. 2**64-1, as torch.Generator().manual_seed",
+            "integer",
+            key="seed",
+            limits=Range(
+                0, SEED_LIMIT, high_exclusive=True, described="an integer from 0 to 2**64-1"
+            ),
+            openai="rng_seed",
+            default_help="random (below 2**53)",
+        )
+    )
+    original_inference_steps: int | None = spec(
+        Spec(
+            "length of the distillation schedule the steps are taken from",
+            "integer",
+            key="original_inference_steps",
+            served_over_http=False,
+            default_help="the model's, 50",
+        )
+    )
+    timesteps: Sequence[int] | None = spec(
+        Spec(
+            "custom descending timesteps, e.g. 999,759,499,259 (replaces steps)",
+            "integers",
+            key="custom_timesteps",
+            option="--timesteps",
+            served_over_http=False,
+        )
+    )
+    vae: Literal["full", "tiny"] = spec(
+        Spec(
+            "final decoder: the model's VAE, or the tiny VAE (TAESD: faster, softer, not the "
+            "full VAE's image; with an image it encodes the picture too)",
+            "choice",
+            key="vae",
+            choices=("full", "tiny"),
+            openai="vae",
+        ),
+        "full",
+    )
+    latents: np.ndarray | None = spec(
+        Spec("the starting latents (batch, 4, height / 8, width / 8) instead of noise", "array")
+    )
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts, one or a list, as a list."""
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def check(self) -> None:
+        """Reject what diffusers would reject (or silently mis-handle) with one clear sentence.
+        Numbers may be any ``numbers.Integral`` / ``numbers.Real`` (NumPy's too), never a bool."""
+        if not isinstance(self.prompt, (str, list, tuple)):
+            raise UsageError(
+                f"prompt must be a string or a list of strings, got {self.prompt!r:.40}"
+            )
+        check_prompts(self.prompts)
+        if isinstance(self.negative_prompt, (list, tuple)):
+            check_prompts(list(self.negative_prompt))
+        elif isinstance(self.negative_prompt, str):
+            check_prompts([self.negative_prompt])
+        for name, field_spec in specs(type(self)).items():
+            value = getattr(self, name)
+            if field_spec.needs and getattr(self, field_spec.needs) is None:
+                continue
+            check_value(name, field_spec, value, field_spec.limits)
 
 
-def check_strength(strength: float) -> None:
-    """Image to image's ``strength``: a number in (0, 1] (diffusers accepts 0, then fails)."""
-    is_number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
-    if not is_number or not 0 < strength <= 1:
-        raise UsageError(f"strength must be a number in (0, 1], got {strength!r}")
+def from_metadata(
+    metadata: Mapping[str, str], request_type: type = Request
+) -> tuple[Request, dict[str, Any]]:
+    """The request that ``metadata`` (as read back from a PNG: text) records, and the
+    ``LoadOptions`` fields it records (model, tiny VAE, LoRAs)."""
+    return fields_from_metadata(metadata, request_type, LoadOptions)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What loading a model takes (``LCMPipeline.from_pretrained``'s keywords) beside the cache
+    and memory policy; ``model``, ``tiny_vae`` and ``loras`` are recorded in the metadata."""
+
+    model: str | Path | None = spec(
+        Spec(
+            "local model folder or hub id",
+            "text",
+            key="model",
+            default_help="OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once",
+        )
+    )
+    revision: str | None = spec(
+        Spec("hub revision (branch, tag or commit) of --model", "text", option="--revision")
+    )
+    tiny_vae: str | Path | None = spec(
+        Spec(
+            "tiny VAE (TAESD) folder or hub id, for --vae tiny and previews",
+            "text",
+            key="tiny_vae",
+            metavar="DIR|HUB_ID",
+            default_help="with --vae tiny: rupeshs/taesd-ov, downloaded once",
+        )
+    )
+    device: str = spec(
+        Spec(
+            "OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:...",
+            "text",
+            option="--device",
+        ),
+        "CPU",
+    )
+    precision: str | None = spec(
+        Spec(
+            "inference precision hint (f32 for exact parity)",
+            "choice",
+            option="--precision",
+            choices=("f32", "bf16", "f16"),
+            default_help="the device's",
+        )
+    )
+    loras: Sequence[tuple[str | Path, float]] | None = spec(
+        Spec(
+            "a LoRA adapter (.safetensors, kohya or diffusers/PEFT) and its weight (default 1.0);"
+            " repeat to blend several. An LCM-LoRA (latent-consistency/lcm-lora-sdv1-5) runs any"
+            " Stable Diffusion 1.5 model in 4 steps",
+            "loras",
+            key="loras",
+            option="--lora",
+            metavar="FILE|HUB_ID[:WEIGHT]",
+        )
+    )

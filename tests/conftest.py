@@ -1,4 +1,9 @@
-"""Shared fixtures.
+"""Shared fixtures, and the tiers.
+
+Each folder of tests/ is a tier, and its tests carry its marker (``unit``, ``pipeline``,
+``parity``, ``cli``, ``server``, ``convert``, ``browser``); tests elsewhere that compare with a
+reference library are marked ``parity`` too, and long ones ``slow``. The fast loop while editing:
+``pytest -m "not slow and not browser"`` (docs: Testing).
 
 Model fixtures (conversion/): a tiny random-weight LCM built once per session, as a diffusers
 folder and as its OpenVINO export. They need the ``convert`` extra (torch, diffusers), imported
@@ -8,6 +13,7 @@ inside the fixtures so that runtime tests run without it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +22,16 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_CLIP_VOCAB = REPO_ROOT.parent / "shared" / "clip-vocab"
+TIERS = ("unit", "pipeline", "parity", "cli", "server", "convert", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets the marker of the tier folder it is in."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if path.is_relative_to(tests) and (folder := path.relative_to(tests).parts[0]) in TIERS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +69,16 @@ def f32_pipe(tiny_ov_dir: Path):
     from lcm_lite import LCMPipeline
 
     return LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32")
+
+
+@pytest.fixture()
+def sigint_reaches_children() -> Iterator[None]:
+    """Children started in the test take SIGINT as Python does (KeyboardInterrupt), even when
+    pytest itself runs with SIGINT ignored (``nohup``, a shell's background job, cron), which a
+    child inherits: an inherited "ignore" is honoured by lcm-lite, as it should be."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture()

@@ -16,18 +16,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lcm_lite.cli.common import (
     PROG,
     Parser,
+    add_options,
     configure_logging,
+    given,
     integer,
     model_options,
     open_pipeline,
-    vae_option,
 )
+from lcm_lite.request import Request
 
 PROMPT = "a beautiful pink unicorn, 8k"
 SAMPLE_SECONDS = 0.05
@@ -74,7 +76,7 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", default=PROMPT, help="the prompt (default: a fixed one)")
     parser.add_argument("--seed", type=integer, default=0, help="noise seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
-    vae_option(parser)
+    add_options(parser, Request, only=["vae"])
     model_options(parser)
     return parser
 
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
         "model": str(pipe.folder.root),
         "device": args.device,
         "precision": _precision(pipe),
-        "vae": args.vae,
+        "vae": Request(args.prompt, **given(args, Request, only=["vae"])).vae,
         "cache": pipe.compiler.cache_dir is not None,
         "open_seconds": round(time.perf_counter() - clock, 4),
         **_versions(),
@@ -106,15 +108,12 @@ def check_bench_arguments(args: argparse.Namespace) -> None:
     """Refuse, before the model loads, what ``generate`` refuses: every size and step count as
     the pipeline checks them, the seed as ``TorchGenerator`` does, and at least one image."""
     from lcm_lite.errors import UsageError
-    from lcm_lite.request import check_arguments
-    from lcm_lite.sampling.torch_rng import TorchGenerator
 
     if args.images < 1:
         raise UsageError(f"--images must be at least 1, got {args.images}")
     for size in args.sizes:
         for steps in args.steps:
-            check_arguments([args.prompt], steps, 8.0, size, size, 1)
-    TorchGenerator(args.seed)
+            Request(args.prompt, steps=steps, width=size, height=size, seed=args.seed).check()
 
 
 def _measure(pipe, args: argparse.Namespace) -> Iterator[Row]:
@@ -129,8 +128,9 @@ def _measure(pipe, args: argparse.Namespace) -> Iterator[Row]:
                     # encoding is reused by the pipeline)
                     prompt = f"{args.prompt}, {size} {steps} {index}"
                     clock = time.perf_counter()
-                    result = pipe(
-                        prompt, steps=steps, width=size, height=size, seed=args.seed, vae=args.vae
+                    request = Request(prompt, **given(args, Request, only=["vae"]))
+                    result = pipe.generate(
+                        replace(request, steps=steps, width=size, height=size, seed=args.seed)
                     )
                     walls.append(time.perf_counter() - clock)
                     timings.append(result.timings)

@@ -1,5 +1,6 @@
 """Command-line pieces shared by every ``lcm-lite`` subcommand: the parser whose errors are one
-line, the model options, number types, logging, and opening the pipeline the options describe."""
+line, options derived from the declared fields (``request.Request``, ``request.LoadOptions``),
+logging, signals, and opening the pipeline the options describe."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from lcm_lite import fields as text_fields
 from lcm_lite.errors import UsageError
+from lcm_lite.fields import PARSERS, Spec, lora_list, specs
+from lcm_lite.request import LoadOptions
 
 PROG = "lcm-lite"
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
@@ -39,121 +45,98 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_options(
+    parser: argparse.ArgumentParser,
+    declared: type,
+    only: Sequence[str] | None = None,
+    help: Mapping[str, str] | None = None,
+) -> None:
+    """An option for each field of the dataclass ``declared`` (``Request``, ``LoadOptions``)
+    that has one (``Spec.flag``), with its help (or ``help[name]``), its default and its text
+    parser; ``only``: these fields alone. Options not given stay None, so that the dataclass's
+    defaults apply."""
+    dataclass_fields = {item.name: item for item in fields(declared)}
+    for name, field_spec in specs(declared).items():
+        if not field_spec.flag or field_spec.kind not in PARSERS or (only and name not in only):
+            continue
+        default = dataclass_fields[name].default
+        shown = field_spec.default_help or (None if default is None else default)
+        parser.add_argument(
+            field_spec.flag,
+            dest=name,
+            type=argparse_type(PARSERS[field_spec.kind]),
+            choices=field_spec.choices or None,
+            metavar=field_spec.metavar or _metavar(field_spec),
+            action="append" if field_spec.kind == "loras" else "store",
+            help=(help or {}).get(name, field_spec.help)
+            + ("" if shown is None else f" (default: {shown})"),
+        )
+
+
+def _metavar(field_spec: Spec) -> str | None:
+    """``--num-images NUM_IMAGES``; choices show themselves (``{full,tiny}``)."""
+    if field_spec.choices:
+        return None
+    return field_spec.flag.lstrip("-").replace("-", "_").upper()
+
+
+def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: a ValueError becomes argparse's one-line error; a
+    repeatable LoRA option gives one (source, weight) pair per occurrence."""
+
+    def parse_word(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                str(error).replace("invalid literal", "expected")
+            ) from None
+        return value[0] if parse is lora_list else value
+
+    parse_word.__name__ = {int: "integer", float: "number"}.get(parse, parse.__name__)
+    return parse_word
+
+
+integer = argparse_type(text_fields.integer)
+number = argparse_type(text_fields.number)
+
+
+def given(
+    args: argparse.Namespace, declared: type, only: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The options of ``declared``'s fields (``only`` these) that the command line gave."""
+    return {
+        name: getattr(args, name)
+        for name, field_spec in specs(declared).items()
+        if field_spec.flag
+        and getattr(args, name, None) is not None
+        and (only is None or name in only)
+    }
+
+
 def model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="local model folder or hub id "
-        "(default: OpenVINO/LCM_Dreamshaper_v7-int8-ov, downloaded once)",
-    )
-    parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
-    parser.add_argument(
-        "--tiny-vae",
-        metavar="DIR|HUB_ID",
-        help="tiny VAE (TAESD) folder or hub id, for --vae tiny and previews "
-        "(default with --vae tiny: rupeshs/taesd-ov, downloaded once)",
-    )
-    parser.add_argument(
-        "--device",
-        default="CPU",
-        help="OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:... (default CPU)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=["f32", "bf16", "f16"],
-        help="inference precision hint (default: the device's; f32 for exact parity)",
-    )
-    lora_argument(
-        parser,
-        "a LoRA adapter (.safetensors, kohya or diffusers/PEFT) and its weight (default 1.0);"
-        " repeat to blend several. An LCM-LoRA (latent-consistency/lcm-lora-sdv1-5) runs any"
-        " Stable Diffusion 1.5 model in 4 steps",
-    )
+    """``LoadOptions``' options, the cache switch and ``--quiet``."""
+    add_options(parser, LoadOptions)
     parser.add_argument(
         "--no-cache", action="store_true", help="do not keep compiled models in the per-user cache"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
 
 
-def vae_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--vae",
-        choices=["full", "tiny"],
-        default="full",
-        help="final decoder: the model's VAE (default) or the tiny VAE (TAESD: faster, softer, "
-        "not the full VAE's image; with --image it encodes the picture too)",
-    )
-
-
-def lora_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """``--lora FILE|HUB_ID[:WEIGHT]``, repeatable: a list of (file or hub id, weight)."""
-    parser.add_argument(
-        "--lora",
-        action="append",
-        type=lora_option,
-        default=[],
-        metavar="FILE|HUB_ID[:WEIGHT]",
-        help=help,
-    )
-
-
-def lora_option(text: str) -> tuple[str, float]:
-    """An argparse type: ``FILE|HUB_ID[:WEIGHT]`` -> (file or hub id, weight), weight 1.0 unless
-    the text after the last colon is a number."""
-    source, separator, weight = text.rpartition(":")
-    if separator and source:
-        try:
-            return source, float(weight)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
-def integer(text: str) -> int:
-    """An argparse type: an integer (range checks come later, with the other parameters)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def timestep_list(text: str) -> list[int]:
-    """An argparse type: comma-separated integer timesteps (the scheduler checks their order)."""
-    try:
-        return [int(word) for word in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, got {text!r}"
-        ) from None
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
-    """Load ``--model`` (a folder or hub id; the default model if none) as the options say;
-    ``--vae tiny`` without ``--tiny-vae`` takes the model's own tiny decoder if it has one, else
-    the default tiny VAE."""
-    from lcm_lite.models.hub import DEFAULT_MODEL
-    from lcm_lite.models.vae import DEFAULT_TINY_VAE, load_tiny_vae
-    from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+    """Load the model the options name (the default model if none); ``--vae tiny`` without
+    ``--tiny-vae`` takes the model's own tiny decoder if it has one, else the default tiny VAE."""
+    from lcm_lite.models.vae import DEFAULT_TINY_VAE
+    from lcm_lite.pipeline import LCMPipeline
     from lcm_lite.runtime.blob_cache import default_cache_dir
 
-    pipe = LCMPipeline.from_pretrained(
-        args.model or DEFAULT_MODEL,
-        revision=args.revision,
-        device=args.device,
-        precision=args.precision,
+    pipe = LCMPipeline.from_options(
+        LoadOptions(**given(args, LoadOptions)),
         cache_dir=None if args.no_cache else default_cache_dir(),
         keep_models=keep_models,
-        tiny_vae=args.tiny_vae,
-        loras=args.lora,
     )
-    if getattr(args, "vae", "full") == "tiny" and not pipe.has_previews:
-        pipe.tiny_vae = load_tiny_vae(DEFAULT_TINY_VAE, pipe.folder)
+    if getattr(args, "vae", None) == "tiny" and not pipe.has_previews:
+        pipe.load_tiny_vae(DEFAULT_TINY_VAE)
     return pipe
 
 

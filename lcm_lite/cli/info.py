@@ -1,10 +1,13 @@
-"""``lcm-lite info`` on a model: its folder, each network's inputs, the devices, the cache."""
+"""``lcm-lite info``: on a model, its folder, each network's inputs, the devices, the cache; on a
+PNG, the settings it stores and the command that makes it again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lcm_lite.models.folder import COMPONENTS, ModelFolder
+from lcm_lite.cli.common import PROG, Parser, model_options
+from lcm_lite.errors import UsageError
+from lcm_lite.models.folder import COMPONENTS, ModelFolder, component_files
 from lcm_lite.models.vae import load_tiny_vae, own_tiny_vae
 from lcm_lite.runtime.blob_cache import cache_size_limit, cache_usage
 from lcm_lite.runtime.compiler import Compiler, describe_devices
@@ -22,11 +25,12 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
         f"guidance embedding dim: {guidance}",
     ]
     for component in (*COMPONENTS, "vae_encoder"):
-        if not folder.xml(component).is_file():  # only the VAE encoder is optional
+        files = component_files(folder.root, component)
+        if not files.xml.is_file():  # only the VAE encoder is optional
             lines.append(f"{component}: none (image to image needs it: see --with-vae-encoder)")
             continue
-        model = compiler.read(folder.xml(component))
-        size_mb = folder.xml(component).with_suffix(".bin").stat().st_size / 2**20
+        model = compiler.read(files.xml)
+        size_mb = files.weights.stat().st_size / 2**20
         lines.append(f"{component}: {size_mb:.1f} MB")
         for port in model.inputs:
             lines.append(
@@ -49,3 +53,37 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
             f"{cache_size_limit() / 2**20:.0f} MB, LCM_LITE_CACHE_SIZE)"
         )
     return "\n".join(lines)
+
+
+def info(argv: list[str]) -> int:
+    """``lcm-lite info [IMAGE]``."""
+    parser = Parser(
+        prog=f"{PROG} info",
+        description="Describe a model (components, input shapes, devices, cache) "
+        "or print the generation settings stored in an lcm-lite PNG.",
+    )
+    parser.add_argument("image", nargs="?", type=Path, help="a PNG written by lcm-lite")
+    model_options(parser)
+    args = parser.parse_args(argv)
+    if args.image is not None:
+        from lcm_lite.cli.remake import remake_command
+        from lcm_lite.images.png import read_png_metadata
+
+        if not args.image.is_file():
+            raise UsageError(f"no such file: {args.image}")
+        try:
+            metadata = read_png_metadata(args.image)
+        except OSError as error:
+            raise UsageError(f"{args.image} is not a PNG image: {error}") from None
+        if not metadata:
+            raise UsageError(f"{args.image} carries no lcm-lite metadata")
+        for key, value in metadata.items():
+            print(f"{key}: {value}")
+        print(f"remake: {remake_command(metadata)}")
+        return 0
+    from lcm_lite.models.hub import resolve_model
+    from lcm_lite.runtime.blob_cache import default_cache_dir
+
+    cache_dir = None if args.no_cache else default_cache_dir()
+    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
+    return 0

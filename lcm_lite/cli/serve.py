@@ -41,7 +41,7 @@ class _StopOnSignal:
 def serve_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=f"{PROG} serve",
-        description='Serve the demo page at / and a JSON API (README: "Serve").',
+        description='Serve the demo page at / and a JSON API (docs: "Serve").',
     )
     parser.add_argument(
         "--host",

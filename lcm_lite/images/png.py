@@ -1,4 +1,4 @@
-"""From VAE output to PNG files: diffusers' post-processing, metadata, atomic writes."""
+"""PNG files: written atomically with lcm-lite's metadata as text chunks, and read back."""
 
 from __future__ import annotations
 
@@ -9,19 +9,11 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, PngImagePlugin
 
 from lcm_lite.errors import OutputError
 
 METADATA_PREFIX = "lcm-lite:"
-
-
-def to_pil(decoded: np.ndarray) -> list[Image.Image]:
-    """VAE output (batch, 3, H, W) in [-1, 1] -> RGB images, as diffusers' VaeImageProcessor:
-    ``(x / 2 + 0.5).clamp(0, 1)``, then ``(x * 255).round()`` to uint8."""
-    pixels = np.clip(decoded / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
-    return [Image.fromarray(p) for p in (pixels * 255).round().astype(np.uint8)]
 
 
 def save_png(image: Image.Image, path: Path, metadata: Mapping[str, object]) -> None:

@@ -161,12 +161,3 @@ def repeat_for_batch(latents: np.ndarray, batch_size: int) -> np.ndarray:
     ``num_images > 1`` that pairs a prompt's images with different pictures, as in diffusers."""
     check_picture_count(latents.shape[0], batch_size)
     return np.concatenate([latents] * (batch_size // latents.shape[0]))
-
-
-def picture_name(image: object) -> str:
-    """The file name a starting picture came from, for the metadata ("" if none)."""
-    if isinstance(image, (list, tuple)):
-        return ", ".join(picture_name(item) for item in image)
-    if isinstance(image, (str, Path)):
-        return Path(image).name
-    return Path(getattr(image, "filename", "") or "").name

@@ -1,16 +1,19 @@
 """The model folder's JSON files (``config.json``, ``scheduler_config.json``, tokenizer files),
-and what a VAE's ``config.json`` says."""
+and what the UNet's and a VAE's ``config.json`` say, read one way (``json_config.from_json``)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from lcm_lite.errors import ModelError
+from lcm_lite.json_config import from_json
+
+T = TypeVar("T")
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -27,8 +30,50 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return content
 
 
+def read_config(cls: type[T], path: Path, what: str) -> T:
+    """The frozen dataclass ``cls`` from the JSON object in ``path`` (``json_config.from_json``);
+    a one-line ModelError naming the file (``what``: "UNet config", ...)."""
+    content = read_json_object(path)
+    try:
+        return from_json(cls, content)
+    except ModelError as error:
+        raise ModelError(f"bad {what} {path}: {error}") from None
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The fields of the UNet's ``config.json`` lcm-lite uses, with diffusers' defaults.
+
+    ``time_cond_proj_dim`` is the guidance-embedding width of an LCM UNet; None (null or absent)
+    for a plain Stable Diffusion UNet, run with an LCM-LoRA.
+    """
+
+    in_channels: int = 4
+    sample_size: int = 64
+    layers_per_block: int = 2
+    time_cond_proj_dim: int | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> UNetConfig:
+        return read_config(cls, path, "UNet config")
+
+
 # diffusers' defaults for what a VAE's config.json may leave out, per class.
 _VAE_SCALING_FACTORS = {"AutoencoderKL": 0.18215, "AutoencoderTiny": 1.0}
+
+
+@dataclass(frozen=True)
+class _VAEFile:
+    """What ``VAEConfig`` is made of: a VAE's ``config.json`` values, diffusers' defaults for the
+    ones left out (``scaling_factor``: None, the class's)."""
+
+    _class_name: str = "AutoencoderKL"
+    latent_channels: int = 4
+    block_out_channels: tuple[int, ...] | None = None
+    decoder_block_out_channels: tuple[int, ...] | None = None
+    upsampling_scaling_factor: int = 2
+    scaling_factor: float | None = None
+    shift_factor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,22 +94,20 @@ class VAEConfig:
 
     @classmethod
     def read(cls, path: Path) -> VAEConfig:
-        config = read_json_object(path)
-        class_name = config.get("_class_name", "AutoencoderKL")
-        if class_name not in _VAE_SCALING_FACTORS:
+        raw = read_config(_VAEFile, path, "VAE config")
+        if raw._class_name not in _VAE_SCALING_FACTORS:
             raise ModelError(
-                f"{path} describes a {class_name}; lcm-lite decodes with an "
+                f"{path} describes a {raw._class_name}; lcm-lite decodes with an "
                 f"{' or '.join(_VAE_SCALING_FACTORS)}"
             )
         # AutoencoderTiny also records its decoder's channels as block_out_channels.
-        blocks = config.get("block_out_channels") or config.get("decoder_block_out_channels")
-        upsampling = config.get("upsampling_scaling_factor", 2)
+        blocks = raw.block_out_channels or raw.decoder_block_out_channels or (0,) * 4
         return cls(
-            class_name=class_name,
-            latent_channels=int(config.get("latent_channels", 4)),
-            pixels_per_latent=int(upsampling ** (len(blocks or [0] * 4) - 1)),
-            scaling_factor=float(config.get("scaling_factor") or _VAE_SCALING_FACTORS[class_name]),
-            shift_factor=float(config.get("shift_factor") or 0.0),
+            class_name=raw._class_name,
+            latent_channels=raw.latent_channels,
+            pixels_per_latent=raw.upsampling_scaling_factor ** (len(blocks) - 1),
+            scaling_factor=raw.scaling_factor or _VAE_SCALING_FACTORS[raw._class_name],
+            shift_factor=raw.shift_factor or 0.0,
         )
 
     @property

@@ -10,13 +10,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from lcm_lite.errors import ModelError
-from lcm_lite.models.configs import VAEConfig, read_json_object
+from lcm_lite.models.configs import UNetConfig, VAEConfig, read_config, read_json_object
 from lcm_lite.sampling.scheduler import LCMSchedulerConfig
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+class ComponentFiles(NamedTuple):
+    """One network's files in a model (or tiny-VAE) folder."""
+
+    xml: Path  # the OpenVINO IR
+    weights: Path  # its .bin
+    config: Path  # diffusers' config.json
+
+
+def component_files(root: Path, component: str) -> ComponentFiles:
+    """The folder layout, spelled once: ``root/component/`` holds ``openvino_model.xml``,
+    ``openvino_model.bin`` and ``config.json``."""
+    folder = root / component
+    return ComponentFiles(
+        folder / "openvino_model.xml", folder / "openvino_model.bin", folder / "config.json"
+    )
 
 
 @dataclass(frozen=True)
@@ -25,7 +42,7 @@ class ModelFolder:
     configuration numbers the pipeline needs from it."""
 
     root: Path
-    unet_config: dict[str, Any]
+    unet: UNetConfig
     vae: VAEConfig
     scheduler: LCMSchedulerConfig
     lcm_scheduler: bool  # scheduler_config.json names LCMScheduler
@@ -35,7 +52,7 @@ class ModelFolder:
         root = Path(root)
         if not root.is_dir():
             raise ModelError(f"model folder not found: {root}")
-        vae_config = root / "vae_decoder" / "config.json"
+        vae_config = component_files(root, "vae_decoder").config
         if (
             not (root / "unet").exists()
             and vae_config.is_file()
@@ -46,21 +63,17 @@ class ModelFolder:
                 "pass it with --tiny-vae (Python: tiny_vae=)"
             )
         for component in COMPONENTS:
-            for name in ("openvino_model.xml", "openvino_model.bin"):
-                if not (root / component / name).is_file():
-                    raise ModelError(
-                        f"model folder is incomplete: {root / component / name} is missing"
-                    )
-        if not (root / "scheduler" / "scheduler_config.json").is_file():
-            raise ModelError(
-                f"model folder is incomplete: {root}/scheduler/scheduler_config.json is missing"
-            )
-        unet_config = read_json_object(root / "unet" / "config.json")
+            files = component_files(root, component)
+            for path in (files.xml, files.weights):
+                if not path.is_file():
+                    raise ModelError(f"model folder is incomplete: {path} is missing")
         scheduler_path = root / "scheduler" / "scheduler_config.json"
+        if not scheduler_path.is_file():
+            raise ModelError(f"model folder is incomplete: {scheduler_path} is missing")
         return cls(
             root,
-            unet_config,
-            VAEConfig.read(root / "vae_decoder" / "config.json"),
+            UNetConfig.read(component_files(root, "unet").config),
+            VAEConfig.read(vae_config),
             read_scheduler_config(scheduler_path),
             read_json_object(scheduler_path).get("_class_name") == "LCMScheduler",
         )
@@ -77,17 +90,16 @@ class ModelFolder:
             )
 
     def xml(self, component: str) -> Path:
-        return self.root / component / "openvino_model.xml"
+        return component_files(self.root, component).xml
 
     @property
     def time_cond_proj_dim(self) -> int | None:
         """The guidance-embedding width of an LCM UNet; None for a plain Stable Diffusion UNet."""
-        dim = self.unet_config.get("time_cond_proj_dim")
-        return int(dim) if dim else None
+        return self.unet.time_cond_proj_dim or None
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet_config.get("in_channels", 4))
+        return self.unet.in_channels
 
     @property
     def vae_scale_factor(self) -> int:
@@ -102,14 +114,9 @@ class ModelFolder:
     @property
     def default_size(self) -> int:
         """The native resolution, ``unet.sample_size * vae_scale_factor`` (512 for SD 1.5)."""
-        return int(self.unet_config.get("sample_size", 64)) * self.vae_scale_factor
+        return self.unet.sample_size * self.vae_scale_factor
 
 
 def read_scheduler_config(path: Path) -> LCMSchedulerConfig:
     """diffusers' ``scheduler_config.json`` as the sampler's config; errors name the file."""
-    try:
-        return LCMSchedulerConfig.from_dict(read_json_object(path))
-    except ModelError as error:
-        if str(path) in str(error):
-            raise
-        raise ModelError(f"bad scheduler config {path}: {error}") from None
+    return read_config(LCMSchedulerConfig, path, "scheduler config")

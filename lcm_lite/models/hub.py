@@ -9,6 +9,7 @@ variables and work as they do there.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -112,38 +113,50 @@ def _snapshot(repo_id: str, revision: str | None, files: list[str], instead: str
 def _network_failure(error: Exception) -> str | None:
     """What went wrong in a download, as a sentence, for the failures a user can act on: a full
     disk, a proxy that refuses, a connection lost or refused, a file error; ``None`` for anything
-    else (a bug). Transport errors are told by their class name, which httpx, httpx2 (today's
-    huggingface_hub) and requests (older ones) share, so no HTTP library is imported here."""
-    name = type(error).__name__
+    else (a bug)."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return (
             "no space left on the disk of the Hugging Face cache: free some space, or set HF_HOME"
             " (or HF_HUB_CACHE) to a folder on a larger disk, and run again"
         )
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else name
-    if "Proxy" in name:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    proxy_errors, connection_errors = _transport_errors()
+    if isinstance(error, proxy_errors):
         return (
             f"the proxy refused the connection ({detail}): check HTTPS_PROXY / HTTP_PROXY "
             "(and NO_PROXY), or the proxy's credentials"
         )
-    if name in _LOST_CONNECTION or isinstance(error, (ConnectionError, TimeoutError)):
+    if isinstance(error, (*connection_errors, ConnectionError, TimeoutError)):
         return f"the connection to the hub was lost ({detail}); run again to resume the download"
     if isinstance(error, OSError):  # e.g. the cache folder is not writable
         return f"{detail} (the Hugging Face cache is in $HF_HOME, ~/.cache/huggingface by default)"
     return None
 
 
-_LOST_CONNECTION = {
-    "RemoteProtocolError",
-    "ReadError",
-    "WriteError",
-    "ConnectError",
-    "ConnectTimeout",
-    "ReadTimeout",
-    "WriteTimeout",
-    "PoolTimeout",
-    "NetworkError",
-    "ChunkedEncodingError",
-    "ConnectionError",
-    "ContentDecodingError",
-}
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """The proxy errors, then those of a connection lost, refused or timed out, of the HTTP
+    libraries that huggingface_hub downloads with (httpx2 today's, httpx or requests older ones),
+    those installed; imported once a download has failed, never by ``import lcm_lite``."""
+    proxy: list[type[Exception]] = []
+    connection: list[type[Exception]] = []
+    with contextlib.suppress(ImportError):
+        import httpx2
+
+        proxy.append(httpx2.ProxyError)
+        connection += [httpx2.NetworkError, httpx2.TimeoutException, httpx2.RemoteProtocolError]
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        proxy.append(httpx.ProxyError)
+        connection += [httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError]
+    with contextlib.suppress(ImportError):
+        from requests import exceptions as requests_errors
+
+        proxy.append(requests_errors.ProxyError)
+        connection += [
+            requests_errors.ConnectionError,
+            requests_errors.Timeout,
+            requests_errors.ChunkedEncodingError,
+            requests_errors.ContentDecodingError,
+        ]
+    return tuple(proxy), tuple(connection)

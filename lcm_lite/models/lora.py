@@ -44,6 +44,7 @@ import openvino.opset13 as ops
 
 from lcm_lite.errors import ModelError, UsageError
 from lcm_lite.extras import require_extra
+from lcm_lite.models.configs import UNetConfig
 from lcm_lite.models.hub import looks_like_a_path, resolve
 
 log = logging.getLogger("lcm_lite")
@@ -113,9 +114,10 @@ class Adapter:
 
 
 def open_adapters(
-    loras: Sequence[tuple[str | Path, float]] | None, unet_config: dict[str, Any]
+    loras: Sequence[tuple[str | Path, float]] | None, unet: UNetConfig
 ) -> list[Adapter]:
-    """Find, digest and index each ``(file or hub id, weight)``; the tensors are read later, by
+    """Find, digest and index each ``(file or hub id, weight)`` for the UNet ``unet`` describes
+    (its ``layers_per_block`` places kohya's LDM block names); the tensors are read later, by
     ``apply_adapters``, only when a network is compiled."""
     adapters = []
     for item in loras or ():
@@ -128,7 +130,7 @@ def open_adapters(
             or not math.isfinite(weight)
         ):
             raise UsageError(f"the weight of LoRA {source} must be a finite number, got {weight!r}")
-        adapters.append(_open_adapter(str(source), float(weight), unet_config))
+        adapters.append(_open_adapter(str(source), float(weight), unet))
     return adapters
 
 
@@ -145,11 +147,6 @@ def adapters_transform(
     if not touching:
         return None
     return lambda model: apply_adapters(model, touching, network)
-
-
-def describe(adapters: Sequence[Adapter]) -> str:
-    """``source:weight`` of each adapter, comma-separated (PNG metadata, JSON lines)."""
-    return ", ".join(f"{a.source}:{a.weight:g}" for a in adapters)
 
 
 def apply_adapters(model: ov.Model, adapters: Sequence[Adapter], network: str) -> None:
@@ -179,7 +176,7 @@ def apply_adapters(model: ov.Model, adapters: Sequence[Adapter], network: str) -
             _add_branch(node, parts)
 
 
-def _open_adapter(source: str, weight: float, unet_config: dict[str, Any]) -> Adapter:
+def _open_adapter(source: str, weight: float, unet: UNetConfig) -> Adapter:
     path = resolve_lora_file(source)
     safetensors = _safetensors()
     try:
@@ -193,7 +190,7 @@ def _open_adapter(source: str, weight: float, unet_config: dict[str, Any]) -> Ad
     except (OSError, ValueError, RuntimeError, safetensors.SafetensorError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"LoRA {source} is not a safetensors file: {message}") from None
-    layers = _index_layers(source, keys, shapes, alphas, metadata, unet_config)
+    layers = _index_layers(source, keys, shapes, alphas, metadata, unet)
     return Adapter(source, path, weight, _digest(path), layers)
 
 
@@ -248,12 +245,12 @@ def _index_layers(
     shapes: dict[str, tuple[int, ...]],
     alphas: dict[str, float],
     metadata: dict[str, str],
-    unet_config: dict[str, Any],
+    unet: UNetConfig,
 ) -> dict[str, dict[str, LayerPair]]:
     """Pair each ``A`` with its ``B`` and alpha, under the network and module it changes."""
     layers: dict[str, dict[str, LayerPair]] = {network: {} for network in NETWORKS}
     default_alphas = _metadata_alphas(source, metadata)
-    common_alphas = _most_common_alphas(source, keys, alphas, unet_config)
+    common_alphas = _most_common_alphas(source, keys, alphas, unet)
     paired = set(alphas)
     skipped = 0
     for key in keys:
@@ -265,7 +262,7 @@ def _index_layers(
         if up_key not in shapes:
             raise ModelError(f"LoRA {source}: {key} has no {suffixes[1]} partner")
         paired.update((key, up_key))
-        network, module = _module_of(source, stem, unet_config)
+        network, module = _module_of(source, stem, unet)
         if stem.startswith("lora_unet_") and module in _DIFFUSERS_SKIPS:
             skipped += 1
             continue
@@ -303,7 +300,7 @@ def _index_layers(
 
 
 def _most_common_alphas(
-    source: str, keys: list[str], alphas: dict[str, float], unet_config: dict[str, Any]
+    source: str, keys: list[str], alphas: dict[str, float], unet: UNetConfig
 ) -> dict[str, float]:
     """Per network, the most common of the file's alphas for that network (ties: the first in key
     order), which diffusers' ``get_peft_kwargs`` makes ``lora_alpha`` (the others go in
@@ -313,12 +310,12 @@ def _most_common_alphas(
     found: dict[str, list[float]] = {}
     for key in keys:
         if key.endswith(".alpha"):
-            network, _ = _module_of(source, key.removesuffix(".alpha"), unet_config)
+            network, _ = _module_of(source, key.removesuffix(".alpha"), unet)
             found.setdefault(network, []).append(alphas[key])
     return {network: Counter(values).most_common(1)[0][0] for network, values in found.items()}
 
 
-def _module_of(source: str, stem: str, unet_config: dict[str, Any]) -> tuple[str, str]:
+def _module_of(source: str, stem: str, unet: UNetConfig) -> tuple[str, str]:
     """(network, diffusers module path) of a key's stem, as diffusers' key conversion gives."""
     prefix, network = next(((p, n) for p, n in _PREFIXES if stem.startswith(p)), ("", ""))
     module = stem[len(prefix) :]
@@ -328,7 +325,7 @@ def _module_of(source: str, stem: str, unet_config: dict[str, Any]) -> tuple[str
             "or another architecture? lcm-lite applies Stable Diffusion 1.5 LoRAs)"
         )
     if prefix == "lora_unet_":
-        module = _ldm_to_diffusers(module, int(unet_config.get("layers_per_block", 2)))
+        module = _ldm_to_diffusers(module, unet.layers_per_block)
     if network == "text_encoder":
         module = module.removeprefix("text_model.").removeprefix("text_model_")
     return network, module

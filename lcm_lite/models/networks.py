@@ -15,7 +15,7 @@ import openvino as ov
 
 from lcm_lite.errors import ModelError
 from lcm_lite.models.configs import VAEConfig
-from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.folder import ModelFolder, component_files
 from lcm_lite.models.lora import Adapter, adapters_request, adapters_transform
 from lcm_lite.runtime.compiler import Compiler
 from lcm_lite.sampling.torch_rng import TorchGenerator
@@ -70,15 +70,16 @@ def _check_guidance_dim(model: ov.Model, ports: UNetPorts, folder: ModelFolder) 
                 "the UNet has no timestep_cond input: not a latent consistency model export"
             )
         return
+    config = component_files(folder.root, "unet").config
     if folder.time_cond_proj_dim is None:
         raise ModelError(
-            f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it has no "
+            f"{config} does not match the UNet IR: it has no "
             "time_cond_proj_dim, the IR takes timestep_cond"
         )
     width = model.inputs[ports.timestep_cond].get_partial_shape()[-1]
     if width.is_static and width.get_length() != folder.time_cond_proj_dim:
         raise ModelError(
-            f"{folder.root / 'unet' / 'config.json'} does not match the UNet IR: it says "
+            f"{config} does not match the UNet IR: it says "
             f"time_cond_proj_dim {folder.time_cond_proj_dim}, the IR takes {width.get_length()}"
         )
 

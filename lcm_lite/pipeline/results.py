@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
+from lcm_lite.fields import as_text, metadata_of
+from lcm_lite.request import LoadOptions, Request
 
 
 @dataclass(frozen=True)
@@ -42,25 +44,22 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What one call ran: with the seed, everything needed to make its images again. ``steps``
-    and ``timesteps`` are those sampled; ``custom_timesteps`` the schedule a caller gave instead
-    of ``steps`` (image to image samples its last ``int(len * strength)``, as diffusers)."""
+    """What one call ran: the ``request`` with everything resolved (seed, size, steps taken,
+    negative prompts, original_inference_steps), the ``timesteps`` sampled, and the LoRA adapters
+    and tiny VAE in use. With them, its images can be made again."""
 
-    prompts: list[str]
-    steps: int
-    guidance_scale: float
-    width: int
-    height: int
-    num_images: int
+    request: Request
     timesteps: tuple[int, ...]
-    original_inference_steps: int
-    image: str | None = None  # the starting picture's file name ("" if it had none)
-    strength: float | None = None
-    custom_timesteps: tuple[int, ...] | None = None
-    vae: str = "full"
-    negative_prompts: list[str] | None = None
-    loras: str = ""
+    loras: tuple[tuple[str, float], ...] = ()
     tiny_vae: str | None = None  # with vae="tiny": the tiny VAE's folder, unless the model's own
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.request.prompts
 
 
 class GenerationResult(list[Image.Image]):
@@ -86,31 +85,15 @@ class GenerationResult(list[Image.Image]):
         return list(self)
 
     def metadata(self, index: int, model: str) -> dict[str, object]:
-        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks (with the
-        starting picture's file name and the strength for image-to-image)."""
-        picture = {"image": self.settings.image, "strength": self.settings.strength}
-        custom = self.settings.custom_timesteps
-        prompt_index = index // self.settings.num_images
+        """How image ``index`` was made, as lcm-lite stores it in PNG text chunks: the request's
+        recorded fields (``request.metadata_of``), the timesteps that ran, which image of the
+        call it is, and the model, LoRAs and tiny VAE (``LoadOptions``)."""
+        settings = self.settings
+        num_images = settings.request.num_images
+        loading = LoadOptions(model=model, tiny_vae=settings.tiny_vae, loras=settings.loras or None)
         return {
-            "prompt": self.settings.prompts[prompt_index],
-            "seed": self.seed,
-            "steps": self.settings.steps,
-            "guidance": self.settings.guidance_scale,
-            "width": self.settings.width,
-            "height": self.settings.height,
-            "num_images": self.settings.num_images,
-            "timesteps": ",".join(map(str, self.settings.timesteps)),
-            "original_inference_steps": self.settings.original_inference_steps,
-            "index": index % self.settings.num_images,
-            "model": model,
-            "vae": self.settings.vae,
-            **(picture if self.settings.image is not None else {}),
-            **({"custom_timesteps": ",".join(map(str, custom))} if custom is not None else {}),
-            **(
-                {"negative_prompt": self.settings.negative_prompts[prompt_index]}
-                if self.settings.negative_prompts
-                else {}
-            ),
-            **({"loras": self.settings.loras} if self.settings.loras else {}),
-            **({"tiny_vae": self.settings.tiny_vae} if self.settings.tiny_vae else {}),
+            **metadata_of(settings.request, index // num_images),
+            "timesteps": as_text("integers", settings.timesteps),
+            "index": index % num_images,
+            **metadata_of(loading, 0),
         }

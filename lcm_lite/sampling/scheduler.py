@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
 from lcm_lite.errors import ModelError, UsageError
+from lcm_lite.json_config import from_json
 
 log = logging.getLogger(__name__)
 
@@ -82,47 +83,7 @@ class LCMSchedulerConfig:
     def from_dict(cls, content: Mapping[str, object]) -> LCMSchedulerConfig:
         """The sampler's values from diffusers' ``scheduler_config.json`` content, the keys it
         does not use ignored; a ModelError for a value of the wrong JSON type."""
-        defaults = cls()
-        return cls(
-            **{
-                field.name: _json_value(
-                    field.name, content[field.name], getattr(defaults, field.name)
-                )
-                for field in fields(cls)
-                if field.name in content
-            }
-        )
-
-
-def _json_value(name: str, value: object, default: object) -> object:
-    """``value`` if it has the JSON type of the field whose default is ``default``."""
-    if name == "trained_betas":
-        if value is None:
-            return None
-        if isinstance(value, list) and all(_is_number(beta) for beta in value):
-            return tuple(float(beta) for beta in value)
-        expected = "null or a list of numbers"
-    elif isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        expected = "true or false"
-    elif isinstance(default, int):
-        if type(value) is int:
-            return value
-        expected = "an integer"
-    elif isinstance(default, float):
-        if _is_number(value):
-            return float(value)
-        expected = "a number"
-    else:
-        if isinstance(value, str):
-            return value
-        expected = "a string"
-    raise ModelError(f"{name} must be {expected}, got {value!r}")
-
-
-def _is_number(value: object) -> bool:
-    return type(value) in (int, float)
+        return from_json(cls, content)
 
 
 class LCMScheduler:

@@ -54,8 +54,9 @@ _TWO_PI = _F32(2.0 * math.pi)
 
 
 def random_seed() -> int:
-    """A fresh seed from the OS entropy pool, in [0, 2**63) like torch's own default seeds."""
-    return secrets.randbits(63)
+    """A fresh seed from the OS entropy pool, below 2**53 so that JavaScript (a page, a JSON
+    client) reads it exactly; any seed up to 2**64 - 1 can be given."""
+    return secrets.randbits(53)
 
 
 class TorchGenerator:

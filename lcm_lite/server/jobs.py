@@ -1,13 +1,14 @@
 """Generation jobs for the server: one worker thread owns the pipeline and runs the jobs one at a
 time, in order, from a bounded queue; a full queue is refused at once instead of piling up.
 
-A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done.
-Cancelling a job stops it alone: a queued one fails at once, a running one after its current step.
+A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done, its
+``outcome`` (a ``concurrent.futures.Future``) holds its images or its error. Cancelling a job stops
+it alone: a queued one fails at once, a running one after its current step.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import io
 import logging
 import math
@@ -16,14 +17,13 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lcm_lite.errors import Cancelled, LcmLiteError
 from lcm_lite.images.png import png_info
-from lcm_lite.images.preprocess import load_image, output_size
-from lcm_lite.request import MAX_SIZE
+from lcm_lite.request import MAX_SIZE, Request
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,83 +42,53 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class Request:
-    """One validated generation request (the names of the CLI's options and the PNG metadata)."""
-
-    prompt: str
-    seed: int
-    width: int | None  # None: the starting picture's size (image to image)
-    height: int | None
-    guidance: float
-    steps: int
-    num_images: int
-    image: bytes | None = field(default=None, repr=False)  # the starting picture's file bytes
-    strength: float = 0.8
-    vae: str = "full"
-    previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
-    negative_prompt: str | None = None  # classifier-free guidance (plain SD with LCM-LoRA)
-
-
 @dataclass
 class Job:
     """A request and what became of it; written by the worker, read by the HTTP threads."""
 
-    request: Request
+    request: Request  # once planned, resolved: the size, the steps and the seed used
+    previews: bool = False  # keep the latest step's preview (needs a tiny VAE)
     id: str = field(default_factory=lambda: secrets.token_hex(8))
-    state: str = "queued"
     step: int = 0
-    images: list[bytes] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
-    error: BaseException | None = None
     preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
-    finished: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    _on_finish: list[Callable[[], None]] = field(default_factory=list, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    outcome: Future[list[bytes]] = field(default_factory=Future, repr=False)
+    cancelled: bool = False  # asked to stop: a running job stops after its current step
 
-    def when_finished(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` (from the worker thread) once the job is done or failed; at once
-        if it already is."""
-        with self._lock:
-            if not self.finished.is_set():
-                self._on_finish.append(callback)
-                return
-        callback()
+    @property
+    def state(self) -> str:
+        """``queued``, ``running``, ``done`` or ``failed`` (a cancelled job failed)."""
+        if not self.outcome.done():
+            return "running" if self.outcome.running() else "queued"
+        return "failed" if self.error is not None else "done"
+
+    @property
+    def images(self) -> list[bytes]:
+        """The PNGs of a done job; none before, nor after a failure."""
+        return self.outcome.result() if self.state == "done" else []
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why a failed job failed (without a traceback); ``None`` otherwise."""
+        if self.outcome.cancelled():
+            return Cancelled("the job was cancelled")
+        return self.outcome.exception() if self.outcome.done() else None
 
     def cancel(self) -> None:
         """Stop this job: a queued job fails now, a running one after its current step."""
-        with self._lock:
-            self.cancelled = True
-            queued = self.state == "queued"
-        if queued:
-            self.fail(Cancelled("the job was cancelled"))
-
-    def start(self) -> bool:
-        """Mark the job running, unless it was cancelled while it waited."""
-        with self._lock:
-            if not self.cancelled:
-                self.state = "running"
-            return not self.cancelled
+        self.cancelled = True
+        self.outcome.cancel()  # takes effect only while the job waits
 
     def fail(self, error: BaseException) -> None:
-        self.state, self.error = "failed", error
-        self._finish()
+        """Finish with ``error``, kept without its traceback and chained errors (their frames
+        hold the pipeline's arrays)."""
+        error.__traceback__ = error.__context__ = error.__cause__ = None
+        self.outcome.set_exception(error)
 
     def succeed(self, images: list[bytes], seconds: float, timings: dict[str, float]) -> None:
-        self.images, self.seconds, self.timings = images, seconds, timings
-        self.state = "done"
-        self._finish()
-
-    def _finish(self) -> None:
-        with self._lock:
-            if self.finished.is_set():
-                return
-            self.finished.set()
-            callbacks, self._on_finish = self._on_finish, []
-        for callback in callbacks:
-            callback()
+        self.seconds, self.timings = seconds, timings
+        self.outcome.set_result(images)
 
 
 class JobQueue:
@@ -153,12 +123,12 @@ class JobQueue:
     def waiting(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, request: Request) -> Job:
+    def submit(self, request: Request, *, previews: bool = False) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
         model takes none of (the pipeline's own rule, now rather than as a failed job)."""
         self._pipe.check_negative_prompt(request.negative_prompt)
-        job = Job(request)
+        job = Job(request, previews)
         with self._lock:
             if self._closed:
                 raise Cancelled("the server is shutting down")
@@ -189,7 +159,8 @@ class JobQueue:
                 except queue.Empty:
                     break
                 if job is not None:
-                    job.fail(Cancelled("the server is shutting down"))
+                    with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                        job.fail(Cancelled("the server is shutting down"))
             self._queue.put(None)
         self._worker.join()
 
@@ -197,13 +168,13 @@ class JobQueue:
         return max(1, math.ceil(self.last_seconds * (self.waiting + 1)))
 
     def _forget_old_jobs(self) -> None:
-        finished = [key for key, job in self._jobs.items() if job.finished.is_set()]
+        finished = [key for key, job in self._jobs.items() if job.outcome.done()]
         for key in finished[: max(0, len(finished) - self._keep_finished)]:
             del self._jobs[key]
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            if not job.start():  # cancelled while it waited
+            if not job.outcome.set_running_or_notify_cancel():  # cancelled while it waited
                 self.outcomes["cancelled"] += 1
                 continue
             self.running = job
@@ -220,33 +191,12 @@ class JobQueue:
                 self.running = None  # after the count: a reader that sees None sees the count
 
     def _run(self, job: Job) -> None:
-        request = job.request
+        """Plan the job's request (its picture decoded here, off the event loop, and held to the
+        server's largest side), show the resolved request, generate."""
         clock = time.perf_counter()
-        picture = None
-        if request.image is not None:  # decoded here, off the event loop
-            picture = load_image(request.image)
-            width, height = output_size(
-                picture,
-                request.width,
-                request.height,
-                self._pipe.folder.vae_scale_factor,
-                self._max_side,
-            )
-            job.request = request = dataclasses.replace(request, width=width, height=height)
-        result = self._pipe(
-            request.prompt,
-            negative_prompt=request.negative_prompt,
-            image=picture,
-            strength=request.strength,
-            steps=request.steps,
-            guidance_scale=request.guidance,
-            width=request.width,
-            height=request.height,
-            num_images=request.num_images,
-            seed=request.seed,
-            vae=request.vae,
-            callback=lambda info: self._progress(job, info),
-        )
+        plan = self._pipe.plan(job.request, self._max_side)
+        job.request = plan.request
+        result = self._pipe.generate(plan, callback=lambda info: self._progress(job, info))
         images = [
             _png_bytes(image, result.metadata(index, self._model))
             for index, image in enumerate(result)
@@ -256,7 +206,7 @@ class JobQueue:
         job.succeed(images, self.last_seconds, result.timings)
 
     def _progress(self, job: Job, info: StepInfo) -> bool:
-        if job.request.previews and not job.cancelled:
+        if job.previews and not job.cancelled:
             job.preview = _png_bytes(info.preview()[0], {})
         job.step = info.step
         return not job.cancelled

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -17,7 +17,7 @@ from lcm_lite.errors import UsageError
 from lcm_lite.server.app import create_app
 from lcm_lite.server.jobs import JobQueue
 from lcm_lite.server.schemas import INTEGER_LIMITS
-from lcm_lite.server.security import check_bind, is_loopback
+from lcm_lite.server.security import allowed_hosts, check_bind
 
 if TYPE_CHECKING:
     from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 GRACEFUL_SHUTDOWN_SECONDS = 10  # for the answers in flight once the last job is done
 REQUEST_HEAD_SECONDS = 10  # a connection that has not sent a whole request head by then is closed
 START_TIMEOUT_SECONDS = 30
+_END_OF_HEAD = re.compile(rb"\n\r?\n")  # the blank line after a head, as h11 finds it
 
 
 class Server:
@@ -54,13 +55,13 @@ class Server:
             has_previews=pipe.has_previews,
             takes_negative_prompts=pipe.takes_negative_prompts,
             token=token,
-            loopback_only=is_loopback(host),
+            allowed_hosts=allowed_hosts(host),
         )
         config = uvicorn.Config(
             app,
             lifespan="off",
             log_config=None,  # lcm-lite's logging: warnings on stderr, access lines when verbose
-            http=_HeadTimeoutProtocol,
+            http=_HeadDeadline,
             server_header=False,
             headers=[("Server", f"lcm-lite/{__version__}")],
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -98,26 +99,44 @@ class Server:
         self.close()
 
 
-class _HeadTimeoutProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, except that a connection which sends no complete request
-    head within REQUEST_HEAD_SECONDS is closed (uvicorn waits for one forever, so slow or
-    silent clients could hold every file descriptor). Checked again every period while the
-    connection lives; a request in progress or a keep-alive connection is left to uvicorn."""
+class _HeadDeadline(asyncio.Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11), wrapped: a connection that sends no complete request
+    head within REQUEST_HEAD_SECONDS is closed (uvicorn waits for one forever, so slow or silent
+    clients could hold every file descriptor). Once the first head is in, the connection is
+    uvicorn's alone (its keep-alive timeout closes it when idle)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_timer = self.loop.call_later(REQUEST_HEAD_SECONDS, self._close_if_no_request)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # what uvicorn gives its protocol
+        self._http = H11Protocol(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._tail = b""  # the last bytes seen: a blank line may come split between packets
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(REQUEST_HEAD_SECONDS, transport.close)
+        self._http.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            seen = self._tail + data
+            if _END_OF_HEAD.search(seen):
+                self._deadline.cancel()
+                self._deadline = None
+            self._tail = seen[-2:]
+        self._http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._http.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_timer.cancel()
-        super().connection_lost(exc)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._http.connection_lost(exc)
 
-    def _close_if_no_request(self) -> None:
-        waiting_for_a_head = self.cycle is None and self.conn.their_state is h11.IDLE
-        if waiting_for_a_head:
-            self.transport.close()
-        else:
-            self._head_timer = self.loop.call_later(REQUEST_HEAD_SECONDS, self._close_if_no_request)
+    def pause_writing(self) -> None:
+        self._http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._http.resume_writing()
 
 
 def _listen(host: str, port: int) -> socket.socket:

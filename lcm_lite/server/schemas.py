@@ -1,22 +1,24 @@
 """What the HTTP API accepts and answers, as pydantic models: they validate every field, and
 FastAPI turns them into the 400 messages and the OpenAPI document at ``/openapi.json``.
 
-Two dialects: lcm-lite's own (``/api/...``, the names of the CLI's options, unknown fields
-refused) and the OpenAI / OpenVINO Model Server images API (``/v1/images/...``,
-``/v3/images/...``: OpenAI's names, OVMS's extras, and lcm-lite's ``negative_prompt`` and
-``vae``; fields that do not apply are ignored, as OVMS does).
+The request models are derived from the declared ``Request`` (``lcm_lite.request``): each field
+served over HTTP, under its ``key``, with the server's limits (``Spec.served``) and its help as
+the description. Two dialects: lcm-lite's own (``/api/...``, the names of the CLI's options,
+unknown fields refused) and the OpenAI / OpenVINO Model Server images API (``/v1/images/...``,
+``/v3/...``: OpenAI's names (``Spec.openai``), OVMS's extras, and lcm-lite's ``negative_prompt``
+and ``vae``; fields that do not apply are ignored, as OVMS does).
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import re
-import secrets
-from typing import Annotated, Literal
+from dataclasses import fields
+from typing import Annotated, Any, Literal
 
 from annotated_types import Interval, MultipleOf
 from pydantic import (
+    AfterValidator,
     AllowInfNan,
     BaseModel,
     BeforeValidator,
@@ -24,30 +26,64 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 
 from lcm_lite.errors import UsageError
-from lcm_lite.request import DEFAULT_SIZE, check_arguments
-from lcm_lite.server.jobs import Request
+from lcm_lite.fields import Range, Spec, specs
+from lcm_lite.request import Request
+from lcm_lite.sampling.torch_rng import random_seed
 
 MAX_PROMPT_CHARS = 1000
 MAX_PICTURE_BYTES = 8 * 1024 * 1024  # a starting picture's file (PNG, JPEG or WebP)
 MAX_PICTURE_BASE64_CHARS = 4 * -(-MAX_PICTURE_BYTES // 3) + 64  # and a data: URL's prefix
-SEED_LIMIT = 2**64
-INTEGER_LIMITS = {
-    "width": (64, 1024, 8),
-    "height": (64, 1024, 8),
-    "steps": (1, 8, 1),
-    "num_images": (1, 4, 1),
-}  # name: (min, max, multiple of)
-GUIDANCE_LIMITS = (0.0, 20.0)
-DEFAULTS: dict[str, int | float] = {
-    "width": DEFAULT_SIZE,
-    "height": DEFAULT_SIZE,
-    "steps": 4,
-    "guidance": 8.0,
-    "num_images": 1,
+JSON_EXACT_INTEGERS = 2**53  # JSON Schema tools compare in floating point
+
+
+def served_limits(field_spec: Spec) -> Range | None:
+    return field_spec.served or field_spec.limits
+
+
+SERVED = {
+    name: field_spec
+    for name, field_spec in specs(Request).items()
+    if field_spec.key is not None and field_spec.served_over_http
+}
+INTEGER_LIMITS = {  # key: (min, max, multiple of), for /api/info and the tests
+    field_spec.key: (int(limits.low), int(limits.high), limits.multiple_of or 1)
+    for field_spec in SERVED.values()
+    if field_spec.kind == "integer"
+    and (limits := served_limits(field_spec)) is not None
+    and limits.high is not None
+    and limits.high < JSON_EXACT_INTEGERS
+}
+NUMBER_LIMITS = {
+    field_spec.key: (limits.low, limits.high)
+    for field_spec in SERVED.values()
+    if field_spec.kind == "number" and (limits := served_limits(field_spec)) is not None
+}
+DEFAULTS: dict[str, Any] = {  # what a field missing from a request is (/api/info)
+    SERVED[item.name].key: SERVED[item.name].fallback if item.default is None else item.default
+    for item in fields(Request)
+    if item.name in SERVED
+    and SERVED[item.name].kind in ("integer", "number")
+    and not SERVED[item.name].needs
+    and (item.default is not None or SERVED[item.name].fallback is not None)
+}
+
+
+LIMITS = {  # key: {min, max[, multiple_of]}, as /api/info shows them
+    field_spec.key: {
+        "min": limits.low,
+        "max": limits.high - 1 if limits.high_exclusive else limits.high,
+        **({"multiple_of": limits.multiple_of or 1} if field_spec.kind == "integer" else {}),
+    }
+    for field_spec in SERVED.values()
+    if field_spec.kind in ("integer", "number")
+    and not field_spec.needs
+    and (limits := served_limits(field_spec)) is not None
+    and limits.high is not None
 }
 
 
@@ -56,121 +92,127 @@ def _whole_number(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _integer(low: int, high: int, multiple: int = 1) -> object:
-    """An integer type with its range, in the JSON schema too."""
-    return Annotated[
-        int, Interval(ge=low, le=high), MultipleOf(multiple), BeforeValidator(_whole_number)
-    ]
-
-
 Prompt = Annotated[  # empty or blank allowed, as in diffusers; NUL is not (the pipeline says so)
     str,
     StringConstraints(max_length=MAX_PROMPT_CHARS),
     Field(json_schema_extra={"pattern": "^[^\\x00]*$"}),
 ]
-Size = _integer(*INTEGER_LIMITS["width"])
-Steps = _integer(*INTEGER_LIMITS["steps"])
-NumImages = _integer(*INTEGER_LIMITS["num_images"])
-Seed = Annotated[
-    int,
-    Interval(ge=0, lt=SEED_LIMIT),
-    BeforeValidator(_whole_number),
-    # The document says up to 2**64 - 2048, the largest double below 2**64: JSON Schema tools
-    # compare in floating point, and 2**64 - 1 rounds up to 2**64.
-    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": SEED_LIMIT - 2048}),
-]
-Strength = Annotated[
-    float,
-    Interval(gt=0, le=1),
-    AllowInfNan(False),
+Picture = Annotated[
+    str,
     Field(
-        description="image to image; at least steps / 50 (the steps come from the last "
-        "int(50 * strength) of the 50 distillation timesteps)"
-    ),
-]
-Vae = Literal["full", "tiny"]
-NEGATIVE_PROMPT = (
-    "classifier-free guidance's negative prompt: for a plain Stable Diffusion model with "
-    "LCM-LoRA at guidance above 1 (a latent consistency model refuses it: its guidance is "
-    "distilled)"
-)
-VAE = "the final decoder (and image to image's encoder); tiny needs a server with --tiny-vae"
-Guidance = Annotated[
-    float,
-    Interval(ge=GUIDANCE_LIMITS[0], le=GUIDANCE_LIMITS[1]),
-    AllowInfNan(False),
-]
-
-
-def random_seed() -> int:
-    """A seed below 2**53, so that JavaScript reads it exactly."""
-    return secrets.randbits(53)
-
-
-def _checked(request: Request) -> Request:
-    """The pipeline's own checks (NUL, UTF-8) now, rather than in the worker."""
-    check_arguments(
-        [request.prompt, *filter(None, [request.negative_prompt])],
-        request.steps,
-        request.guidance,
-        request.width or DEFAULT_SIZE,  # the picture's size is checked when it is decoded
-        request.height or DEFAULT_SIZE,
-        request.num_images,
-    )
-    return request
-
-
-class GenerateRequest(BaseModel):
-    """``POST /api/generate`` and ``/api/jobs``: the CLI's options, JSON types exactly."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: Prompt
-    seed: Seed | None = Field(None, description="random (below 2**53) when missing or null")
-    width: Size | None = Field(None, description="512, or the picture's own (image to image)")
-    height: Size | None = None
-    guidance: Guidance = DEFAULTS["guidance"]
-    steps: Steps = DEFAULTS["steps"]
-    num_images: NumImages = DEFAULTS["num_images"]
-    image: str | None = Field(
-        None,
         max_length=MAX_PICTURE_BASE64_CHARS,
         json_schema_extra={  # checked when decoded, with a clearer message than a pattern's
             "pattern": "^(data:image/[a-z]+;base64,)?[A-Za-z0-9+/]*={0,2}$",
             "contentEncoding": "base64",
         },
-        description=f"image to image: the starting picture (PNG, JPEG or WebP, at most "
-        f"{MAX_PICTURE_BYTES} bytes), base64, optionally as a data: URL",
-    )
-    strength: Strength = 0.8
-    vae: Vae = Field("full", description=VAE)
+    ),
+]
+
+
+def json_type(field_spec: Spec) -> Any:
+    """A field's JSON type with its served limits, in the JSON schema too."""
+    limits = served_limits(field_spec)
+    if field_spec.kind == "text":
+        return Prompt
+    if field_spec.kind == "picture":
+        return Picture
+    if field_spec.kind == "choice":
+        return Literal[field_spec.choices]
+    if field_spec.kind == "integer":
+        high = {"lt" if limits and limits.high_exclusive else "le": limits and limits.high}
+        bounds = [Interval(ge=limits.low, **high)] if limits else []
+        if limits and limits.multiple_of:
+            bounds.append(MultipleOf(limits.multiple_of))
+        if limits and limits.high is not None and limits.high >= JSON_EXACT_INTEGERS:
+            # documented up to the largest double below the limit: JSON Schema tools compare
+            # in floating point, and 2**64 - 1 rounds up to 2**64
+            largest = limits.high - 1 if limits.high_exclusive else limits.high
+            documented = int(float(largest))
+            documented -= 2048 if documented > largest else 0
+            schema = {"type": "integer", "minimum": int(limits.low), "maximum": documented}
+            bounds.append(WithJsonSchema(schema))
+        return Annotated[(int, *bounds, BeforeValidator(_whole_number))]
+    if field_spec.kind == "number":
+        bounds = []
+        if limits:
+            low = {"gt" if limits.low_exclusive else "ge": limits.low}
+            bounds.append(Interval(**low, le=limits.high))
+        return Annotated[(float, *bounds, AllowInfNan(False))]
+    raise ValueError(f"no JSON type for a {field_spec.kind} field")
+
+
+def _description(field_spec: Spec) -> str:
+    shown = f" (default: {field_spec.default_help})" if field_spec.default_help else ""
+    return field_spec.help + shown
+
+
+def derived_fields(
+    declared: type, names: dict[str, str], *, picture_fields: bool = True
+) -> dict[str, Any]:
+    """pydantic field definitions ``{http name: (type, Field)}`` for the fields of ``declared``
+    (a ``Request`` dataclass) named in ``names`` (field name -> HTTP name)."""
+    defaults = {item.name: item.default for item in fields(declared)}
+    derived = {}
+    for name, http_name in names.items():
+        field_spec = specs(declared)[name]
+        if field_spec.kind == "picture" and not picture_fields:
+            continue
+        default = defaults[name]
+        kind = json_type(field_spec)
+        required = name == "prompt"
+        annotation = kind if required or default is not None else kind | None
+        derived[http_name] = (
+            annotation,
+            Field(... if required else default, description=_description(field_spec)),
+        )
+    return derived
+
+
+class _OwnApiRequest(BaseModel):
+    """What ``GenerateRequest`` adds to the derived fields: the server's own options and the
+    translation to a ``Request``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     previews: bool = Field(False, description="keep each step's preview (needs --tiny-vae)")
-    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
 
     @model_validator(mode="after")
-    def _pipeline_accepts_it(self) -> GenerateRequest:
-        self.job_request()
+    def _pipeline_accepts_it(self) -> _OwnApiRequest:
+        self.to_request().check()  # the pipeline's own checks (NUL, UTF-8) now, not in the worker
         return self
 
-    def job_request(self) -> Request:
-        picture = None if self.image is None else decode_picture(self.image)
-        default = None if picture is not None else DEFAULT_SIZE
-        return _checked(
-            Request(
-                prompt=self.prompt,
-                seed=random_seed() if self.seed is None else self.seed,
-                width=default if self.width is None else self.width,
-                height=default if self.height is None else self.height,
-                guidance=self.guidance,
-                steps=self.steps,
-                num_images=self.num_images,
-                image=picture,
-                strength=self.strength,
-                vae=self.vae,
-                previews=self.previews,
-                negative_prompt=self.negative_prompt,
-            )
-        )
+    def to_request(self, declared: type = Request) -> Request:
+        """The ``Request`` this body asks for: HTTP names to field names, the picture decoded,
+        a missing seed drawn (below 2**53, so that JavaScript reads it exactly)."""
+        values = {
+            name: getattr(self, field_spec.key)
+            for name, field_spec in specs(declared).items()
+            if field_spec.key in type(self).model_fields
+        }
+        if values.get("image") is not None:
+            values["image"] = decode_picture(values["image"])
+        if values.get("seed") is None:
+            values["seed"] = random_seed()
+        return declared(**values)
+
+
+def own_api_model(declared: type = Request) -> type[_OwnApiRequest]:
+    """``POST /api/generate`` and ``/api/jobs``'s body: every field of ``declared`` served over
+    HTTP under its ``key`` (the CLI's option names), JSON types exactly, unknown fields refused."""
+    served = {
+        name: field_spec.key
+        for name, field_spec in specs(declared).items()
+        if field_spec.key is not None and field_spec.served_over_http
+    }
+    return create_model(
+        "GenerateRequest",
+        __base__=_OwnApiRequest,
+        __doc__="``POST /api/generate`` and ``/api/jobs``: the CLI's options, JSON types exactly.",
+        **derived_fields(declared, served),
+    )
+
+
+GenerateRequest = own_api_model()
 
 
 def decode_picture(text: str) -> bytes:
@@ -191,20 +233,31 @@ def check_picture_size(picture: bytes) -> bytes:
 
 
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
-_SIDES = "|".join(map(str, range(64, 1025, 8)))  # INTEGER_LIMITS["width"], as a JSON Schema
+_SIDE = INTEGER_LIMITS["width"]
+_SIDES = "|".join(map(str, range(_SIDE[0], _SIDE[1] + 1, _SIDE[2])))  # as a JSON Schema
 
 
-class ImageGenerationRequest(BaseModel):
-    """``POST /v1/images/generations`` (and OVMS's ``/v3/...``): OpenAI's fields and OVMS's
-    extras. ``size`` "auto" or missing is the model's own size, as in OVMS; ``model`` is
-    accepted whatever it names (one model is served); OpenAI fields that do not apply
-    (``quality``, ``style``, ``user``, ...) are ignored."""
+def _not_streamed(stream: bool) -> bool:
+    if stream:
+        raise ValueError("stream: answers are not streamed, stream must be false")
+    return stream
+
+
+# false only, as a boolean: JSON's 0 or 0.0 is no boolean (``Literal[False]`` took them); a form's
+# "false" is
+NotStreamed = Annotated[bool, AfterValidator(_not_streamed), WithJsonSchema({"const": False})]
+
+
+class _OpenAIRequest(BaseModel):
+    """OpenAI's own fields and OVMS's extras, which have no ``Request`` field of their own:
+    ``size`` "auto" or missing is the model's own size, as in OVMS; ``model`` is accepted
+    whatever it names (one model is served); OpenAI fields that do not apply (``quality``,
+    ``style``, ``user``, ...) are ignored."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    prompt: Prompt
     model: str | None = None
-    n: NumImages | None = None
+    n: Annotated[int, Interval(ge=1, le=INTEGER_LIMITS["num_images"][1])] | None = None
     size: str | None = Field(
         None,
         examples=["512x512"],
@@ -213,22 +266,19 @@ class ImageGenerationRequest(BaseModel):
     response_format: Literal["b64_json"] | None = Field(
         None, description="b64_json only: lcm-lite keeps no images to link to"
     )
-    num_inference_steps: Steps = DEFAULTS["steps"]
-    guidance_scale: Guidance = DEFAULTS["guidance"]
-    rng_seed: Seed | None = None
-    num_images_per_prompt: NumImages | None = Field(None, description="the same as n")
-    negative_prompt: Prompt | None = Field(None, description=NEGATIVE_PROMPT)
-    vae: Vae = Field("full", description=VAE)
+    num_images_per_prompt: (
+        Annotated[int, Interval(ge=1, le=INTEGER_LIMITS["num_images"][1])] | None
+    ) = Field(None, description="the same as n")
     output_format: Literal["png"] | None = Field(None, description="PNG only")
-    stream: Literal[False] | None = Field(None, description="answers are not streamed")
+    stream: NotStreamed | None = Field(None, description="answers are not streamed")
 
     @model_validator(mode="after")
-    def _check(self) -> ImageGenerationRequest:
+    def _check(self) -> _OpenAIRequest:
         if None not in (self.n, self.num_images_per_prompt) and self.n != (
             self.num_images_per_prompt
         ):
             raise ValueError("n and num_images_per_prompt differ; give one of them")
-        low, high, multiple = INTEGER_LIMITS["width"]
+        low, high, multiple = _SIDE
         if self.size not in (None, "auto") and not (
             (match := _SIZE.fullmatch(self.size))
             and all(
@@ -241,90 +291,61 @@ class ImageGenerationRequest(BaseModel):
             )
         return self
 
-    def _size(self, native_size: int | None) -> tuple[int | None, int | None]:
+    def to_request(self, native_size: int | None, picture: bytes | None = None) -> Request:
+        """The ``Request`` this body asks for; ``native_size`` where ``size`` is auto or missing
+        (None: the picture's own), a missing ``rng_seed`` drawn."""
         match = _SIZE.fullmatch(self.size or "auto")
-        return (int(match[1]), int(match[2])) if match else (native_size, native_size)
-
-    def job_request(self, native_size: int) -> Request:
-        width, height = self._size(native_size)
-        return _checked(
-            Request(
-                prompt=self.prompt,
-                seed=random_seed() if self.rng_seed is None else self.rng_seed,
-                width=width,
-                height=height,
-                guidance=self.guidance_scale,
-                steps=self.num_inference_steps,
-                num_images=self.n or self.num_images_per_prompt or 1,
-                vae=self.vae,
-                negative_prompt=self.negative_prompt,
-            )
-        )
-
-
-OPENAI_PATHS = ("/v1/", "/v3/")
-_OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    501: "not_implemented_error",
-}
-
-
-def error_json(path: str, status: int, message: str) -> dict[str, object]:
-    """An error answer: ``{"error": "<one line>"}``, or OpenAI's error object under the OpenAI
-    paths (which the ``openai`` client reads into ``APIError.message``, ``.type``)."""
-    if path.startswith(OPENAI_PATHS):
-        kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
-        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return {"error": message}
-
-
-class ImageEditRequest(ImageGenerationRequest):
-    """The form fields of ``POST /v1/images/edits`` (and ``/v3/...``), beside the ``image`` file:
-    those of a generation, and ``strength``; ``size`` "auto" or missing is the picture's own
-    size (rounded down to a multiple of 8). Form fields are text: numbers are parsed."""
-
-    model_config = ConfigDict(extra="ignore", strict=False)
-
-    strength: Strength = 0.8
-
-    def edit_request(self, picture: bytes) -> Request:
-        width, height = self._size(None)
-        request = self.job_request(DEFAULT_SIZE)
-        return dataclasses.replace(
-            request,
+        width, height = (int(match[1]), int(match[2])) if match else (native_size, native_size)
+        values = {
+            name: getattr(self, field_spec.openai)
+            for name, field_spec in specs(Request).items()
+            if field_spec.openai in type(self).model_fields
+        }
+        if values.get("seed") is None:
+            values["seed"] = random_seed()
+        request = Request(
+            values.pop("prompt"),
+            **values,
             width=width,
             height=height,
-            image=check_picture_size(picture),
-            strength=self.strength,
+            num_images=self.n or self.num_images_per_prompt or 1,
+            image=None if picture is None else check_picture_size(picture),
         )
+        request.check()
+        return request
 
 
-class ErrorAnswer(BaseModel):
-    """Every error of ``/api/...`` and of the page: one line."""
-
-    error: str
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
+def _openai_names(with_picture: bool) -> dict[str, str]:
+    """The fields with an OpenAI name (``Spec.openai``); those that need the picture
+    (``strength``) only ``with_picture``."""
+    return {
+        name: field_spec.openai
+        for name, field_spec in specs(Request).items()
+        if field_spec.openai and (with_picture or not field_spec.needs)
+    }
 
 
-class OpenAIErrorAnswer(BaseModel):
-    """Every error of ``/v1/...`` and ``/v3/...``, in OpenAI's shape."""
+ImageGenerationRequest = create_model(
+    "ImageGenerationRequest",
+    __base__=_OpenAIRequest,
+    __doc__="``POST /v1/images/generations`` (and OVMS's ``/v3/...``): OpenAI's fields and "
+    "OVMS's extras.",
+    **derived_fields(Request, _openai_names(with_picture=False)),
+)
 
-    error: OpenAIError
+
+class _OpenAIForm(_OpenAIRequest):
+    model_config = ConfigDict(extra="ignore", strict=False)  # form fields are text: parsed
 
 
-class Health(BaseModel):
-    status: Literal["ok"]
+ImageEditRequest = create_model(
+    "ImageEditRequest",
+    __base__=_OpenAIForm,
+    __doc__="The form fields of ``POST /v1/images/edits`` (and ``/v3/...``), beside the "
+    "``image`` file: those of a generation, and ``strength``; ``size`` auto or missing is the "
+    "picture's own size (rounded down to a multiple of 8).",
+    **derived_fields(Request, _openai_names(with_picture=True)),
+)
 
 
 class PngImage(BaseModel):
@@ -332,24 +353,13 @@ class PngImage(BaseModel):
     png_base64: str
 
 
-class JobView(BaseModel):
-    """A job: the request (with the seed used), its state and steps done; once done its images
-    and times, once failed its error."""
+class _JobState(BaseModel):
+    """A job's own fields; ``JobView`` adds the request's."""
 
     id: str
     state: Literal["queued", "running", "done", "failed"]
     step: int
-    prompt: str
-    seed: int
-    width: int | None
-    height: int | None
-    guidance: float
-    steps: int
-    num_images: int
-    strength: float | None = Field(None, description="image to image")
-    vae: Vae
     previews: bool
-    negative_prompt: str | None = None
     preview_png_base64: str | None = Field(
         None, description="the latest step's preview of the first image, while it runs"
     )
@@ -359,54 +369,40 @@ class JobView(BaseModel):
     error: str | None = None
 
 
-class Limit(BaseModel):
-    min: int | float
-    max: int | float
-    multiple_of: int | None = None
+def job_view_model(declared: type = Request) -> type[_JobState]:
+    """A job as the API shows it: the request's served fields (the seed used; ``strength`` only
+    with a picture, whose bytes are not shown), its state and steps done; once done its images
+    and times, once failed its error."""
+    shown = {
+        field_spec.key: (
+            _VIEW_TYPES[field_spec.kind] | None,
+            Field(None, description=field_spec.help),
+        )
+        for field_spec in specs(declared).values()
+        if field_spec.key is not None
+        and field_spec.served_over_http
+        and field_spec.kind != "picture"
+    }
+    return create_model("JobView", __base__=_JobState, **shown)
 
 
-class QueueState(BaseModel):
-    capacity: int
-    waiting: int
-    running: bool
-    done: int = Field(description="jobs finished since the start")
-    failed: int
-    cancelled: int = Field(description="by their client hanging up, or by a second Ctrl+C")
+_VIEW_TYPES: dict[str, Any] = {"text": str, "integer": int, "number": float, "choice": str}
 
 
-class Info(BaseModel):
-    model: str
-    device: str
-    version: str
-    native_size: int
-    previews: bool = Field(description="whether a tiny VAE is loaded: previews, vae tiny")
-    negative_prompt: bool = Field(
-        description="whether the model takes negative_prompt (a plain Stable Diffusion model "
-        "with LCM-LoRA does; a latent consistency model does not)"
-    )
-    defaults: dict[str, int | float]
-    limits: dict[str, Limit | int]
-    queue: QueueState
+def shown_fields(request: Request) -> dict[str, Any]:
+    """The values ``JobView`` shows of ``request`` (one prompt: a job has one), under their HTTP
+    names; a field whose ``needs`` is missing shows as None."""
+    shown = {}
+    for name, field_spec in SERVED.items():
+        value = getattr(request, name)
+        if field_spec.kind == "picture":
+            continue
+        if field_spec.needs and getattr(request, field_spec.needs) is None:
+            value = None
+        elif field_spec.kind == "text" and isinstance(value, (list, tuple)):
+            value = value[0]
+        shown[field_spec.key] = value
+    return shown
 
 
-class B64Image(BaseModel):
-    b64_json: str
-
-
-class ImagesAnswer(BaseModel):
-    """OpenAI's images answer."""
-
-    created: int
-    data: list[B64Image]
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "lcm-lite"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+JobView = job_view_model()

@@ -1,6 +1,7 @@
 """What keeps ``lcm-lite serve`` safe on a LAN: where it may listen, the bearer token (compared in
-constant time), the Host check against DNS rebinding, body limits and the page's security
-headers. The middleware is plain ASGI, around the whole app."""
+constant time), the Host names a loopback server answers (against DNS rebinding; Starlette's
+TrustedHostMiddleware checks them), body limits and the page's security headers. The middleware
+is plain ASGI, around the whole app."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Callable
+from typing import Any
 
-from fastapi import HTTPException
-from fastapi.security import HTTPBearer
+from fastapi import FastAPI, HTTPException
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lcm_lite.errors import UsageError
-from lcm_lite.server.schemas import error_json
+from lcm_lite.server.answers import error_json
 
 MIN_TOKEN_CHARS = 16
 SECURITY_HEADERS = {
@@ -24,6 +25,12 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+}
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # as a Host header names them
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "the --token given to lcm-lite serve (checked before the body is read)",
 }
 
 
@@ -59,10 +66,33 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-bearer = HTTPBearer(
-    auto_error=False,
-    description="the --token given to lcm-lite serve (Guard checks it before anything else)",
-)
+def allowed_hosts(host: str) -> list[str]:
+    """The names in a Host header that a server listening on ``host`` answers (the
+    ``allowed_hosts`` of TrustedHostMiddleware): on loopback, this machine's usual names and
+    ``host`` itself, so that a foreign page whose name a rebinding DNS points here is refused;
+    beyond loopback (behind the token), any."""
+    if not is_loopback(host):
+        return ["*"]
+    bare = host.strip("[]")
+    return [*LOOPBACK_NAMES, f"[{bare}]" if ":" in bare else bare]
+
+
+def document_token(app: FastAPI, protected: Callable[[str], bool]) -> None:
+    """Declare in ``app``'s OpenAPI document the bearer token that :class:`Guard` checks, on the
+    operations of the ``protected`` paths; nothing checks it there."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # kept by FastAPI as app.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": BEARER_SCHEME}
+            for path, operations in schema["paths"].items():
+                if protected(path):
+                    for operation in operations.values():
+                        operation["security"] = [{"HTTPBearer": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _token_matches(authorization: str, token: str) -> bool:
@@ -74,23 +104,20 @@ def _token_matches(authorization: str, token: str) -> bool:
 
 
 class Guard:
-    """ASGI middleware, before any route reads a byte of the body: refuses a foreign Host on a
-    loopback server (403), a missing or wrong token on a protected path (401), a body over its
-    path's limit (413: at once when Content-Length says so, which also spares a client that
-    asked ``Expect: 100-continue`` from sending it; else as soon as the count passes it), and
-    adds the security headers to every answer."""
+    """ASGI middleware, before any route reads a byte of the body: refuses a missing or wrong
+    token on a protected path (401), a body over its path's limit (413: at once when
+    Content-Length says so, which also spares a client that asked ``Expect: 100-continue`` from
+    sending it; else as soon as the count passes it)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        loopback_only: bool,
         token: str | None,
         protected: Callable[[str], bool],
         body_limit: Callable[[str], int],
     ) -> None:
         self.app = app
-        self.loopback_only = loopback_only
         self.token = token
         self.protected = protected
         self.body_limit = body_limit
@@ -100,15 +127,6 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        send = self._with_security_headers(send)
-        if self.loopback_only and not is_loopback(_host_name(headers.get("host", ""))):
-            await _refuse(
-                send,
-                scope["path"],
-                403,
-                "this server answers only requests addressed to localhost (check the Host header)",
-            )
-            return
         if (
             self.token is not None
             and self.protected(scope["path"])
@@ -129,8 +147,19 @@ class Guard:
             return
         await self.app(scope, _counting(receive, limit), send)
 
-    @staticmethod
-    def _with_security_headers(send: Send) -> Send:
+
+class SecurityHeaders:
+    """ASGI middleware: SECURITY_HEADERS on every answer, refusals included (an answer's own
+    value of one wins)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
@@ -138,7 +167,7 @@ class Guard:
                     headers.setdefault(name, value)
             await send(message)
 
-        return sending
+        await self.app(scope, receive, sending)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:
@@ -157,13 +186,6 @@ def _counting(receive: Receive, limit: int) -> Receive:
 
 def _too_large(limit: int) -> str:
     return f"the body must be at most {limit} bytes"
-
-
-def _host_name(host: str) -> str:
-    """The name in a Host header: without the port, an IPv6 literal without its brackets."""
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0]
 
 
 async def _refuse(

@@ -52,6 +52,7 @@ def _raw_output(xml: Path, pixels: np.ndarray) -> np.ndarray:
     return compiled({0: pixels})[0]
 
 
+@pytest.mark.parity
 def test_latent_parameters_are_sampled_as_diffusers_posterior_with_the_same_generator(tmp_path):
     torch = pytest.importorskip("torch")
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution

@@ -106,6 +106,7 @@ def check_answers(operation, mode: GenerationMode) -> None:
     answers_conform()
 
 
+@pytest.mark.slow
 def test_every_answer_conforms_to_the_openapi_document_and_none_is_a_server_error(
     server: Server,
 ) -> None:

@@ -95,6 +95,7 @@ def _assert_moved_and_equal(ours, theirs, without_lora, levels=1):
     assert np.abs(ours - theirs).max() <= levels
 
 
+@pytest.mark.parity
 def test_a_kohya_lora_with_alpha_on_unet_and_text_encoder_gives_the_diffusers_image(
     tiny_diffusers_dir, tiny_ov_dir, kohya_lora
 ):
@@ -114,6 +115,7 @@ def test_a_kohya_lora_with_alpha_on_unet_and_text_encoder_gives_the_diffusers_im
     assert result.metadata(0, "m")["loras"] == f"{kohya_lora}:0.8"
 
 
+@pytest.mark.parity
 def test_a_peft_lora_with_metadata_alpha_gives_the_diffusers_image(
     tiny_diffusers_dir, tiny_ov_dir, peft_lora
 ):
@@ -123,6 +125,7 @@ def test_a_peft_lora_with_metadata_alpha_gives_the_diffusers_image(
     _assert_moved_and_equal(ours, theirs, without)
 
 
+@pytest.mark.parity
 def test_two_loras_blend_at_their_weights_as_diffusers_set_adapters(
     tiny_diffusers_dir, tiny_ov_dir, kohya_lora, peft_lora
 ):
@@ -153,16 +156,18 @@ def partial_alpha_lora(kohya_lora, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.parity
 def test_differing_kohya_alphas_scale_each_layer_as_diffusers_does(
     tiny_diffusers_dir, tiny_ov_dir, partial_alpha_lora
 ):
     """diffusers gives a network's most common alpha to its layers without one (not their rank)
     and to the attention projections (whose own alpha its kohya conversion loses); the others
     keep theirs."""
+    from lcm_lite.models.folder import ModelFolder
     from lcm_lite.models.lora import open_adapters
 
-    unet_config = json.loads((tiny_ov_dir / "unet" / "config.json").read_text())
-    (adapter,) = open_adapters([(partial_alpha_lora, 1.0)], unet_config)
+    unet = ModelFolder.open(tiny_ov_dir).unet
+    (adapter,) = open_adapters([(partial_alpha_lora, 1.0)], unet)
     for network, common, other in (("unet", 1.0, 3.0), ("text_encoder", 0.5, 2.0)):
         alphas = {module: pair.alpha for module, pair in adapter.layers[network].items()}
         attention = re.compile(r"(to_[qkv]|to_out_0|[qkv]_proj|out_proj)$")
@@ -175,6 +180,7 @@ def test_differing_kohya_alphas_scale_each_layer_as_diffusers_does(
     _assert_moved_and_equal(ours, theirs, without)
 
 
+@pytest.mark.parity
 def test_on_int8_weights_a_lora_stays_within_the_stated_tolerance(
     tiny_diffusers_dir, tiny_ov_int8_dir, kohya_lora
 ):
@@ -188,6 +194,7 @@ def test_on_int8_weights_a_lora_stays_within_the_stated_tolerance(
     ("guidance_scale", "negative_prompt"),
     [(1.0, None), (3.0, "blurry, low quality"), (3.0, None)],
 )
+@pytest.mark.parity
 def test_a_plain_sd_model_with_an_lcm_lora_runs_as_diffusers_sd_pipeline_with_lcm_scheduler(
     tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora, guidance_scale, negative_prompt
 ):
@@ -202,6 +209,9 @@ def test_a_plain_sd_model_with_an_lcm_lora_runs_as_diffusers_sd_pipeline_with_lc
     )
 
 
+@pytest.mark.parity
+@pytest.mark.convert
+@pytest.mark.slow
 def test_an_lcm_lora_fused_at_export_gives_the_image_of_the_lora_applied_at_run_time(
     tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora, tmp_path
 ):
@@ -346,6 +356,7 @@ def test_a_lora_for_another_model_is_a_one_line_error_naming_the_tensor(
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parity
 def test_ldm_block_names_map_as_diffusers_maps_them():
     """A1111 (LDM) names of SD 1.5's UNet, against diffusers' own conversion."""
     from diffusers.loaders.lora_conversion_utils import (
@@ -378,6 +389,7 @@ def test_ldm_block_names_map_as_diffusers_maps_them():
         assert _ldm_to_diffusers(name, 2) == theirs.replace(".", "_"), name
 
 
+@pytest.mark.cli
 def test_the_cli_applies_weighted_loras_and_records_them_with_the_negative_prompt(
     tiny_sd_ov_dir, lcm_lora, tmp_path
 ):
@@ -418,6 +430,7 @@ def read_png(path: Path):
         ([], "add an LCM-LoRA"),
     ],
 )
+@pytest.mark.cli
 def test_the_cli_rejects_a_missing_lora_or_a_plain_model_in_one_line(
     tiny_sd_ov_dir, tmp_path, args, message
 ):
@@ -463,6 +476,8 @@ def test_a_hub_lora_is_downloaded_once_and_gives_the_local_files_image(
     assert np.array_equal(np.asarray(read_png(tmp_path / "hub.png"))[None], local)
 
 
+@pytest.mark.cli
+@pytest.mark.slow
 def test_a_hub_lora_whose_download_is_cut_is_exit_code_3_in_one_line(
     tiny_ov_dir, kohya_lora, tmp_path
 ):

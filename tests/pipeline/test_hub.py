@@ -228,6 +228,7 @@ def _last_line_error(run, *phrases):
         assert phrase in last
 
 
+@pytest.mark.slow
 def test_a_connection_lost_mid_download_is_exit_code_3_and_says_run_again(hub_repo, tmp_path):
     hub = FakeHub("someone/tiny-lcm-ov", hub_repo, cut_short="unet/openvino_model.bin")
     try:

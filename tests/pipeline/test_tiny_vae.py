@@ -50,6 +50,7 @@ def _assert_varied(image):
 # conversion
 
 
+@pytest.mark.convert
 def test_conversion_writes_the_fastsd_tiny_vae_layout(tiny_taesd_ov_dir):
     assert sorted(p.name for p in tiny_taesd_ov_dir.iterdir()) == ["vae_decoder", "vae_encoder"]
     for part in ("vae_decoder", "vae_encoder"):
@@ -64,6 +65,7 @@ def test_conversion_writes_the_fastsd_tiny_vae_layout(tiny_taesd_ov_dir):
     assert encoder.outputs[0].any_name == "latent_sample"
 
 
+@pytest.mark.parity
 def test_the_decoder_ir_equals_autoencoder_tiny_decode_on_random_latents(taesd, tiny_taesd_ov_dir):
     latents = np.random.default_rng(0).standard_normal((2, 4, 12, 16), dtype=np.float32)
     with torch.no_grad():
@@ -75,6 +77,7 @@ def test_the_decoder_ir_equals_autoencoder_tiny_decode_on_random_latents(taesd, 
     assert (np.abs(theirs) < 1).mean() > 0.9  # ... and lie mostly inside [-1, 1]
 
 
+@pytest.mark.parity
 def test_the_encoder_ir_gives_autoencoder_tiny_latents_deterministically(taesd, tiny_taesd_ov_dir):
     image = np.random.default_rng(1).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
     with torch.no_grad():
@@ -88,6 +91,8 @@ def test_the_encoder_ir_gives_autoencoder_tiny_latents_deterministically(taesd, 
 
 
 @pytest.mark.parametrize("weights", ["fp16", "int8"])
+@pytest.mark.convert
+@pytest.mark.slow
 def test_compressed_weights_decode_close_to_fp32(
     tiny_taesd_dir, tiny_taesd_ov_dir, weights, tmp_path
 ):
@@ -100,6 +105,8 @@ def test_compressed_weights_decode_close_to_fp32(
     assert np.abs(compressed - exact).max() < 0.1
 
 
+@pytest.mark.convert
+@pytest.mark.slow
 def test_the_convert_command_recognises_a_tiny_vae_folder(tiny_taesd_dir, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "conversion", str(tiny_taesd_dir), str(tmp_path / "out"), "-q"],
@@ -111,6 +118,8 @@ def test_the_convert_command_recognises_a_tiny_vae_folder(tiny_taesd_dir, tmp_pa
     assert (tmp_path / "out" / "vae_decoder" / "openvino_model.xml").is_file()
 
 
+@pytest.mark.convert
+@pytest.mark.slow
 def test_converting_a_folder_that_is_neither_an_lcm_nor_a_tiny_vae_is_one_line(tmp_path):
     source = tmp_path / "something"
     source.mkdir()
@@ -127,6 +136,8 @@ def test_converting_a_folder_that_is_neither_an_lcm_nor_a_tiny_vae_is_one_line(t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.convert
+@pytest.mark.slow
 def test_converting_taesd_offline_without_it_in_the_cache_is_one_line(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_CACHE"}
     run = subprocess.run(
@@ -142,6 +153,7 @@ def test_converting_taesd_offline_without_it_in_the_cache_is_one_line(tmp_path):
     assert not (tmp_path / "taesd-ov").exists()
 
 
+@pytest.mark.convert
 def test_a_failed_export_names_the_installed_versions(tmp_path):
     from conversion.export import _to_openvino
     from conversion.networks import Network
@@ -177,6 +189,7 @@ def diffusers_taesd_pipe(tiny_diffusers_dir, taesd):
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parity
 def test_the_tiny_vae_image_equals_diffusers_with_autoencoder_tiny(
     tiny_pipe, diffusers_taesd_pipe, steps
 ):
@@ -376,6 +389,7 @@ def _lcm_lite(*args, cwd, env=None):
     )
 
 
+@pytest.mark.cli
 def test_the_cli_vae_tiny_option_writes_the_tiny_image_and_records_it(
     tiny_ov_dir, tiny_taesd_ov_dir, tiny_pipe, tmp_path
 ):
@@ -395,6 +409,7 @@ def test_the_cli_vae_tiny_option_writes_the_tiny_image_and_records_it(
     assert read_png_metadata(tmp_path / "full.png")["vae"] == "full"
 
 
+@pytest.mark.cli
 def test_the_default_tiny_vae_offline_and_not_cached_is_one_line_saying_what_to_do(
     tiny_ov_dir, tmp_path
 ):
@@ -448,6 +463,7 @@ def test_a_hub_tiny_vae_fetches_its_encoder_on_the_first_image_to_image_call_onl
         hub.close()
 
 
+@pytest.mark.cli
 def test_bench_and_info_take_the_tiny_vae(tiny_ov_dir, tiny_taesd_ov_dir, capsys):
     from lcm_lite.cli.main import main
 
@@ -463,6 +479,7 @@ def test_bench_and_info_take_the_tiny_vae(tiny_ov_dir, tiny_taesd_ov_dir, capsys
     )
 
 
+@pytest.mark.cli
 def test_a_tiny_vae_with_other_latent_channels_exits_3_in_one_line(
     tiny_ov_dir, tiny_taesd_ov_dir, tmp_path
 ):

@@ -4,6 +4,7 @@ up; it keeps serving and its memory stays bounded. The figures are printed (``py
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -137,6 +138,7 @@ def abandon_a_slow_job(serve: ServeProcess) -> None:
     serve.wait_until(running=False, waiting=0)
 
 
+@pytest.mark.slow
 def test_a_client_that_hangs_up_mid_job_cancels_it_and_the_server_keeps_serving(
     serve: ServeProcess,
 ) -> None:
@@ -154,15 +156,32 @@ def test_a_client_that_hangs_up_mid_job_cancels_it_and_the_server_keeps_serving(
     assert after - before < RSS_GROWTH_LIMIT
 
 
+@pytest.mark.slow
 def test_connections_that_send_no_whole_request_head_are_closed_in_bounded_time(
     serve: ServeProcess,
 ) -> None:
-    silent, slow = connect(serve), connect(serve)
+    """Silent, or a head without its end: closed. A whole head (its blank line split between two
+    packets) whose body comes after the deadline: left alone, and answered."""
+    silent, slow, late_body = connect(serve), connect(serve), connect(serve)
     slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+    body = json.dumps({"prompt": "late", "seed": 5, **SMALL}).encode()
+    head = (
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    late_body.sendall(head[:-1])
+    time.sleep(0.2)
+    late_body.sendall(head[-1:])
     clock = time.perf_counter()
     for connection in (silent, slow):
         connection.settimeout(REQUEST_HEAD_SECONDS + 10)
         assert connection.recv(100) == b""  # closed by the server
         connection.close()
     assert time.perf_counter() - clock < REQUEST_HEAD_SECONDS + 5
+    time.sleep(1)  # past the late body's deadline too
+    late_body.sendall(body)
+    reply = http.client.HTTPResponse(late_body)
+    reply.begin()
+    assert (reply.status, json.loads(reply.read())["seed"]) == (200, 5)
+    late_body.close()
     assert call(serve.url, "GET", "/api/health").status == 200

@@ -22,6 +22,7 @@ def _diffusers_embedding(guidance_scale: float, batch_size: int, embedding_dim: 
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("embedding_dim", [32, 256, 33])
 @pytest.mark.parametrize("guidance_scale", [1.0, 1.5, 8.0, 14.0])
+@pytest.mark.parity
 def test_embedding_matches_diffusers(guidance_scale, embedding_dim, batch_size):
     ours = guidance_scale_embedding(guidance_scale, batch_size, embedding_dim)
     theirs = _diffusers_embedding(guidance_scale, batch_size, embedding_dim)

@@ -1,9 +1,9 @@
 """lcm-lite against raw OpenVINO and openvino_genai, side by side in one run on one model folder.
 
-    python tests/benchmark/compare.py                      # builds the full-size random model
-    python tests/benchmark/compare.py --model DIR [DIR...] --scan
-    python tests/benchmark/compare.py --quick              # smoke run on a tiny model
-    python tests/benchmark/compare.py --work /work/bench --weights int8 --tiny-vae DIR
+    python benchmarks/compare.py                      # builds the full-size random model
+    python benchmarks/compare.py --model DIR [DIR...] --scan
+    python benchmarks/compare.py --quick              # smoke run on a tiny model
+    python benchmarks/compare.py --work /work/bench --weights int8 --tiny-vae DIR
 
 With the tiny VAE (TAESD; a random one of its architecture is built unless ``--tiny-vae``): its
 decode against the full VAE's per size, the one-shot CLI with ``--vae tiny``, the cost of previews
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parent
 VOCAB = REPO.parent / "shared" / "clip-vocab"
 PROMPT = "a beautiful pink unicorn, 8k"
 TARGETS = {  # ratio name: (at most, what it compares)

@@ -65,6 +65,7 @@ def _diffusers_timesteps(scheduler, num_inference_steps=None, **kwargs) -> np.nd
 
 
 @pytest.mark.parametrize("settings", BETA_SCHEDULES.values(), ids=BETA_SCHEDULES.keys())
+@pytest.mark.parity
 def test_alphas_cumprod_match_diffusers_for_every_beta_schedule(settings):
     ours, theirs = _pair(**settings)
 
@@ -76,6 +77,7 @@ def test_alphas_cumprod_match_diffusers_for_every_beta_schedule(settings):
 
 @pytest.mark.parametrize("strength", [1.0, 0.8, 0.75, 0.5, 0.3, 0.1])
 @pytest.mark.parametrize("original_inference_steps", [50, 30, 100, 7])
+@pytest.mark.parity
 def test_timesteps_match_diffusers_for_every_step_count(original_inference_steps, strength):
     ours, theirs = _pair()
     for num_inference_steps in range(1, original_inference_steps + 1):
@@ -108,6 +110,7 @@ def test_dreamshaper_four_steps_are_the_known_lcm_schedule():
     np.testing.assert_array_equal(scheduler.timesteps(4), [999, 759, 499, 259])
 
 
+@pytest.mark.parity
 def test_more_steps_than_original_inference_steps_is_a_usage_error():
     ours, theirs = _pair()
 
@@ -131,6 +134,7 @@ def test_more_steps_than_original_inference_steps_is_a_usage_error():
         ([999, 879, 759, 639, 499, 379, 259], 0.3),
     ],
 )
+@pytest.mark.parity
 def test_custom_timesteps_match_diffusers(timesteps, strength):
     ours, theirs = _pair()
 
@@ -185,6 +189,7 @@ def test_impossible_schedules_are_usage_errors(arguments, message):
 
 
 @pytest.mark.parametrize("timestep_scaling", [10.0, 1.0])
+@pytest.mark.parity
 def test_boundary_condition_scalings_match_diffusers_for_every_timestep(timestep_scaling):
     ours, theirs = _pair(timestep_scaling=timestep_scaling)
 
@@ -213,6 +218,7 @@ STEP_SETTINGS = {
 
 @pytest.mark.parametrize("settings", STEP_SETTINGS.values(), ids=STEP_SETTINGS.keys())
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parity
 def test_steps_match_diffusers(prediction_type, settings):
     ours, theirs = _pair(prediction_type=prediction_type, **settings)
     theirs.set_timesteps(4)
@@ -248,6 +254,7 @@ def test_steps_match_diffusers(prediction_type, settings):
 
 @pytest.mark.parametrize("num_inference_steps", [1, 2, 4, 8])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parity
 def test_last_step_returns_diffusers_denoised_sample_without_noise(
     num_inference_steps, prediction_type
 ):
@@ -280,6 +287,7 @@ def test_a_step_before_the_last_needs_noise():
         scheduler.step(sample, 999, 759, sample, None)
 
 
+@pytest.mark.parity
 def test_scheduler_config_file_reads_the_dreamshaper_config(tmp_path):
     path = tmp_path / "scheduler_config.json"
     path.write_text(json.dumps(DREAMSHAPER_CONFIG))
@@ -345,6 +353,7 @@ def test_missing_scheduler_config_is_a_model_error(tmp_path):
 
 @pytest.mark.parametrize("strength", [0.3, 0.5, 0.8, 1.0])
 @pytest.mark.parametrize("original_inference_steps", [50, 30])
+@pytest.mark.parity
 def test_too_many_steps_for_a_strength_name_the_largest_step_count_diffusers_accepts(
     original_inference_steps, strength
 ):
@@ -365,6 +374,7 @@ def test_too_many_steps_for_a_strength_name_the_largest_step_count_diffusers_acc
 
 
 @pytest.mark.parametrize("timestep", [999, 759, 499, 259, 19, 0])
+@pytest.mark.parity
 def test_add_noise_matches_diffusers(timestep):
     ours, theirs = _pair()
     rng = np.random.default_rng(timestep)

@@ -9,10 +9,11 @@ import pytest
 
 from lcm_lite.errors import Cancelled, UsageError
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
-from lcm_lite.server.jobs import Job, JobQueue, Request
+from lcm_lite.request import Request
+from lcm_lite.server.jobs import Job, JobQueue
 
-SMALL = {"width": 64, "height": 64, "guidance": 8.0, "steps": 1, "num_images": 1}
-SLOW = {"width": 512, "height": 512, "guidance": 8.0, "steps": 8, "num_images": 4}
+SMALL = {"width": 64, "height": 64, "guidance_scale": 8.0, "steps": 1, "num_images": 1}
+SLOW = {"width": 512, "height": 512, "guidance_scale": 8.0, "steps": 8, "num_images": 4}
 
 
 @pytest.fixture
@@ -33,23 +34,34 @@ def test_cancelling_the_running_job_leaves_the_next_jobs_alone(jobs: JobQueue) -
     slow = jobs.submit(Request(prompt="slow", seed=1, **SLOW))
     wait_until_running(slow)
     jobs.cancel_running()
-    assert slow.finished.wait(60)
+    assert isinstance(slow.outcome.exception(timeout=60), Cancelled)
     assert slow.state == "failed" and isinstance(slow.error, Cancelled)
     for seed in (2, 3):
         after = jobs.submit(Request(prompt="after the cancelled one", seed=seed, **SMALL))
-        assert after.finished.wait(60)
+        assert len(after.outcome.result(timeout=60)) == 1
         assert (after.state, after.step, len(after.images)) == ("done", 1, 1), after.error
+    assert jobs.outcomes == {"cancelled": 1, "done": 2}
 
 
+@pytest.mark.slow
 def test_a_job_cancelled_while_it_waits_fails_at_once_and_never_runs(jobs: JobQueue) -> None:
     slow = jobs.submit(Request(prompt="slow", seed=1, **SLOW))
     waiting = jobs.submit(Request(prompt="waiting", seed=2, **SMALL))
     finished: list[str] = []
-    waiting.when_finished(lambda: finished.append(waiting.state))
+    waiting.outcome.add_done_callback(lambda _: finished.append(waiting.state))
     waiting.cancel()
     assert finished == ["failed"] and isinstance(waiting.error, Cancelled)
-    assert slow.finished.wait(60) and slow.state == "done"
+    assert waiting.outcome.cancelled()
+    assert len(slow.outcome.result(timeout=60)) == 4 and slow.state == "done"
     assert waiting.step == 0
+
+
+def test_a_failed_job_keeps_its_error_without_a_traceback(jobs: JobQueue) -> None:
+    failing = jobs.submit(Request(prompt="x", seed=1, image=b"not a picture", **SMALL))
+    error = failing.outcome.exception(timeout=60)
+    assert isinstance(error, UsageError) and "not a PNG, JPEG or WebP picture" in str(error)
+    assert failing.state == "failed" and failing.error is error and failing.images == []
+    assert (error.__traceback__, error.__context__, error.__cause__) == (None, None, None)
 
 
 def test_a_negative_prompt_a_latent_consistency_model_cannot_take_is_refused_at_submission(

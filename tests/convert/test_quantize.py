@@ -65,6 +65,7 @@ def test_calibration_samples_a_plain_sd_model_as_lcm_with_the_lora_fused(
     assert np.abs(fused[1]["sample"] - plain[1]["sample"]).mean() > 1e-3
 
 
+@pytest.mark.slow
 def test_a_plain_sd_model_quantized_with_a_fused_lcm_lora_keeps_near_its_float_image(
     tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora, tmp_path
 ):

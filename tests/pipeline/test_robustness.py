@@ -1,6 +1,6 @@
 """Every bad input gets one clear line and a documented exit code; nothing is half-written.
 
-Exit codes (README, "Exit codes"): 0 ok, 2 usage, 3 model problem, 4 device problem,
+Exit codes (docs, "Exit codes"): 0 ok, 2 usage, 3 model problem, 4 device problem,
 5 output problem, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
@@ -364,7 +364,7 @@ def test_the_tmpfs_fixture_fails_in_ci_as_root_when_mounting_fails(tmp_path):
     (tmp_path / "test_mount.py").write_text(
         "def test_mount(tmpfs):\n    tmpfs('bad', 'size=not-a-size')\n"
     )
-    conftest_dir = Path(__file__).parent
+    conftest_dir = Path(__file__).resolve().parents[1]  # tests/, where conftest.py is
 
     def outcome(ci: str) -> str:
         path = os.pathsep.join([str(conftest_dir), os.environ.get("PYTHONPATH", "")])

@@ -89,6 +89,7 @@ def _rotated_jpeg(path):
     [_cmyk_jpeg, _palette_png, _alpha_png, _sixteen_bit_png, _grayscale_webp, _rotated_jpeg],
     ids=["cmyk", "palette", "alpha", "16-bit", "grayscale-webp", "exif-rotated"],
 )
+@pytest.mark.parity
 def test_every_kind_of_picture_becomes_the_rgb_picture_diffusers_load_image_makes(make, tmp_path):
     path = make(tmp_path)
 
@@ -123,6 +124,7 @@ def test_a_path_its_bytes_a_pil_image_and_an_array_give_the_same_picture(tmp_pat
     ("size", "width", "height"),
     [((100, 75), None, None), ((64, 64), None, None), ((90, 70), 80, 48)],
 )
+@pytest.mark.parity
 def test_preprocess_matches_vae_image_processor(size, width, height):
     picture = Image.fromarray(_varied(*size))
     processor = VaeImageProcessor(vae_scale_factor=8)
@@ -147,6 +149,7 @@ def test_a_picture_larger_than_the_output_limit_suggests_a_size_that_keeps_its_s
         output_size(Image.new("RGB", (4032, 3024)), None, None, 8, 2048)
 
 
+@pytest.mark.parity
 def test_pictures_are_tiled_over_the_batch_as_diffusers_duplicates_them():
     latents = np.arange(2, dtype=np.float32).reshape(2, 1)
     assert repeat_for_batch(latents, 4)[:, 0].tolist() == [0, 1, 0, 1]

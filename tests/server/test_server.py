@@ -28,8 +28,9 @@ from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server.app import MAX_BODY_BYTES, MAX_PICTURE_BODY_BYTES
 from lcm_lite.server.running import Server
 from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS
+from lcm_lite.server.security import SECURITY_HEADERS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "correct-horse-battery-staple"
 SMALL = {"width": 64, "height": 64, "steps": 1}
 SLOW = {"width": 512, "height": 512, "steps": 8, "num_images": 4}  # 3 s on a quiet 2-core EPYC
@@ -120,14 +121,17 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
 def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Server) -> None:
     page = call(server.url, "GET", "/")
     assert page.status == 200
-    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     html = page.body.decode()
+    assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert sorted(linked) == ["/app.js", "/style.css"]
-    for path in linked:
+    for path, content_type in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
         asset = call(server.url, "GET", path)
         assert asset.status == 200
+        assert asset.headers["Content-Type"] == f"{content_type}; charset=utf-8"
+        assert asset.headers["X-Content-Type-Options"] == "nosniff"
         assert not re.search(r"https?://", asset.body.decode())
     for control in (
         "prompt",
@@ -283,7 +287,8 @@ def test_unknown_paths_jobs_and_methods_get_a_json_error(
         ({"prompt": "x", "seed": 1.5}, "seed: Input should be a valid integer, got 1.5"),
         (
             {"prompt": "x", "width": 100, "steps": 0},
-            "multiple of 8, got 100; steps: Input should be greater than or equal to 1, got 0",
+            "steps: Input should be greater than or equal to 1, got 0; width: Input should be a "
+            "multiple of 8, got 100",
         ),
     ],
 )
@@ -420,6 +425,7 @@ def previewing(previews_pipe: LCMPipeline) -> Iterator[Server]:
         yield server
 
 
+@pytest.mark.slow
 def test_a_running_job_shows_its_latest_step_preview_until_its_images_replace_it(
     previewing: Server,
 ) -> None:
@@ -487,10 +493,22 @@ def test_an_unknown_response_format_is_refused_with_400(server: Server) -> None:
     assert reply.json()["error"] == "format: Input should be 'png' or 'json', got 'jpeg'"
 
 
-def test_on_loopback_a_request_addressed_to_another_host_name_is_refused(server: Server) -> None:
-    reply = call(server.url, "GET", "/api/info", headers={"Host": "attacker.example:8000"})
-    assert reply.status == 403
-    assert call(server.url, "GET", "/api/info", headers={"Host": "localhost"}).status == 200
+@pytest.mark.parametrize("host", ["attacker.example:8000", "attacker.example", "[::2]:8000"])
+def test_on_loopback_a_request_addressed_to_another_host_name_is_refused(
+    server: Server, host: str
+) -> None:
+    for path in ("/", "/api/health", "/api/info"):
+        reply = call(server.url, "GET", path, headers={"Host": host})
+        assert (reply.status, reply.body) == (400, b"Invalid host header")
+        assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert {name: reply.headers[name] for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8000", "127.0.0.1:8000", "[::1]:8000"])
+def test_on_loopback_a_request_addressed_to_this_machine_is_answered(
+    server: Server, host: str
+) -> None:
+    assert call(server.url, "GET", "/api/info", headers={"Host": host}).status == 200
 
 
 @pytest.mark.parametrize(
@@ -511,6 +529,46 @@ def test_with_a_token_the_api_refuses_a_missing_or_wrong_one_with_401(
         assert reply.status == 401
         assert reply.headers["WWW-Authenticate"] == "Bearer"
         assert "token" in reply.json()["error"]
+
+
+def test_without_the_token_no_byte_of_the_body_is_read(guarded: Server) -> None:
+    """A client that asks before sending its body (Expect: 100-continue) is refused at once: a
+    server that read the body first would ask for it and wait."""
+    address = urlsplit(guarded.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/api/generate")
+    for name, value in (
+        ("Content-Type", "application/json"),
+        ("Expect", "100-continue"),
+        ("Content-Length", "1000"),  # within the limit
+    ):
+        connection.putheader(name, value)
+    connection.endheaders()  # and no body
+    reply = Reply(connection.getresponse())
+    connection.close()
+    assert (reply.status, reply.headers["WWW-Authenticate"]) == (401, "Bearer")
+
+
+def test_the_openapi_document_declares_the_token_on_the_operations_that_need_it(
+    server: Server, guarded: Server
+) -> None:
+    def security(running: Server) -> tuple[dict, dict[str, object]]:
+        document = call(running.url, "GET", "/openapi.json").json()
+        return document["components"].get("securitySchemes", {}), {
+            f"{method.upper()} {path}": operation.get("security")
+            for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+        }
+
+    schemes, operations = security(guarded)
+    assert (schemes["HTTPBearer"]["type"], schemes["HTTPBearer"]["scheme"]) == ("http", "bearer")
+    assert operations.pop("GET /api/health") is None
+    assert {"POST /api/generate", "GET /api/jobs/{job_id}", "POST /v3/images/edits"} <= set(
+        operations
+    )
+    assert all(value == [{"HTTPBearer": []}] for value in operations.values()), operations
+    schemes, operations = security(server)
+    assert schemes == {} and set(operations.values()) == {None}
 
 
 def test_with_the_right_token_the_api_answers_and_the_page_needs_none(guarded: Server) -> None:
@@ -657,6 +715,7 @@ class ServeProcess:
             self.process.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_running_job_refuses_the_queued_one_and_exits_0(
     tiny_ov_dir: Path,
 ) -> None:

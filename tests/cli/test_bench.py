@@ -172,7 +172,7 @@ def test_writing_a_blob_deletes_blobs_unused_for_30_days_and_stale_temporaries(
 
 
 def test_the_raw_openvino_profile_counts_flops_and_times_each_op_type(tiny_ov_dir):
-    script = Path(__file__).parent / "benchmark" / "raw_openvino.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "raw_openvino.py"
 
     def profile(size: int) -> dict:
         argv = [sys.executable, str(script), str(tiny_ov_dir), "--size", str(size)]

@@ -193,7 +193,9 @@ def _stopped_writer(model: Path, cache: Path, folder: Path) -> tuple[subprocess.
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_first_compile_leaves_no_blob_temporary(tiny_ov_dir, tmp_path, sig, code):
+def test_an_interrupted_first_compile_leaves_no_blob_temporary(
+    sigint_reaches_children, tiny_ov_dir, tmp_path, sig, code
+):
     cache = tmp_path / "cache"
     process, temporary = _stopped_writer(tiny_ov_dir, cache, tmp_path)
     process.send_signal(sig)

@@ -16,7 +16,7 @@ from lcm_lite.models.tokenizer import CLIPTokenizer
 
 transformers = pytest.importorskip("transformers")
 
-REAL_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "clip-vocab"
+REAL_VOCAB = Path(__file__).resolve().parents[3] / "shared" / "clip-vocab"
 MAX_LENGTH = 77
 
 # Stable Diffusion 1.5's tokenizer/tokenizer_config.json (special tokens as AddedToken dicts)
@@ -163,6 +163,7 @@ def test_known_ids_of_the_real_vocabulary(tmp_path):
 
 
 @pytest.mark.parametrize("prompt", PROMPTS.values(), ids=PROMPTS.keys())
+@pytest.mark.parity
 def test_ids_match_transformers(ours, theirs, prompt):
     tokens = ours([prompt])
 
@@ -170,6 +171,7 @@ def test_ids_match_transformers(ours, theirs, prompt):
     np.testing.assert_array_equal(tokens.input_ids, _transformers_ids(theirs, [prompt]))
 
 
+@pytest.mark.parity
 def test_a_batch_matches_transformers_prompt_by_prompt(ours, theirs):
     prompts = list(PROMPTS.values())
 
@@ -179,6 +181,7 @@ def test_a_batch_matches_transformers_prompt_by_prompt(ours, theirs):
     np.testing.assert_array_equal(tokens.input_ids, _transformers_ids(theirs, prompts))
 
 
+@pytest.mark.parity
 def test_dropped_tokens_count_what_truncation_removed(ours, theirs):
     prompts = list(PROMPTS.values())
     untruncated_lengths = [len(ids) for ids in theirs(prompts).input_ids]
@@ -220,6 +223,7 @@ def test_tokenizer_json_gives_the_same_ids_as_vocab_and_merges(ours, theirs, tmp
         ("special_tokens_map.json", {"pad_token": "!"}),  # overrides tokenizer_config.json
     ],
 )
+@pytest.mark.parity
 def test_pad_token_of_the_folder_is_honoured(vocab_folder, tmp_path, config_file, config):
     # Stable Diffusion 2 pads with "!"; transformers then treats "!" as a special token
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
@@ -235,6 +239,7 @@ def test_pad_token_of_the_folder_is_honoured(vocab_folder, tmp_path, config_file
     np.testing.assert_array_equal(tokens.input_ids, _transformers_ids(theirs, prompts))
 
 
+@pytest.mark.parity
 def test_model_max_length_comes_from_the_config(vocab_folder, tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(vocab_folder / name, tmp_path / name)

@@ -300,6 +300,7 @@ def test_openvino_genai_generates_an_image_from_the_export(tiny_ov_dir):
         ("int8", ["--without-vae-encoder"], ("text_encoder", "unet", "vae_decoder")),
     ],
 )
+@pytest.mark.slow
 def test_cli_exports_compressed_weights_that_compile_and_are_smaller_than_fp32(
     tmp_path, capsys, weights, options, folders, tiny_diffusers_dir, tiny_ov_dir
 ):
@@ -423,8 +424,9 @@ def test_an_export_failing_midway_leaves_no_half_model(
 
 
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_a_signal_mid_export_exits_with_its_code_and_leaves_no_folder(
-    tmp_path, tiny_diffusers_dir, sig, exit_code
+    sigint_reaches_children, tmp_path, tiny_diffusers_dir, sig, exit_code
 ):
     """A real ``lcm-lite-convert`` process, signalled once its staging folder exists."""
     out_dir = tmp_path / "out"

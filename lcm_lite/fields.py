@@ -1,0 +1,244 @@
+"""How a declared field is described, checked and written as text.
+
+A dataclass field declared with ``spec(Spec(...), default)`` carries its help text, its kind,
+its limits and its names elsewhere (PNG metadata key, command-line option, HTTP names). From
+these, generic code checks values (``check_value``), reads and writes them as text (``PARSERS``,
+``as_text``) and records them (``metadata_of`` / ``from_metadata``); ``request.Request`` and
+``request.LoadOptions`` are declared this way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from lcm_lite.errors import UsageError
+
+Kind = Literal["text", "integer", "number", "choice", "picture", "integers", "array", "loras"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """``low <= value <= high`` (``<`` on a side that is exclusive), a multiple of
+    ``multiple_of`` if set; ``high`` None: no upper bound here."""
+
+    low: float
+    high: float | None = None
+    multiple_of: int | None = None
+    low_exclusive: bool = False
+    high_exclusive: bool = False
+    described: str | None = None  # what an error says instead of "from low to high"
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_exclusive else value >= self.low
+        below = self.high is None or (
+            value < self.high if self.high_exclusive else value <= self.high
+        )
+        return above and below
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is named, told and checked everywhere.
+
+    ``key``: its name in the PNG metadata, on the command line (``--key``, unless ``option``
+    says otherwise) and in lcm-lite's own HTTP API; None for a Python-only field. ``limits``: the
+    pipeline's; ``served``: the server's tighter ones. ``openai``: its name on the OpenAI / OVMS
+    images API, if it has one there. ``needs``: the field it only means something with (it is
+    neither recorded nor accepted on the command line without it). ``served_over_http``: False for
+    fields the server does not take."""
+
+    help: str
+    kind: Kind
+    key: str | None = None
+    option: str | None = None
+    metavar: str | None = None
+    limits: Range | None = None
+    served: Range | None = None
+    choices: tuple[str, ...] = ()
+    openai: str | None = None
+    needs: str | None = None
+    served_over_http: bool = True
+    default_help: str | None = None  # the default, when the field's own (None, ...) says little
+    fallback: Any = None  # what None becomes when nothing else decides (width: 512)
+
+    @property
+    def flag(self) -> str | None:
+        """The command-line option, e.g. ``--num-images``; None if it has none."""
+        if self.option is not None or self.key is None:
+            return self.option
+        return "--" + self.key.replace("_", "-")
+
+
+def spec(field_spec: Spec, default: Any = None) -> Any:
+    """A dataclass field with ``default`` and its ``Spec`` as metadata."""
+    return field(default=default, metadata={"spec": field_spec})
+
+
+def specs(declared: type) -> dict[str, Spec]:
+    """Each field's ``Spec``, in declaration order."""
+    return {
+        item.name: item.metadata["spec"] for item in fields(declared) if "spec" in item.metadata
+    }
+
+
+# -- text: what the metadata and the command line carry -------------------------------------------
+
+
+def check_prompts(prompts: list[str]) -> None:
+    """Prompts are UTF-8 strings without NUL; there is at least one."""
+    if not prompts:
+        raise UsageError("give at least one prompt")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise UsageError(f"prompts must be strings, got {type(prompt).__name__}")
+        if "\x00" in prompt:
+            raise UsageError("a prompt contains a NUL character")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: undecodable bytes from a command line
+            raise UsageError("a prompt is not valid UTF-8 text") from None
+
+
+def check_value(name: str, field_spec: Spec, value: Any, limits: Range | None) -> None:
+    """One field's value against its kind and ``limits``; None (not given) passes."""
+    if value is None:
+        return
+    if field_spec.kind == "choice" and value not in field_spec.choices:
+        choices = " or ".join(f'"{choice}"' for choice in field_spec.choices)
+        raise UsageError(f"{name} must be {choices}, got {value!r}")
+    if field_spec.kind == "integer":
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise UsageError(
+                f"{name} must be {(limits and limits.described) or 'an integer'}, got {value!r}"
+            )
+        if limits is not None and not limits.contains(value) and limits.described:
+            raise UsageError(f"{name} must be {limits.described}, got {value!r}")
+        if limits is not None and not limits.contains(value):
+            high = "the schedule length" if limits.high is None else _bound(limits.high)
+            raise UsageError(f"{name} must be from {_bound(limits.low)} to {high}, got {value}")
+        if limits is not None and limits.multiple_of and value % limits.multiple_of:
+            raise UsageError(f"{name} must be a multiple of {limits.multiple_of}, got {value}")
+    if field_spec.kind == "number":
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value) or (limits and not limits.contains(value)):
+            raise UsageError(f"{name} must be {_number_range(limits)}, got {value!r}")
+
+
+def _number_range(limits: Range | None) -> str:
+    if limits is None:
+        return "a finite number"
+    if limits.high is None:
+        return f"a finite number >= {_bound(limits.low)}"
+    opening = "(" if limits.low_exclusive else "["
+    return f"a number in {opening}{_bound(limits.low)}, {_bound(limits.high)}]"
+
+
+def _bound(value: float) -> str:
+    """A limit as people write it: 8, 0.5, 18446744073709551615."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def picture_name(image: object) -> str:
+    """The file name a starting picture came from, for the metadata ("" if none)."""
+    if isinstance(image, (list, tuple)):
+        return ", ".join(picture_name(item) for item in image)
+    if isinstance(image, (str, Path)):
+        return Path(image).name
+    return Path(getattr(image, "filename", "") or "").name
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def integers(text: str) -> list[int]:
+    """Comma-separated integers (``999,759``), as the metadata and ``--timesteps`` write them."""
+    try:
+        return [int(word) for word in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def lora_list(text: str) -> list[tuple[str, float]]:
+    """``FILE|HUB_ID[:WEIGHT]`` items separated by ", " -> (file or hub id, weight) pairs; weight
+    1.0 unless the text after an item's last colon is a number."""
+    loras = []
+    for item in text.split(", "):
+        source, separator, weight = item.rpartition(":")
+        try:
+            loras.append((source, float(weight)) if separator and source else (item, 1.0))
+        except ValueError:
+            loras.append((item, 1.0))
+    return loras
+
+
+PARSERS: dict[Kind, Callable[[str], Any]] = {
+    "text": str,
+    "integer": integer,
+    "number": number,
+    "choice": str,
+    "picture": Path,
+    "integers": integers,
+    "loras": lora_list,
+}
+
+
+def as_text(kind: Kind, value: Any) -> Any:
+    """A value as the metadata stores it: numbers and text as they are, pictures by file name,
+    lists of integers and of LoRAs joined."""
+    if kind == "picture":
+        return picture_name(value)
+    if kind == "integers":
+        return ",".join(str(int(item)) for item in value)
+    if kind == "loras":
+        return ", ".join(f"{source}:{weight:g}" for source, weight in value)
+    return value
+
+
+def metadata_of(request: Any, prompt_index: int) -> dict[str, Any]:
+    """The recorded fields of ``request`` (as resolved by the pipeline), for the image of prompt
+    ``prompt_index``: one prompt (and negative prompt) of a list, fields not given or whose
+    ``needs`` is missing left out."""
+    recorded: dict[str, Any] = {}
+    for name, field_spec in specs(type(request)).items():
+        value = getattr(request, name)
+        if field_spec.key is None or value is None:
+            continue
+        if field_spec.needs and getattr(request, field_spec.needs) is None:
+            continue
+        if field_spec.kind == "text" and not isinstance(value, str):
+            value = list(value)[prompt_index]
+        recorded[field_spec.key] = as_text(field_spec.kind, value)
+    return recorded
+
+
+def from_metadata(
+    metadata: Mapping[str, str], request_type: type, load_type: type
+) -> tuple[Any, dict[str, Any]]:
+    """The request that ``metadata`` (as read back from a PNG: text) records, and the
+    ``LoadOptions`` fields it records (model, tiny VAE, LoRAs)."""
+    values: dict[str, Any] = {"prompt": ""}
+    for name, field_spec in specs(request_type).items():
+        if field_spec.key in metadata and field_spec.kind in PARSERS:
+            values[name] = PARSERS[field_spec.kind](metadata[field_spec.key])
+    loading = {
+        name: PARSERS[field_spec.kind](metadata[field_spec.key])
+        for name, field_spec in specs(load_type).items()
+        if field_spec.key in metadata
+    }
+    return request_type(**values), loading

@@ -1,0 +1,143 @@
+"""The networks compiled for one batch size and resolution (OpenVINO static shapes), and the
+memory policy: with ``keep_models`` each is held for the next call of the same shape; without,
+each is compiled when used and freed after (a tiny VAE's decoder, a few MB that previews use every
+step, is always held)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.lora import Adapter
+from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
+from lcm_lite.models.vae import Vae
+from lcm_lite.runtime.compiler import Compiler
+
+log = logging.getLogger("lcm_lite")
+
+
+class StageProgress(Protocol):
+    """Told where a call is: ``(stage, 0, total)`` when a stage starts, ``(stage, done, total)``
+    as it advances. Stages: "compile <network>", "steps", "decode". The CLI's progress bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What the static shapes depend on; the UNet's batch is doubled under classifier-free
+    guidance."""
+
+    num_prompts: int
+    latent_shape: tuple[int, ...]
+    guided: bool
+
+
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
+
+
+class CompiledNetworks:
+    """The networks of one ``Shapes``, compiled on first use; ``seconds`` says how long each
+    compile (or cache import) took since the last ``take_seconds``."""
+
+    def __init__(
+        self,
+        shapes: Shapes,
+        compiler: Compiler,
+        folder: ModelFolder,
+        adapters: Sequence[Adapter],
+        text_length: int,
+        keep_models: bool,
+    ) -> None:
+        self.shapes = shapes
+        self.compiler = compiler
+        self.folder = folder
+        self.adapters = list(adapters)
+        self.text_length = text_length
+        self.keep_models = keep_models
+        self.progress: StageProgress | None = None
+        self._held: dict[object, object] = {}
+        self._seconds: dict[str, float] = {}
+
+    def text_encoder(self) -> TextEncoder:
+        shape = self.shapes.num_prompts
+        return self._get(
+            "text_encoder",
+            "text encoder",
+            lambda: TextEncoder(self.compiler, self.folder, shape, self.text_length, self.adapters),
+        )
+
+    def unet(self) -> UNet:
+        batch, *latent_size = self.shapes.latent_shape
+        unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
+        return self._get(
+            "unet",
+            "UNet",
+            lambda: UNet(self.compiler, self.folder, unet_shape, self.text_length, self.adapters),
+        )
+
+    def decoder(self, vae: Vae) -> VAEDecoder:
+        label = f"{vae.label} decoder"
+        return self._get(
+            f"{vae.name}_decoder",
+            label,
+            lambda: VAEDecoder(self.compiler, vae.xml, self.shapes.latent_shape, label),
+            key=vae.xml,  # a model whose own decoder is TAESD: one network for both choices
+            always_hold=vae.config.is_tiny,
+        )
+
+    def encoder(self, vae: Vae) -> VAEEncoder:
+        label = f"{vae.label} encoder"
+        return self._get(
+            f"{vae.name}_encoder",
+            label,
+            lambda: VAEEncoder(
+                self.compiler,
+                vae.encoder_xml,
+                vae.encoder_config(),
+                self.shapes.latent_shape,
+                label,
+            ),
+            key=vae.encoder_xml,
+        )
+
+    def take_seconds(self) -> dict[str, float]:
+        """The compile times since the last call, as ``compile_<network>`` timings."""
+        seconds, self._seconds = self._seconds, {}
+        return seconds
+
+    def _get(
+        self,
+        name: str,
+        label: str,
+        build: Callable[[], _Network],
+        key: object = None,
+        always_hold: bool = False,
+    ) -> _Network:
+        """The held network ``key`` (default ``name``), or ``build()`` it, reported as the stage
+        "compile <label>" and timed as ``compile_<name>``; held for the next call with
+        ``keep_models`` (or ``always_hold``)."""
+        key = name if key is None else key
+        network = self._held.get(key)
+        if network is not None:
+            return network
+        stage = f"compile {label}"
+        if self.progress is None:  # else the progress shows it
+            size = "x".join(map(str, self.shapes.latent_shape))
+            log.info("compiling the %s for %s", label, size)
+        self.report(stage, 0, 1)
+        clock = time.perf_counter()
+        network = build()
+        self._seconds[f"compile_{name}"] = time.perf_counter() - clock
+        self.report(stage, 1, 1)
+        if self.keep_models or always_hold:
+            self._held[key] = network
+        return network
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)

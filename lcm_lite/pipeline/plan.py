@@ -1,0 +1,120 @@
+"""From a ``Request`` to what the loop runs: the request checked and resolved against the model
+(size, seed, schedule, negative prompts), with the pictures decoded, before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from lcm_lite.errors import UsageError
+from lcm_lite.images.preprocess import check_picture_count, load_images, output_size
+from lcm_lite.models.folder import ModelFolder
+from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
+from lcm_lite.sampling import classifier_free
+from lcm_lite.sampling.scheduler import LCMScheduler
+from lcm_lite.sampling.torch_rng import random_seed
+
+log = logging.getLogger("lcm_lite")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved request: ``request`` with every field the images depend on made concrete
+    (``prompt`` a list, ``negative_prompt`` the list classifier-free guidance uses or None,
+    ``steps`` the count sampled), the ``schedule``, the latents' shape and the decoded pictures."""
+
+    request: Request
+    schedule: np.ndarray
+    latent_shape: tuple[int, int, int, int]
+    pictures: list[Image.Image] | None
+
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance: the UNet sees ``[negative prompts; prompts]``."""
+        return self.request.negative_prompt is not None
+
+
+def plan(
+    request: Request, folder: ModelFolder, scheduler: LCMScheduler, max_side: int = MAX_SIZE
+) -> Plan:
+    """Check ``request`` (``Request.check``, then what needs the model: a negative prompt for an
+    LCM, the picture count, the latents' shape) and resolve it. Image to image: the picture,
+    resized to width x height (default: its own size rounded down to a multiple of 8, at most
+    ``max_side``), and ``steps`` from the last ``int(original_inference_steps * strength)``
+    distillation timesteps, as diffusers."""
+    request.check()
+    check_negative_prompt(request.negative_prompt, folder)
+    pictures = None
+    width, height = request.width, request.height
+    if request.image is not None:
+        pictures = load_images(request.image)
+        width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
+    width = DEFAULT_SIZE if width is None else int(width)
+    height = DEFAULT_SIZE if height is None else int(height)
+    schedule = scheduler.timesteps(
+        None if request.timesteps is not None else request.steps,
+        original_inference_steps=request.original_inference_steps,
+        timesteps=request.timesteps,
+        strength=1.0 if pictures is None else request.strength,
+    )
+    prompts = request.prompts
+    resolved = replace(
+        request,
+        prompt=prompts,
+        negative_prompt=_negative_prompts(request, len(prompts), folder),
+        steps=len(schedule),
+        guidance_scale=float(request.guidance_scale),
+        width=width,
+        height=height,
+        num_images=int(request.num_images),
+        seed=random_seed() if request.seed is None else int(request.seed),
+        original_inference_steps=int(
+            request.original_inference_steps or scheduler.config.original_inference_steps
+        ),
+        timesteps=None if request.timesteps is None else tuple(map(int, request.timesteps)),
+        strength=float(request.strength),
+    )
+    resolved.check()  # the size taken from a picture, too
+    latent_shape = (
+        len(prompts) * resolved.num_images,
+        folder.latent_channels,
+        height // folder.vae_scale_factor,
+        width // folder.vae_scale_factor,
+    )
+    if request.latents is not None and request.latents.shape != latent_shape:
+        raise UsageError(f"latents must have shape {latent_shape}, got {request.latents.shape}")
+    if pictures is not None and request.latents is None:
+        check_picture_count(len(pictures), latent_shape[0])
+    return Plan(resolved, schedule, latent_shape, pictures)
+
+
+def takes_negative_prompts(folder: ModelFolder) -> bool:
+    """A plain Stable Diffusion UNet (with LCM-LoRA) takes a negative prompt; a latent
+    consistency model does not: its guidance is distilled into the UNet (``time_cond_proj_dim``),
+    and diffusers' LCM pipeline has no negative prompt."""
+    return folder.time_cond_proj_dim is None
+
+
+def check_negative_prompt(negative_prompt: object, folder: ModelFolder) -> None:
+    """A UsageError when ``negative_prompt`` is given to a model that takes none."""
+    if negative_prompt is not None and not takes_negative_prompts(folder):
+        raise UsageError(
+            "a latent consistency model takes no negative prompt: its guidance is "
+            "distilled into the UNet (negative prompts work with LCM-LoRA models)"
+        )
+
+
+def _negative_prompts(request: Request, num_prompts: int, folder: ModelFolder) -> list[str] | None:
+    """The negative prompts classifier-free guidance uses; None when it is off (diffusers'
+    ``do_classifier_free_guidance``: guidance_scale > 1 and no guidance embedding)."""
+    if not takes_negative_prompts(folder):
+        return None
+    if not classifier_free.is_guided(request.guidance_scale, has_guidance_embedding=False):
+        if request.negative_prompt is not None:
+            log.warning("the negative prompt is not used at guidance_scale <= 1 (as diffusers)")
+        return None
+    return classifier_free.negative_prompts(request.negative_prompt, num_prompts)

@@ -1,0 +1,120 @@
+"""lcm-lite's own API, under ``/api``: the CLI's option names, JSON in and out.
+
+GET  /api/health        {"status": "ok"}; never needs the token
+GET  /api/info          model, device, limits, defaults, queue
+POST /api/generate      a request; answers when done: JSON with base64 PNGs, or a PNG
+POST /api/jobs          the same request, answered at once (202) with the job's id
+GET  /api/jobs/{id}     a job's state and steps done; its images once done
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi import Request as HttpRequest
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from lcm_lite import __version__
+from lcm_lite.server.answers import ErrorAnswer, Health, Info
+from lcm_lite.server.jobs import Job, JobQueue
+from lcm_lite.server.routing import Served, finished, json_body, submit
+from lcm_lite.server.schemas import DEFAULTS, LIMITS, GenerateRequest, JobView, shown_fields
+
+
+def own_api_router(jobs: JobQueue, served: Served, limits: dict[str, int]) -> APIRouter:
+    """The ``/api`` routes around ``jobs``; ``limits``: the size limits /api/info adds to the
+    fields' own (prompt characters, body bytes)."""
+    api = APIRouter(
+        prefix="/api", responses={"4XX": {"model": ErrorAnswer}, "5XX": {"model": ErrorAnswer}}
+    )
+
+    @api.get("/health")
+    def health() -> Health:
+        return Health(status="ok")
+
+    @api.get("/info")
+    def info() -> Info:
+        return Info(
+            model=served.model,
+            device=served.device,
+            version=__version__,
+            native_size=served.native_size,
+            previews=served.has_previews,
+            negative_prompt=served.takes_negative_prompts,
+            defaults=DEFAULTS,
+            limits={**LIMITS, **limits},
+            queue={
+                "capacity": jobs.capacity,
+                "waiting": jobs.waiting,
+                "running": jobs.running is not None,
+                **{outcome: jobs.outcomes[outcome] for outcome in ("done", "failed", "cancelled")},
+            },
+        )
+
+    @api.post(
+        "/generate",
+        dependencies=[Depends(json_body)],
+        responses={200: {"content": {"image/png": {}}, "description": "JSON, or the first PNG"}},
+    )
+    async def generate(
+        body: GenerateRequest,
+        request: HttpRequest,
+        format: Annotated[Literal["png", "json"] | None, Query()] = None,
+        accept: Annotated[str, Header()] = "",
+    ) -> JobView:
+        job = await finished(submit(jobs, served, body.to_request(), body.previews), request)
+        if format == "png" or (format is None and "image/png" in accept):
+            return Response(
+                job.images[0],
+                media_type="image/png",
+                headers={"X-Seed": str(job.request.seed), "X-Job-Id": job.id},
+            )
+        return job_view(job)
+
+    @api.post("/jobs", status_code=202, response_model=JobView, dependencies=[Depends(json_body)])
+    def submit_job(body: GenerateRequest) -> JSONResponse:
+        job = submit(jobs, served, body.to_request(), body.previews)
+        return JSONResponse(
+            job_view(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"}
+        )
+
+    @api.get("/jobs/{job_id}")
+    def job(job_id: str) -> JobView:
+        found = jobs.get(job_id)
+        if found is None:
+            raise HTTPException(
+                404, f"no such job: {job_id} (finished jobs are kept for a while, then forgotten)"
+            )
+        return job_view(found)
+
+    return api
+
+
+def job_view(job: Job) -> dict[str, object]:
+    """A job as the API shows it: the request (resolved once it runs), the steps done and, once
+    finished, the outcome."""
+    state = job.state  # read once: the worker may move it on meanwhile
+    shown: dict[str, object] = {
+        "id": job.id,
+        "state": state,
+        "step": job.step,
+        "previews": job.previews,
+        **shown_fields(job.request),
+    }
+    if state == "running" and (preview := job.preview) is not None:
+        shown["preview_png_base64"] = base64.b64encode(preview).decode()
+    if state == "done":
+        shown.update(
+            seconds=round(job.seconds, 3),
+            timings={key: round(value, 4) for key, value in job.timings.items()},
+            images=[
+                {"index": index, "png_base64": base64.b64encode(png).decode()}
+                for index, png in enumerate(job.images)
+            ],
+        )
+    elif state == "failed":
+        shown["error"] = str(job.error)
+    return shown

@@ -1,0 +1,184 @@
+"""The request is declared once (``lcm_lite.request``): the command line's options, the server's
+request and job models, the PNG metadata and the remake command are derived from it, so a field
+added there appears in all of them, and every field round-trips metadata -> request -> command
+line."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pytest
+
+from lcm_lite.cli.common import Parser, add_options, given
+from lcm_lite.cli.generate import generate_parser
+from lcm_lite.cli.remake import remake_argv
+from lcm_lite.errors import UsageError
+from lcm_lite.fields import Range, Spec, metadata_of, spec, specs
+from lcm_lite.request import LoadOptions, Request, from_metadata
+
+
+@dataclass(frozen=True)
+class WithDummy(Request):
+    """``Request`` with one more field, as a contributor would add one."""
+
+    dummy: int = spec(
+        Spec(
+            "a dummy field of this test",
+            "integer",
+            key="dummy_field",
+            limits=Range(0, 9),
+            served=Range(0, 5),
+        ),
+        3,
+    )
+
+
+def test_a_new_field_appears_in_the_command_line_help_and_parses_and_is_checked():
+    parser = Parser(prog="lcm-lite")
+    add_options(parser, WithDummy)
+
+    assert "--dummy-field DUMMY" in parser.format_help()
+    assert "a dummy field of this test (default: 3)" in " ".join(parser.format_help().split())
+    args = parser.parse_args(["--dummy-field", "7", "--steps", "2"])
+    assert WithDummy("x", **given(args, WithDummy)).dummy == 7
+    assert WithDummy("x", **given(parser.parse_args([]), WithDummy)).dummy == 3
+    too_large = WithDummy("x", **given(parser.parse_args(["--dummy-field", "12"]), WithDummy))
+    with pytest.raises(UsageError, match="dummy must be from 0 to 9, got 12"):
+        too_large.check()
+
+
+def test_a_new_field_appears_in_the_servers_request_and_job_schemas_with_its_served_limits():
+    schemas = pytest.importorskip("lcm_lite.server.schemas")
+
+    body_model = schemas.own_api_model(WithDummy)
+    dummy = body_model.model_json_schema()["properties"]["dummy_field"]
+    assert dummy["default"] == 3 and dummy["maximum"] == 5 and dummy["minimum"] == 0
+    assert dummy["description"] == "a dummy field of this test"
+    body = body_model.model_validate({"prompt": "a fox", "dummy_field": 4, "seed": 1})
+    assert body.to_request(WithDummy) == WithDummy("a fox", dummy=4, seed=1)
+    with pytest.raises(ValueError, match="dummy_field"):
+        body_model.model_validate({"prompt": "a fox", "dummy_field": 6})
+    assert "dummy_field" in schemas.job_view_model(WithDummy).model_json_schema()["properties"]
+
+
+def test_a_new_field_is_recorded_in_the_metadata_and_in_the_remake_command():
+    metadata = metadata_of(WithDummy("a fox", dummy=4, seed=5), 0)
+
+    assert metadata["dummy_field"] == 4
+    text = {key: str(value) for key, value in metadata.items()}
+    assert from_metadata(text, WithDummy)[0].dummy == 4
+    argv = remake_argv(text, declared=WithDummy)
+    assert argv[argv.index("--dummy-field") + 1] == "4"
+
+
+EVERY_FIELD = Request(
+    "a red fox",
+    negative_prompt="blurry",
+    image=Path("cat.png"),
+    strength=0.5,
+    steps=3,
+    guidance_scale=7.5,
+    width=64,
+    height=72,
+    num_images=2,
+    seed=2**64 - 1,
+    original_inference_steps=40,
+    timesteps=[999, 499, 99],
+    vae="tiny",
+)
+EVERY_LOAD_OPTION = LoadOptions(
+    model="someone/model", tiny_vae="taesd", loras=[("a.safetensors", 0.5), ("b/c", 1.0)]
+)
+
+
+def _command_line_fields() -> list[str]:
+    return [
+        name
+        for declared in (Request, LoadOptions)
+        for name, field_spec in specs(declared).items()
+        if field_spec.key is not None and field_spec.flag is not None
+    ]
+
+
+def test_every_field_round_trips_from_metadata_to_the_command_line_and_back():
+    # PNG text chunks hold text: what the metadata wrote comes back as strings
+    written = {**metadata_of(EVERY_FIELD, 0), **metadata_of(EVERY_LOAD_OPTION, 0)}
+    read_back = {key: str(value) for key, value in written.items()}
+
+    argv = remake_argv(read_back)
+    args = generate_parser().parse_args(argv[2:])
+
+    assert Request(args.prompt, **given(args, Request)) == from_metadata(read_back)[0]
+    remade = LoadOptions(**given(args, LoadOptions))
+    assert (remade.model, remade.tiny_vae, remade.loras) == (
+        EVERY_LOAD_OPTION.model,
+        EVERY_LOAD_OPTION.tiny_vae,
+        EVERY_LOAD_OPTION.loras,
+    )
+    request = from_metadata(read_back)[0]
+    for name in (item.name for item in fields(Request)):
+        if name in ("latents",):  # Python only: no key, no option
+            continue
+        expected = getattr(EVERY_FIELD, name)
+        if name == "image":
+            expected = Path(expected.name)
+        if name == "timesteps":
+            expected = list(expected)
+        assert getattr(request, name) == expected, name
+    assert sorted(set(_command_line_fields())) == sorted(
+        name for name in _command_line_fields() if getattr(args, name) is not None
+    )
+
+
+def test_fields_that_need_another_are_neither_recorded_nor_checked_without_it():
+    assert "strength" not in metadata_of(Request("x", strength=0.3), 0)
+    Request("x", strength=5.0).check()  # ignored without a picture, as diffusers
+    with pytest.raises(UsageError, match=r"strength must be a number in \(0, 1\], got 5.0"):
+        Request("x", image=Path("p.png"), strength=5.0).check()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"width": 100}, "width must be a multiple of 8, got 100"),
+        ({"width": 4096}, "width must be from 8 to 2048, got 4096"),
+        ({"steps": 0}, "steps must be from 1 to the schedule length, got 0"),
+        ({"num_images": 2.0}, "num_images must be an integer, got 2.0"),
+        ({"num_images": True}, "num_images must be an integer, got True"),
+        ({"guidance_scale": math.nan}, "guidance_scale must be a finite number >= 0"),
+        ({"guidance_scale": -1}, "guidance_scale must be a finite number >= 0"),
+        ({"seed": -1}, "seed must be an integer from 0 to 2\\*\\*64-1, got -1"),
+        ({"vae": "medium"}, 'vae must be "full" or "tiny", got \'medium\''),
+        ({"prompt": ["a", 3]}, "prompts must be strings, got int"),
+        ({"prompt": "a\x00b"}, "a prompt contains a NUL character"),
+        ({"negative_prompt": "\ud800"}, "a prompt is not valid UTF-8 text"),
+        ({"prompt": []}, "give at least one prompt"),
+    ],
+)
+def test_bad_values_are_refused_in_one_sentence(changes, message):
+    request = Request(changes.pop("prompt", "a fox"), **changes)
+    with pytest.raises(UsageError, match=message):
+        request.check()
+
+
+def test_command_line_options_are_derived_with_their_defaults_and_choices():
+    help_text = " ".join(generate_parser().format_help().split())
+    for option in ("--steps", "--guidance", "--num-images", "--timesteps", "--vae {full,tiny}"):
+        assert option in help_text
+    assert "LCM steps (default: 4)" in help_text
+    assert "--lora FILE|HUB_ID[:WEIGHT]" in help_text
+    assert "--device DEVICE" in help_text and "(default: CPU)" in help_text
+    with pytest.raises(UsageError, match="expected an integer, got 'four'"):
+        generate_parser().parse_args(["x", "--steps", "four"])
+
+
+def test_the_keyword_call_takes_exactly_the_requests_fields():
+    from lcm_lite import LCMPipeline
+
+    parameters = inspect.signature(LCMPipeline.__call__).parameters
+    request_fields = [item.name for item in fields(Request)]
+    assert [name for name in parameters if name in request_fields] == request_fields
+    assert list(parameters)[-2:] == ["callback", "progress"]
