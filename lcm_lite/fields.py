@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from lcm_lite.errors import UsageError
 
-Kind = Literal["text", "integer", "number", "choice", "picture", "integers", "array", "loras"]
+Kind = Literal[
+    "text", "integer", "number", "choice", "picture", "integers", "array", "loras", "devices"
+]
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,95 @@ def lora_list(text: str) -> list[tuple[str, float]]:
     return loras
 
 
+STAGES = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
+DEFAULT_DEVICE = "CPU"
+
+
+@dataclass(frozen=True)
+class Devices:
+    """The OpenVINO device of each stage (a model folder's networks; a tiny VAE's decoder and
+    encoder run where ``vae_decoder`` and ``vae_encoder`` do). Its text form is one device for
+    every stage (``CPU``, ``AUTO:GPU,CPU``) or ``STAGE=DEVICE`` pairs separated by commas
+    (``text_encoder=NPU,unet=GPU,vae_decoder=CPU``); a stage not named runs on CPU."""
+
+    text_encoder: str = DEFAULT_DEVICE
+    unet: str = DEFAULT_DEVICE
+    vae_decoder: str = DEFAULT_DEVICE
+    vae_encoder: str = DEFAULT_DEVICE
+
+    @classmethod
+    def of(cls, value: str | Mapping[str, str] | Devices) -> Devices:
+        """``value`` as a device map: a ``Devices`` as it is, text as ``device_map`` reads it, a
+        mapping ``{stage: device}`` (stages not named on CPU); a UsageError names a stage that
+        does not exist or a device that is not text."""
+        if isinstance(value, Devices):
+            return value
+        if isinstance(value, str):
+            return device_map(value)
+        if not isinstance(value, Mapping):
+            raise UsageError(
+                f"device must be a device name or a {{stage: device}} mapping, got {value!r}"
+            )
+        for stage, device in value.items():
+            if stage not in STAGES:
+                raise UsageError(
+                    f"no stage {stage!r} to put on a device; the stages are {', '.join(STAGES)}"
+                )
+            if not isinstance(device, str) or not device.strip():
+                raise UsageError(f"no device given for {stage} (got {device!r})")
+        return cls(**{stage: device.strip() for stage, device in value.items()})
+
+    def of_stage(self, stage: str) -> str:
+        """The device ``stage`` runs on."""
+        return getattr(self, stage)
+
+    def as_dict(self) -> dict[str, str]:
+        """``{stage: device}`` for every stage, in pipeline order."""
+        return {stage: self.of_stage(stage) for stage in STAGES}
+
+    @property
+    def distinct(self) -> tuple[str, ...]:
+        """The devices named, each once, in stage order."""
+        return tuple(dict.fromkeys(self.as_dict().values()))
+
+    @property
+    def text(self) -> str:
+        """The text form: the device alone when every stage runs on it, else every stage's
+        ``STAGE=DEVICE`` pair (``device_map`` reads it back)."""
+        if len(self.distinct) == 1:
+            return self.distinct[0]
+        return ",".join(f"{stage}={device}" for stage, device in self.as_dict().items())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def device_map(text: str) -> Devices:
+    """``--device``: one device for every stage (text without ``=``, kept as it is), or
+    ``STAGE=DEVICE`` pairs separated by commas, where a device may itself hold commas
+    (``unet=AUTO:GPU,CPU,vae_decoder=CPU``: an item without ``=`` continues the device before
+    it). Stages not named run on CPU; a stage named twice or unknown is a UsageError."""
+    if "=" not in text:
+        return Devices(*(text,) * len(STAGES))
+    pairs: dict[str, str] = {}
+    stage = None
+    for item in text.split(","):
+        if not item.strip():  # a trailing or doubled comma
+            continue
+        if "=" in item:
+            stage, _, device = (part.strip() for part in item.partition("="))
+            if stage in pairs:
+                raise UsageError(f"{stage} is given a device twice in {text!r}")
+            pairs[stage] = device
+        elif stage is None:
+            raise UsageError(
+                f"expected a device or STAGE=DEVICE pairs separated by commas, got {text!r}"
+            )
+        else:
+            pairs[stage] += "," + item.strip()
+    return Devices.of(pairs)
+
+
 PARSERS: dict[Kind, Callable[[str], Any]] = {
     "text": str,
     "integer": integer,
@@ -195,18 +286,23 @@ PARSERS: dict[Kind, Callable[[str], Any]] = {
     "picture": Path,
     "integers": integers,
     "loras": lora_list,
+    "devices": device_map,
 }
 
 
 def as_text(kind: Kind, value: Any) -> Any:
-    """A value as the metadata stores it: numbers and text as they are, pictures by file name,
-    lists of integers and of LoRAs joined."""
+    """A value as the metadata stores it: numbers as they are, text as a string, pictures by
+    file name, lists of integers and of LoRAs joined, a device map as its text form."""
     if kind == "picture":
         return picture_name(value)
     if kind == "integers":
         return ",".join(str(int(item)) for item in value)
     if kind == "loras":
         return ", ".join(f"{source}:{weight:g}" for source, weight in value)
+    if kind == "devices":
+        return Devices.of(value).text
+    if kind == "text":
+        return str(value)  # a model folder given as a Path, too
     return value
 
 
@@ -221,8 +317,8 @@ def metadata_of(request: Any, prompt_index: int) -> dict[str, Any]:
             continue
         if field_spec.needs and getattr(request, field_spec.needs) is None:
             continue
-        if field_spec.kind == "text" and not isinstance(value, str):
-            value = list(value)[prompt_index]
+        if field_spec.kind == "text" and isinstance(value, (list, tuple)):
+            value = value[prompt_index]
         recorded[field_spec.key] = as_text(field_spec.kind, value)
     return recorded
 
@@ -231,14 +327,18 @@ def from_metadata(
     metadata: Mapping[str, str], request_type: type, load_type: type
 ) -> tuple[Any, dict[str, Any]]:
     """The request that ``metadata`` (as read back from a PNG: text) records, and the
-    ``LoadOptions`` fields it records (model, tiny VAE, LoRAs)."""
+    ``LoadOptions`` fields it records (model, tiny VAE, LoRAs); a UsageError naming a value that
+    does not parse."""
     values: dict[str, Any] = {"prompt": ""}
-    for name, field_spec in specs(request_type).items():
-        if field_spec.key in metadata and field_spec.kind in PARSERS:
-            values[name] = PARSERS[field_spec.kind](metadata[field_spec.key])
-    loading = {
-        name: PARSERS[field_spec.kind](metadata[field_spec.key])
-        for name, field_spec in specs(load_type).items()
-        if field_spec.key in metadata
-    }
+    loading: dict[str, Any] = {}
+    for declared, read in ((request_type, values), (load_type, loading)):
+        for name, field_spec in specs(declared).items():
+            if field_spec.key in metadata and field_spec.kind in PARSERS:
+                text = metadata[field_spec.key]
+                try:
+                    read[name] = PARSERS[field_spec.kind](text)
+                except ValueError as error:
+                    raise UsageError(
+                        f"the metadata's {field_spec.key} is not valid: {error}"
+                    ) from None
     return request_type(**values), loading

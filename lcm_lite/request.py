@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lcm_lite.errors import UsageError
-from lcm_lite.fields import Range, Spec, check_prompts, check_value, spec, specs
+from lcm_lite.fields import (
+    STAGES,
+    Devices,
+    Range,
+    Spec,
+    check_prompts,
+    check_value,
+    spec,
+    specs,
+)
 from lcm_lite.fields import from_metadata as fields_from_metadata
 
 if TYPE_CHECKING:
@@ -151,7 +160,7 @@ class Request:
     )
     timesteps: Sequence[int] | None = spec(
         Spec(
-            "custom descending timesteps, e.g. 999,759,499,259 (replaces steps)",
+            "custom descending timesteps, e.g. 999,759,499,259 (instead of steps)",
             "integers",
             key="custom_timesteps",
             option="--timesteps",
@@ -227,14 +236,19 @@ class LoadOptions:
             "text",
             key="tiny_vae",
             metavar="DIR|HUB_ID",
-            default_help="with --vae tiny: rupeshs/taesd-ov, downloaded once",
+            default_help="the model's own tiny decoder, or with --vae tiny rupeshs/taesd-ov, "
+            "downloaded once",
         )
     )
-    device: str = spec(
+    device: str | Mapping[str, str] | Devices = spec(
         Spec(
-            "OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:...",
-            "text",
+            "OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, HETERO:...; or one per"
+            " stage, e.g. text_encoder=NPU,unet=GPU,vae_decoder=CPU (stages: "
+            + ", ".join(STAGES)
+            + "; a stage not named runs on CPU)",
+            "devices",
             option="--device",
+            metavar="DEVICE",
         ),
         "CPU",
     )

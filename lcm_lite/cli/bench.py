@@ -3,7 +3,8 @@
 For each size: compile (or import from the cache) time per network; then for each step count:
 the first image and the steady state, split into tokenize, text encoder, each UNet step and the
 VAE decoder; the peak resident memory (``VmHWM``, reset per size through ``/proc/self/clear_refs``)
-and the peak anonymous memory (``RssAnon``, sampled), which excludes file-backed weights.
+and the peak anonymous memory (``RssAnon``, sampled), which excludes file-backed weights. The report
+names the device and the precision of each stage (``--device`` may give one per stage).
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ def main(argv: list[str]) -> int:
     check_bench_arguments(args)
     clock = time.perf_counter()
     pipe = open_pipeline(args, keep_models=True)
+    stages = _stages(pipe)
     report = {
         "model": str(pipe.folder.root),
-        "device": args.device,
-        "precision": _precision(pipe),
+        "device": pipe.compiler.device,
+        "precision": _joined({stage: s["precision"] for stage, s in stages.items()}),
+        "stages": stages,
         "vae": Request(args.prompt, **given(args, Request, only=["vae"])).vae,
         "cache": pipe.compiler.cache_dir is not None,
         "open_seconds": round(time.perf_counter() - clock, 4),
@@ -194,15 +197,44 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _precision(pipe) -> str:
-    """The inference precision the device uses: the hint given, else the device's default."""
-    compiler = pipe.compiler
+def _stages(pipe) -> dict[str, dict[str, str]]:
+    """Each stage's device and inference precision: ``{"unet": {"device": "GPU", "precision":
+    "f16"}, ...}``."""
+    return {
+        stage: {"device": device, "precision": _precision(pipe.compiler.for_stage(stage))}
+        for stage, device in pipe.compiler.devices.as_dict().items()
+    }
+
+
+def _joined(by_stage: dict[str, str]) -> str:
+    """One value when every stage has it (``f32``), else ``text_encoder=f32,unet=f16,...``."""
+    if len(set(by_stage.values())) == 1:
+        return next(iter(by_stage.values()))
+    return ",".join(f"{stage}={value}" for stage, value in by_stage.items())
+
+
+def _precision(compiler) -> str:
+    """The inference precision ``compiler``'s device uses: the hint given, else the device's
+    default; a virtual device's (AUTO:GPU,CPU) is the defaults of the devices it lists ("bf16",
+    "f16/bf16"), "device default" where nothing says."""
+    from lcm_lite.runtime.compiler import listed_devices
+
     if "INFERENCE_PRECISION_HINT" in compiler.config:
         return compiler.config["INFERENCE_PRECISION_HINT"]
+    devices = listed_devices(compiler.device)
+    if devices != [compiler.device]:
+        defaults = [_default_precision(compiler.core, d) for d in devices if d[0] != "-"]
+        known = list(dict.fromkeys(d for d in defaults if d is not None))
+        return "/".join(known) if known else "device default"
+    return _default_precision(compiler.core, compiler.device) or "device default"
+
+
+def _default_precision(core, device: str) -> str | None:
+    """``device``'s default inference precision; None if it does not say."""
     try:
-        hint = compiler.core.get_property(compiler.device, "INFERENCE_PRECISION_HINT")
+        hint = core.get_property(device, "INFERENCE_PRECISION_HINT")
     except RuntimeError:
-        return "device default"
+        return None
     return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
 

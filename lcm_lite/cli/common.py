@@ -88,17 +88,13 @@ def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             value = parse(text)
         except ValueError as error:
-            raise argparse.ArgumentTypeError(
-                str(error).replace("invalid literal", "expected")
-            ) from None
+            raise argparse.ArgumentTypeError(str(error)) from None
         return value[0] if parse is lora_list else value
 
-    parse_word.__name__ = {int: "integer", float: "number"}.get(parse, parse.__name__)
     return parse_word
 
 
-integer = argparse_type(text_fields.integer)
-number = argparse_type(text_fields.number)
+integer = argparse_type(text_fields.integer)  # for the commands' own integer options
 
 
 def given(

@@ -93,10 +93,7 @@ def _check_before_loading(request: Request, args: argparse.Namespace) -> None:
     for name, field_spec in specs(Request).items():
         needed = field_spec.needs
         if needed and getattr(args, name, None) is not None and getattr(args, needed) is None:
-            raise UsageError(
-                f"{field_spec.flag} needs {specs(Request)[needed].flag}"
-                + (" (it says how much to change the picture)" if name == "strength" else "")
-            )
+            raise UsageError(f"{field_spec.flag} needs {specs(Request)[needed].flag}")
     if request.image is not None:
         from lcm_lite.images.preprocess import load_image
 

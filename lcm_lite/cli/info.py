@@ -1,23 +1,39 @@
-"""``lcm-lite info``: on a model, its folder, each network's inputs, the devices, the cache; on a
-PNG, the settings it stores and the command that makes it again."""
+"""``lcm-lite info``: on a model, its folder, each network's inputs and the device it would run on
+(``--device``), the devices, the cache; on a PNG, the settings it stores and the command that
+makes it again."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from lcm_lite.cli.common import PROG, Parser, model_options
 from lcm_lite.errors import UsageError
+from lcm_lite.fields import Devices
 from lcm_lite.models.folder import COMPONENTS, ModelFolder, component_files
 from lcm_lite.models.vae import load_tiny_vae, own_tiny_vae
 from lcm_lite.runtime.blob_cache import cache_size_limit, cache_usage
-from lcm_lite.runtime.compiler import Compiler, describe_devices
+from lcm_lite.runtime.compiler import Compiler, describe_devices, unavailable_devices
 
 
-def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) -> str:
-    """What ``lcm-lite info`` prints: the folder, each network's inputs, the tiny VAE (``tiny_vae``,
-    or the model's own TAESD decoder), the devices, the cache."""
+def describe(
+    root: Path,
+    cache_dir: Path | None,
+    tiny_vae: str | None = None,
+    devices: str | Mapping[str, str] | Devices = "CPU",
+) -> str:
+    """What ``lcm-lite info`` prints: the folder, each network's inputs and the device of its
+    stage in ``devices`` (marked when OpenVINO does not see it), the tiny VAE (``tiny_vae``, or
+    the model's own TAESD decoder), the devices, the cache."""
+    devices = Devices.of(devices)
     folder = ModelFolder.open(root)
     compiler = Compiler()
+
+    def on(stage: str) -> str:
+        device = devices.of_stage(stage)
+        absent = unavailable_devices(device, compiler.core.available_devices)
+        return f"on {device}{' (not available here)' if absent else ''}"
+
     guidance = folder.time_cond_proj_dim or "none (Stable Diffusion: runs with an LCM-LoRA)"
     lines = [
         f"model: {folder.root}",
@@ -31,7 +47,7 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
             continue
         model = compiler.read(files.xml)
         size_mb = files.weights.stat().st_size / 2**20
-        lines.append(f"{component}: {size_mb:.1f} MB")
+        lines.append(f"{component}: {size_mb:.1f} MB, {on(component)}")
         for port in model.inputs:
             lines.append(
                 f"  input {port.any_name}: {port.get_element_type().get_type_name()} "
@@ -41,7 +57,7 @@ def describe(root: Path, cache_dir: Path | None, tiny_vae: str | None = None) ->
     if tiny is not None:
         lines.append(
             f"tiny VAE (previews, --vae tiny): {tiny.root} ({tiny.config.class_name}, "
-            f"scaling factor {tiny.config.scaling_factor:g})"
+            f"scaling factor {tiny.config.scaling_factor:g}), decoder {on('vae_decoder')}"
         )
     lines.append(f"devices: {describe_devices(compiler.core)}")
     if cache_dir is None:
@@ -79,11 +95,15 @@ def info(argv: list[str]) -> int:
             raise UsageError(f"{args.image} carries no lcm-lite metadata")
         for key, value in metadata.items():
             print(f"{key}: {value}")
-        print(f"remake: {remake_command(metadata)}")
+        try:
+            print(f"remake: {remake_command(metadata)}")
+        except UsageError as error:  # a value edited by hand: the settings are still shown
+            print(f"remake: not possible, {error}")
         return 0
     from lcm_lite.models.hub import resolve_model
     from lcm_lite.runtime.blob_cache import default_cache_dir
 
     cache_dir = None if args.no_cache else default_cache_dir()
-    print(describe(resolve_model(args.model, args.revision), cache_dir, args.tiny_vae))
+    model = resolve_model(args.model, args.revision)
+    print(describe(model, cache_dir, args.tiny_vae, args.device or "CPU"))
     return 0

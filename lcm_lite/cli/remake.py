@@ -28,11 +28,13 @@ def remake_argv(
         for name, field_spec in specs(fields_of).items():
             if not field_spec.flag or field_spec.key not in metadata:
                 continue
+            if field_spec.needs and specs(fields_of)[field_spec.needs].key not in metadata:
+                continue  # as the metadata records it: not without what it needs
             if field_spec.kind == "loras":  # repeatable: --lora A:1 --lora B:0.5
-                for lora in values[name]:
-                    argv += [field_spec.flag, as_text("loras", [lora])]
+                words = [as_text("loras", [lora]) for lora in values[name]]
             else:
-                argv += [field_spec.flag, str(as_text(field_spec.kind, values[name]))]
+                words = [str(as_text(field_spec.kind, values[name]))]
+            argv += [f"{field_spec.flag}={word}" for word in words]  # "=": a value may start with -
     argv += ["--", request.prompt] if request.prompt.startswith("-") else [request.prompt]
     return argv
 

@@ -62,20 +62,80 @@ def load_images(image: Picture | Sequence[Picture]) -> list[Image.Image]:
     return [load_image(item) for item in images]
 
 
-def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
-    """Open one picture of ``FORMATS`` and decode it, its size checked from the header first."""
+def _open(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """Open one picture of ``FORMATS``: its header read, nothing decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is lower
-            opened = Image.open(source, formats=FORMATS)
+            return Image.open(source, formats=FORMATS)
     except UnidentifiedImageError:
         raise UsageError(f"{name} is not a PNG, JPEG or WebP picture") from None
     except Image.DecompressionBombError:
         raise UsageError(_too_many_pixels(name)) from None
     except OSError as error:
         raise UsageError(f"cannot read {name}: {error}") from None
-    with opened:
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """Open one picture of ``FORMATS`` and decode it, its size checked from the header first."""
+    with _open(source, name) as opened:
         return _to_rgb(opened, name)
+
+
+def header_sizes(image: Picture | Sequence[Picture]) -> list[tuple[int, int]]:
+    """Each picture's width and height as stored (before EXIF orientation), read from the
+    header of a file or bytes without decoding a pixel; a PIL image's or an array's own. Raises
+    the UsageError ``load_images`` would for what is not a picture."""
+    is_batch = isinstance(image, (list, tuple)) or (
+        isinstance(image, np.ndarray) and image.ndim == 4
+    )
+    sizes = []
+    for item in list(image) if is_batch else [image]:
+        if isinstance(item, Image.Image):
+            sizes.append(item.size)
+        elif isinstance(item, np.ndarray) and item.ndim in (2, 3):
+            sizes.append((item.shape[1], item.shape[0]))
+        elif isinstance(item, (str, Path)) and Path(item).is_file():
+            with _open(Path(item), Path(item).name) as opened:
+                sizes.append(opened.size)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            with _open(io.BytesIO(item), "the picture") as opened:
+                sizes.append(opened.size)
+        else:
+            load_image(item)  # its own error: no such file, not a picture
+    return sizes
+
+
+def check_before_decoding(
+    image: Picture | Sequence[Picture],
+    width: int | None,
+    height: int | None,
+    multiple: int,
+    max_side: int,
+    *,
+    max_pixels: int = MAX_PICTURE_PIXELS,
+    min_side: int = MIN_PICTURE_SIDE,
+) -> None:
+    """Refuse from the headers alone, before a pixel is decoded, pictures that ``load_images``
+    and ``output_size`` would refuse once decoded: more than ``max_pixels`` pixels, a side under
+    ``MIN_PICTURE_SIDE``, or an image to make (the first picture's size where ``width`` or
+    ``height`` is None) with a side over ``max_side`` or under ``min_side``. EXIF orientation,
+    unknown before decoding, may turn a picture: its size is refused only if it fails both ways."""
+    sizes = header_sizes(image)
+    for picture_width, picture_height in sizes:
+        if picture_width * picture_height > max_pixels:
+            name = f"the picture ({picture_width}x{picture_height})"
+            raise UsageError(_too_many_pixels(name, max_pixels))
+        if min(picture_width, picture_height) < MIN_PICTURE_SIDE:
+            raise UsageError(_too_small(picture_width, picture_height))
+    if sizes and (width is None or height is None):
+        try:
+            output_size(sizes[0], width, height, multiple, max_side, min_side)
+        except UsageError as refused:
+            try:
+                output_size(sizes[0][::-1], width, height, multiple, max_side, min_side)
+            except UsageError:
+                raise refused from None
 
 
 def _to_rgb(picture: Image.Image, name: str) -> Image.Image:
@@ -84,19 +144,23 @@ def _to_rgb(picture: Image.Image, name: str) -> Image.Image:
     if width * height > MAX_PICTURE_PIXELS:
         raise UsageError(_too_many_pixels(f"{name} ({width}x{height})"))
     if min(width, height) < MIN_PICTURE_SIDE:
-        raise UsageError(
-            f"{name} is {width}x{height}: image-to-image needs at least "
-            f"{MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} pixels"
-        )
+        raise UsageError(_too_small(width, height, name))
     try:
         return ImageOps.exif_transpose(picture).convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
         raise UsageError(f"{name} is truncated or corrupt: {error}") from None
 
 
-def _too_many_pixels(name: str) -> str:
+def _too_small(width: int, height: int, name: str = "the picture") -> str:
     return (
-        f"{name} has more than the {MAX_PICTURE_PIXELS // 2**20} megapixels lcm-lite reads "
+        f"{name} is {width}x{height}: image-to-image needs at least "
+        f"{MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE} pixels"
+    )
+
+
+def _too_many_pixels(name: str, max_pixels: int = MAX_PICTURE_PIXELS) -> str:
+    return (
+        f"{name} has more than the {max_pixels / 2**20:g} megapixels lcm-lite reads "
         "(an image bomb?): scale it down first"
     )
 
@@ -118,20 +182,34 @@ def _from_array(array: np.ndarray) -> Image.Image:
 
 
 def output_size(
-    picture: Image.Image, width: int | None, height: int | None, multiple: int, max_side: int
+    picture: Image.Image | tuple[int, int],
+    width: int | None,
+    height: int | None,
+    multiple: int,
+    max_side: int,
+    min_side: int = MIN_PICTURE_SIDE,
 ) -> tuple[int, int]:
-    """The size to generate at: ``width``/``height`` where given, else the picture's, rounded down
-    to a multiple of ``multiple`` (diffusers' ``get_default_height_width``)."""
+    """The size to generate at: ``width``/``height`` where given, else the picture's (an image
+    or its ``(width, height)``), rounded down to a multiple of ``multiple`` (diffusers'
+    ``get_default_height_width``); a UsageError for a side over ``max_side`` or under
+    ``min_side``."""
+    picture_width, picture_height = picture if isinstance(picture, tuple) else picture.size
     if width is None:
-        width = picture.width - picture.width % multiple
+        width = picture_width - picture_width % multiple
     if height is None:
-        height = picture.height - picture.height % multiple
+        height = picture_height - picture_height % multiple
     if max(width, height) > max_side:
         scale = max_side / max(width, height)
         fits = [max(multiple, int(side * scale) // multiple * multiple) for side in (width, height)]
         raise UsageError(
             f"the picture makes a {width}x{height} image, larger than {max_side} pixels a side: "
             f"give a smaller width and height (e.g. {fits[0]}x{fits[1]})"
+        )
+    if min(width, height) < min_side:
+        fits = [max(min_side, side) for side in (width, height)]
+        raise UsageError(
+            f"the picture makes a {width}x{height} image, smaller than {min_side} pixels a side: "
+            f"give a larger picture, or the width and height to make (e.g. {fits[0]}x{fits[1]})"
         )
     return width, height
 

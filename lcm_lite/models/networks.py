@@ -16,7 +16,8 @@ import openvino as ov
 from lcm_lite.errors import ModelError
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
-from lcm_lite.models.lora import Adapter, adapters_request, adapters_transform
+from lcm_lite.models.lora import Adapter
+from lcm_lite.models.lora_branches import adapters_request, adapters_transform
 from lcm_lite.runtime.compiler import Compiler
 from lcm_lite.sampling.torch_rng import TorchGenerator
 

@@ -1,7 +1,8 @@
 """The networks compiled for one batch size and resolution (OpenVINO static shapes), and the
 memory policy: with ``keep_models`` each is held for the next call of the same shape; without,
 each is compiled when used and freed after (a tiny VAE's decoder, a few MB that previews use every
-step, is always held)."""
+step, is always held). Each network compiles for its stage's device (``StageCompilers``); a tiny
+VAE's decoder and encoder are the ``vae_decoder`` and ``vae_encoder`` stages."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.lora import Adapter
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from lcm_lite.models.vae import Vae
-from lcm_lite.runtime.compiler import Compiler
+from lcm_lite.runtime.compiler import StageCompilers
 
 log = logging.getLogger("lcm_lite")
 
@@ -41,20 +42,21 @@ _Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
 
 
 class CompiledNetworks:
-    """The networks of one ``Shapes``, compiled on first use; ``seconds`` says how long each
-    compile (or cache import) took since the last ``take_seconds``."""
+    """The networks of one ``Shapes``, compiled on first use, each by its stage's compiler in
+    ``compilers``; ``seconds`` says how long each compile (or cache import) took since the last
+    ``take_seconds``."""
 
     def __init__(
         self,
         shapes: Shapes,
-        compiler: Compiler,
+        compilers: StageCompilers,
         folder: ModelFolder,
         adapters: Sequence[Adapter],
         text_length: int,
         keep_models: bool,
     ) -> None:
         self.shapes = shapes
-        self.compiler = compiler
+        self.compilers = compilers
         self.folder = folder
         self.adapters = list(adapters)
         self.text_length = text_length
@@ -68,7 +70,13 @@ class CompiledNetworks:
         return self._get(
             "text_encoder",
             "text encoder",
-            lambda: TextEncoder(self.compiler, self.folder, shape, self.text_length, self.adapters),
+            lambda: TextEncoder(
+                self.compilers.for_stage("text_encoder"),
+                self.folder,
+                shape,
+                self.text_length,
+                self.adapters,
+            ),
         )
 
     def unet(self) -> UNet:
@@ -77,7 +85,13 @@ class CompiledNetworks:
         return self._get(
             "unet",
             "UNet",
-            lambda: UNet(self.compiler, self.folder, unet_shape, self.text_length, self.adapters),
+            lambda: UNet(
+                self.compilers.for_stage("unet"),
+                self.folder,
+                unet_shape,
+                self.text_length,
+                self.adapters,
+            ),
         )
 
     def decoder(self, vae: Vae) -> VAEDecoder:
@@ -85,7 +99,9 @@ class CompiledNetworks:
         return self._get(
             f"{vae.name}_decoder",
             label,
-            lambda: VAEDecoder(self.compiler, vae.xml, self.shapes.latent_shape, label),
+            lambda: VAEDecoder(
+                self.compilers.for_stage("vae_decoder"), vae.xml, self.shapes.latent_shape, label
+            ),
             key=vae.xml,  # a model whose own decoder is TAESD: one network for both choices
             always_hold=vae.config.is_tiny,
         )
@@ -96,7 +112,7 @@ class CompiledNetworks:
             f"{vae.name}_encoder",
             label,
             lambda: VAEEncoder(
-                self.compiler,
+                self.compilers.for_stage("vae_encoder"),
                 vae.encoder_xml,
                 vae.encoder_config(),
                 self.shapes.latent_shape,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,11 +30,11 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import Cancelled, UsageError
-from lcm_lite.fields import picture_name
+from lcm_lite.fields import Devices, picture_name
 from lcm_lite.images.postprocess import to_pil
 from lcm_lite.images.preprocess import preprocess, repeat_for_batch
 from lcm_lite.models.folder import ModelFolder
-from lcm_lite.models.hub import resolve_model
+from lcm_lite.models.hub import DEFAULT_MODEL, resolve_model
 from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
@@ -43,7 +43,7 @@ from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_nega
 from lcm_lite.pipeline.prompts import PromptEncoder
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
 from lcm_lite.request import MAX_SIZE, LoadOptions, Request
-from lcm_lite.runtime.compiler import Compiler
+from lcm_lite.runtime.compiler import Compiler, StageCompilers
 from lcm_lite.sampling import classifier_free
 from lcm_lite.sampling.guidance_embedding import guidance_scale_embedding
 from lcm_lite.sampling.scheduler import LCMScheduler
@@ -60,12 +60,13 @@ class LCMPipeline:
     ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
     decoder if it is an AutoencoderTiny, else none.
     ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks.
+    ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
     """
 
     def __init__(
         self,
         folder: ModelFolder,
-        compiler: Compiler,
+        compiler: StageCompilers | Compiler,
         *,
         keep_models: bool = True,
         hub_id: str | None = None,
@@ -74,7 +75,9 @@ class LCMPipeline:
     ) -> None:
         folder.check_lcm(with_unet_lora=any(a.touches("unet") for a in adapters))
         self.folder = folder
-        self.compiler = compiler
+        self.compiler = (
+            compiler if isinstance(compiler, StageCompilers) else StageCompilers.sharing(compiler)
+        )
         self.keep_models = keep_models
         self.vae = Vae.of_model(folder, hub_id)
         self.tiny_vae = tiny_vae or own_tiny_vae(folder, hub_id)
@@ -92,7 +95,7 @@ class LCMPipeline:
         model: str | Path,
         *,
         revision: str | None = None,
-        device: str = "CPU",
+        device: str | Mapping[str, str] | Devices = "CPU",
         precision: str | None = None,
         cache_dir: Path | None = None,
         keep_models: bool = True,
@@ -103,7 +106,10 @@ class LCMPipeline:
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``models.hub``).
         ``precision`` is OpenVINO's inference precision hint (``"f32"`` for exact parity with
         diffusers; ``None`` is the device default: bf16 on CPUs with AVX-512 BF16 or AMX, else
-        f32); ``cache_dir`` keeps compiled models between processes. ``tiny_vae``: a tiny-VAE
+        f32), given to every device; ``device``: one OpenVINO device for every network, or one
+        per stage, ``{"unet": "GPU", ...}`` or ``"unet=GPU,..."`` (``fields.Devices``: stages
+        ``text_encoder``, ``unet``, ``vae_decoder``, ``vae_encoder``; a stage not named runs on
+        CPU); ``cache_dir`` keeps compiled models between processes. ``tiny_vae``: a tiny-VAE
         folder or hub id (``rupeshs/taesd-ov``) for ``vae="tiny"`` and previews. ``loras``:
         ``[(file or hub id, weight), ...]`` LoRA adapters, blended as diffusers'
         ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder. The options are
@@ -122,15 +128,17 @@ class LCMPipeline:
     def from_options(
         cls, options: LoadOptions, *, cache_dir: Path | None = None, keep_models: bool = True
     ) -> LCMPipeline:
-        """``from_pretrained`` with its options as a ``LoadOptions``."""
-        root = resolve_model(options.model, options.revision)
+        """``from_pretrained`` with its options as a ``LoadOptions``; a device map naming a stage
+        that does not exist is refused before the model is looked for."""
+        devices = Devices.of(options.device)
+        model = options.model or DEFAULT_MODEL
+        root = resolve_model(model, options.revision)
         folder = ModelFolder.open(root)
-        is_hub = options.model is not None and root != Path(options.model).expanduser()
         return cls(
             folder,
-            Compiler(options.device, options.precision, cache_dir),
+            StageCompilers.open(devices, options.precision, cache_dir),
             keep_models=keep_models,
-            hub_id=str(options.model) if is_hub else None,
+            hub_id=None if root == Path(model).expanduser() else str(model),
             tiny_vae=None if options.tiny_vae is None else load_tiny_vae(options.tiny_vae, folder),
             adapters=open_adapters(options.loras, folder.unet),
         )
@@ -325,15 +333,14 @@ class LCMPipeline:
         return self._networks
 
     def _vae(self, choice: str) -> Vae:
-        """The VAE ``vae=choice`` names; a UsageError for a choice this pipeline cannot make."""
+        """The VAE ``vae=choice`` names (``Request.check`` has checked the choice); a UsageError
+        when it is the tiny one and none is loaded."""
         if choice == "tiny" and self.tiny_vae is None:
             raise UsageError(
                 'vae="tiny" needs a tiny VAE: LCMPipeline.from_pretrained(..., tiny_vae=FOLDER or '
                 "HUB_ID) (command line: --tiny-vae, default rupeshs/taesd-ov)"
             )
-        if choice not in ("full", "tiny"):
-            raise UsageError(f'vae must be "full" or "tiny", got {choice!r}')
-        return self.vae if choice == "full" else self.tiny_vae
+        return self.tiny_vae if choice == "tiny" else self.vae
 
     def _tiny_vae_source(self, vae: Vae) -> str | None:
         """What metadata records of the decoder: the tiny VAE's folder, when it made the image

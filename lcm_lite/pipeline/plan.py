@@ -11,7 +11,12 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
-from lcm_lite.images.preprocess import check_picture_count, load_images, output_size
+from lcm_lite.images.preprocess import (
+    check_before_decoding,
+    check_picture_count,
+    load_images,
+    output_size,
+)
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
@@ -44,13 +49,15 @@ def plan(
     """Check ``request`` (``Request.check``, then what needs the model: a negative prompt for an
     LCM, the picture count, the latents' shape) and resolve it. Image to image: the picture,
     resized to width x height (default: its own size rounded down to a multiple of 8, at most
-    ``max_side``), and ``steps`` from the last ``int(original_inference_steps * strength)``
+    ``max_side``; a picture that would make a larger image is refused from its header, before it
+    is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
     distillation timesteps, as diffusers."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
     pictures = None
     width, height = request.width, request.height
     if request.image is not None:
+        check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
     width = DEFAULT_SIZE if width is None else int(width)
@@ -76,7 +83,7 @@ def plan(
             request.original_inference_steps or scheduler.config.original_inference_steps
         ),
         timesteps=None if request.timesteps is None else tuple(map(int, request.timesteps)),
-        strength=float(request.strength),
+        strength=request.strength if pictures is None else float(request.strength),
     )
     resolved.check()  # the size taken from a picture, too
     latent_shape = (

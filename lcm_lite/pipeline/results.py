@@ -86,7 +86,7 @@ class GenerationResult(list[Image.Image]):
 
     def metadata(self, index: int, model: str) -> dict[str, object]:
         """How image ``index`` was made, as lcm-lite stores it in PNG text chunks: the request's
-        recorded fields (``request.metadata_of``), the timesteps that ran, which image of the
+        recorded fields (``fields.metadata_of``), the timesteps that ran, which image of the
         call it is, and the model, LoRAs and tiny VAE (``LoadOptions``)."""
         settings = self.settings
         num_images = settings.request.num_images

@@ -1,4 +1,5 @@
-"""One OpenVINO Core and config: read IRs (checked), fix their shapes, compile, cache the result."""
+"""One OpenVINO Core and config: read IRs (checked), fix their shapes, compile, cache the result;
+a device per stage (``StageCompilers``): one ``Compiler`` per device, sharing the Core."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import mmap
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
 from lcm_lite.errors import DeviceError, ModelError, UsageError
+from lcm_lite.fields import STAGES, Devices
 from lcm_lite.runtime.blob_cache import (
     cache_size_limit,
     map_blob,
@@ -35,12 +37,21 @@ class Compiler:
     (OpenVINO's own ``CACHE_DIR`` still reads and holds the IR to compute its cache key). Killed
     writes' temporaries are deleted at start; the cache is pruned before each write
     (``blob_cache``: bounded, least recently used blobs first, never one in use).
+
+    ``core``: an OpenVINO Core to share (``StageCompilers``: one for all devices); ``stages``: the
+    stages of a device map this compiler serves, named when its device is not available.
     """
 
     def __init__(
-        self, device: str = "CPU", precision: str | None = None, cache_dir: Path | None = None
+        self,
+        device: str = "CPU",
+        precision: str | None = None,
+        cache_dir: Path | None = None,
+        *,
+        core: ov.Core | None = None,
+        stages: Sequence[str] = (),
     ) -> None:
-        self.core = ov.Core()
+        self.core = ov.Core() if core is None else core
         self.device = device
         self.cache_dir = cache_dir
         self.cache_limit = 0 if cache_dir is None else cache_size_limit()
@@ -55,9 +66,11 @@ class Compiler:
             self.config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
         missing = unavailable_devices(device, self.core.available_devices)
         if missing:
+            where = [] if missing == [device] else [f"in {device!r}"]
+            where += [f"for {', '.join(stages)}"] if stages else []
+            place = f" ({', '.join(where)})" if where else ""
             raise DeviceError(
-                f"device {missing[0]!r}{'' if missing == [device] else f' (in {device!r})'} "
-                f"is not available; OpenVINO sees: "
+                f"device {missing[0]!r}{place} is not available; OpenVINO sees: "
                 f"{describe_devices(self.core)}"
             )
 
@@ -146,6 +159,64 @@ class Compiler:
         return ov.CompiledModel(compiled, weights=data)
 
 
+class StageCompilers:
+    """A device per stage (``fields.Devices``): one ``Compiler`` per distinct device, all on one
+    OpenVINO Core, each with the same ``precision`` hint (given to each device as its
+    ``INFERENCE_PRECISION_HINT``) and ``cache_dir``; a compiled network's blob is named by its
+    device among the rest (``Compiler._blob_path``), so each device keeps its own. Every device
+    is checked when the map is made: an absent one is a DeviceError naming its stages and the
+    devices OpenVINO sees (``open``)."""
+
+    def __init__(self, devices: Devices, compilers: Mapping[str, Compiler]) -> None:
+        """``compilers``: one per device of ``devices``, by device name."""
+        self.devices = devices
+        self.compilers = dict(compilers)
+        first = self.compilers[devices.distinct[0]]
+        self.core = first.core
+        self.cache_dir = first.cache_dir
+
+    @classmethod
+    def open(
+        cls,
+        devices: str | Mapping[str, str] | Devices = "CPU",
+        precision: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> StageCompilers:
+        """A compiler for each device ``devices`` names (``Devices.of``), in stage order."""
+        devices = Devices.of(devices)
+        core = ov.Core()
+        on_device: dict[str, list[str]] = {}
+        for stage, device in devices.as_dict().items():
+            on_device.setdefault(device, []).append(stage)
+        uniform = len(on_device) == 1  # one device: its errors name no stage, as before maps
+        return cls(
+            devices,
+            {
+                device: Compiler(
+                    device, precision, cache_dir, core=core, stages=() if uniform else stages
+                )
+                for device, stages in on_device.items()
+            },
+        )
+
+    @classmethod
+    def sharing(cls, compiler: Compiler) -> StageCompilers:
+        """Every stage on ``compiler`` (an ``LCMPipeline`` made with a single ``Compiler``)."""
+        return cls(Devices.of(compiler.device), {compiler.device: compiler})
+
+    @property
+    def device(self) -> str:
+        """The map's text form (``Devices.text``): ``CPU`` when every stage runs there."""
+        return self.devices.text
+
+    def for_stage(self, stage: str) -> Compiler:
+        """The compiler of ``stage``'s device (``STAGES``: a tiny VAE's networks are the
+        ``vae_decoder`` and ``vae_encoder`` stages)."""
+        if stage not in STAGES:
+            raise ValueError(f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
+        return self.compilers[self.devices.of_stage(stage)]
+
+
 def _release_pages(mapping: mmap.mmap) -> None:
     """Let the imported blob's pages leave memory now (``MADV_DONTNEED``; they come back from the
     file on use). Only where the platform has it: Windows has no ``madvise``, and its pages go
@@ -185,13 +256,20 @@ def unavailable_devices(device: str, available: list[str]) -> list[str]:
     them: a listed name (``GPU.1``); a family name where one of its members is listed (``GPU``
     is ``GPU.0``); a virtual device alone (``AUTO``) or over listed ones (``AUTO:GPU,CPU``,
     ``HETERO:GPU.1,CPU``, ``BATCH:GPU(4)``, ``AUTO:-CPU`` excluding one)."""
-    family, _, candidates = device.partition(":")
-    if family in VIRTUAL_DEVICES:
-        names = [re.sub(r"\(.*\)$", "", n.strip()).lstrip("-") for n in candidates.split(",")]
-    else:
-        names = [device]
+    names = [name.lstrip("-") for name in listed_devices(device)]
     families = {name.split(".")[0] for name in available}
     return [n for n in names if n and n not in available and n not in families]
+
+
+def listed_devices(device: str) -> list[str]:
+    """The devices ``device`` names: itself, or those a virtual device lists (``AUTO:GPU,CPU``:
+    GPU, CPU; ``BATCH:GPU(4)``: GPU; ``AUTO:-CPU``: -CPU, an exclusion); none for a virtual
+    device alone (``AUTO``)."""
+    family, _, candidates = device.partition(":")
+    if family not in VIRTUAL_DEVICES:
+        return [device]
+    names = (re.sub(r"\(.*\)$", "", name.strip()) for name in candidates.split(","))
+    return [name for name in names if name]
 
 
 def describe_devices(core: ov.Core) -> str:

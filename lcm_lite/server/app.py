@@ -1,6 +1,6 @@
-"""The HTTP app: the middleware (security headers, Host check, token and body limits), the
-error answers, the page, and the two APIs' routers (``own_api``, ``openai_api``), which only
-translate between HTTP and the job queue.
+"""The HTTP app: the middleware (security headers, Host check, cross-site refusal, token and
+body limits), the error answers, the page, and the two APIs' routers (``own_api``,
+``openai_api``), which only translate between HTTP and the job queue.
 
     GET  /                          the page (and /app.js, /style.css beside it)
     /api/...                        lcm-lite's own API (``own_api``)
@@ -27,6 +27,7 @@ from lcm_lite.errors import UsageError
 from lcm_lite.server.answers import error_json
 from lcm_lite.server.jobs import JobQueue
 from lcm_lite.server.openai_api import openai_router
+from lcm_lite.server.origin import SameOrigin
 from lcm_lite.server.own_api import own_api_router
 from lcm_lite.server.routing import Served
 from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS, MAX_PICTURE_BYTES, MAX_PROMPT_CHARS
@@ -77,8 +78,10 @@ def create_app(
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    # The last added runs first: security headers, then the Host check, then token and body.
+    # The last added runs first: security headers, then the Host check, then the cross-site
+    # refusal (``origin``), then token and body.
     app.add_middleware(Guard, token=token, protected=needs_token, body_limit=body_limit)
+    app.add_middleware(SameOrigin)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     for error_type, handler in _ERROR_HANDLERS.items():
@@ -96,6 +99,7 @@ def create_app(
         "body_bytes": MAX_BODY_BYTES,
         "picture_bytes": MAX_PICTURE_BYTES,
         "picture_body_bytes": MAX_PICTURE_BODY_BYTES,
+        "picture_pixels": jobs.max_picture_pixels,
     }
     app.include_router(own_api_router(jobs, served, size_limits))
     for version in ("v1", "v3"):

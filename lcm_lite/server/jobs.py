@@ -4,6 +4,10 @@ time, in order, from a bounded queue; a full queue is refused at once instead of
 A job goes ``queued -> running -> done | failed``; its ``step`` counts the LCM steps done, its
 ``outcome`` (a ``concurrent.futures.Future``) holds its images or its error. Cancelling a job stops
 it alone: a queued one fails at once, a running one after its current step.
+
+A starting picture is checked from its header when the job is submitted (nothing decoded: its
+pixel count, and the size of the image it makes), decoded only in the worker, and its bytes are
+dropped once the job is over: a kept job holds its PNGs or its error, never the picture.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lcm_lite.errors import Cancelled, LcmLiteError
+from lcm_lite.fields import specs
 from lcm_lite.images.png import png_info
+from lcm_lite.images.preprocess import check_before_decoding
 from lcm_lite.request import MAX_SIZE, Request
 
 if TYPE_CHECKING:
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
     from lcm_lite.pipeline.results import StepInfo
 
 log = logging.getLogger("lcm_lite.server")
+
+MAX_SERVED_PICTURE_PIXELS = 4096 * 4096  # a starting picture's, checked before decoding
+MIN_SERVED_SIDE = int(specs(Request)["width"].served.low)  # the smallest image served: 64
 
 
 class QueueFull(Exception):
@@ -55,6 +64,10 @@ class Job:
     preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
     outcome: Future[list[bytes]] = field(default_factory=Future, repr=False)
     cancelled: bool = False  # asked to stop: a running job stops after its current step
+    has_picture: bool = field(init=False)  # image to image (its bytes go once the job is over)
+
+    def __post_init__(self) -> None:
+        self.has_picture = self.request.image is not None
 
     @property
     def state(self) -> str:
@@ -78,17 +91,26 @@ class Job:
     def cancel(self) -> None:
         """Stop this job: a queued job fails now, a running one after its current step."""
         self.cancelled = True
-        self.outcome.cancel()  # takes effect only while the job waits
+        if self.outcome.cancel():  # takes effect only while the job waits: it never runs
+            self.forget_picture()
 
     def fail(self, error: BaseException) -> None:
         """Finish with ``error``, kept without its traceback and chained errors (their frames
-        hold the pipeline's arrays)."""
+        hold the pipeline's arrays and the decoded picture), nor the picture's bytes."""
         error.__traceback__ = error.__context__ = error.__cause__ = None
+        self.forget_picture()
         self.outcome.set_exception(error)
 
     def succeed(self, images: list[bytes], seconds: float, timings: dict[str, float]) -> None:
+        """Finish with ``images``; the picture's bytes are dropped."""
         self.seconds, self.timings = seconds, timings
+        self.forget_picture()
         self.outcome.set_result(images)
+
+    def forget_picture(self) -> None:
+        """Drop the starting picture's bytes (``has_picture`` still says there was one)."""
+        if self.request.image is not None:
+            self.request = replace(self.request, image=None)
 
 
 class JobQueue:
@@ -103,9 +125,13 @@ class JobQueue:
         capacity: int,
         max_side: int = MAX_SIZE,
         keep_finished: int = 16,
+        max_picture_pixels: int = MAX_SERVED_PICTURE_PIXELS,
+        min_side: int = MIN_SERVED_SIDE,
     ) -> None:
         self._pipe = pipe
         self._max_side = max_side
+        self.max_picture_pixels = max_picture_pixels
+        self._min_side = min_side
         self._model = model
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=capacity)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -126,8 +152,20 @@ class JobQueue:
     def submit(self, request: Request, *, previews: bool = False) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
-        model takes none of (the pipeline's own rule, now rather than as a failed job)."""
+        model takes none of (the pipeline's own rule, now rather than as a failed job) and for
+        a picture refused from its header: not a picture, over ``max_picture_pixels``, or
+        making an image with a side over ``max_side`` or under ``min_side``."""
         self._pipe.check_negative_prompt(request.negative_prompt)
+        if request.image is not None:
+            check_before_decoding(
+                request.image,
+                request.width,
+                request.height,
+                self._pipe.folder.vae_scale_factor,
+                self._max_side,
+                max_pixels=self.max_picture_pixels,
+                min_side=self._min_side,
+            )
         job = Job(request, previews)
         with self._lock:
             if self._closed:
@@ -175,6 +213,7 @@ class JobQueue:
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             if not job.outcome.set_running_or_notify_cancel():  # cancelled while it waited
+                job.forget_picture()
                 self.outcomes["cancelled"] += 1
                 continue
             self.running = job
@@ -192,10 +231,11 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         """Plan the job's request (its picture decoded here, off the event loop, and held to the
-        server's largest side), show the resolved request, generate."""
+        server's largest side), show the resolved request (without the picture's bytes),
+        generate."""
         clock = time.perf_counter()
         plan = self._pipe.plan(job.request, self._max_side)
-        job.request = plan.request
+        job.request = replace(plan.request, image=None)
         result = self._pipe.generate(plan, callback=lambda info: self._progress(job, info))
         images = [
             _png_bytes(image, result.metadata(index, self._model))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval, MultipleOf
@@ -45,12 +45,17 @@ def served_limits(field_spec: Spec) -> Range | None:
     return field_spec.served or field_spec.limits
 
 
-SERVED = {
-    name: field_spec
-    for name, field_spec in specs(Request).items()
-    if field_spec.key is not None and field_spec.served_over_http
-}
-INTEGER_LIMITS = {  # key: (min, max, multiple of), for /api/info and the tests
+def served_specs(declared: type = Request) -> dict[str, Spec]:
+    """The fields of ``declared`` the server takes, each under its ``key``."""
+    return {
+        name: field_spec
+        for name, field_spec in specs(declared).items()
+        if field_spec.key is not None and field_spec.served_over_http
+    }
+
+
+SERVED = served_specs()
+INTEGER_LIMITS = {  # key: (min, max, multiple of) of the sizes, steps and counts served
     field_spec.key: (int(limits.low), int(limits.high), limits.multiple_of or 1)
     for field_spec in SERVED.values()
     if field_spec.kind == "integer"
@@ -58,17 +63,11 @@ INTEGER_LIMITS = {  # key: (min, max, multiple of), for /api/info and the tests
     and limits.high is not None
     and limits.high < JSON_EXACT_INTEGERS
 }
-NUMBER_LIMITS = {
-    field_spec.key: (limits.low, limits.high)
-    for field_spec in SERVED.values()
-    if field_spec.kind == "number" and (limits := served_limits(field_spec)) is not None
-}
-DEFAULTS: dict[str, Any] = {  # what a field missing from a request is (/api/info)
+DEFAULTS: dict[str, Any] = {  # what a field missing from a request is (/api/info, the page)
     SERVED[item.name].key: SERVED[item.name].fallback if item.default is None else item.default
     for item in fields(Request)
     if item.name in SERVED
     and SERVED[item.name].kind in ("integer", "number")
-    and not SERVED[item.name].needs
     and (item.default is not None or SERVED[item.name].fallback is not None)
 }
 
@@ -146,20 +145,16 @@ def _description(field_spec: Spec) -> str:
     return field_spec.help + shown
 
 
-def derived_fields(
-    declared: type, names: dict[str, str], *, picture_fields: bool = True
-) -> dict[str, Any]:
+def derived_fields(declared: type, names: dict[str, str]) -> dict[str, Any]:
     """pydantic field definitions ``{http name: (type, Field)}`` for the fields of ``declared``
     (a ``Request`` dataclass) named in ``names`` (field name -> HTTP name)."""
     defaults = {item.name: item.default for item in fields(declared)}
     derived = {}
     for name, http_name in names.items():
         field_spec = specs(declared)[name]
-        if field_spec.kind == "picture" and not picture_fields:
-            continue
         default = defaults[name]
         kind = json_type(field_spec)
-        required = name == "prompt"
+        required = default is MISSING
         annotation = kind if required or default is not None else kind | None
         derived[http_name] = (
             annotation,
@@ -199,11 +194,7 @@ class _OwnApiRequest(BaseModel):
 def own_api_model(declared: type = Request) -> type[_OwnApiRequest]:
     """``POST /api/generate`` and ``/api/jobs``'s body: every field of ``declared`` served over
     HTTP under its ``key`` (the CLI's option names), JSON types exactly, unknown fields refused."""
-    served = {
-        name: field_spec.key
-        for name, field_spec in specs(declared).items()
-        if field_spec.key is not None and field_spec.served_over_http
-    }
+    served = {name: field_spec.key for name, field_spec in served_specs(declared).items()}
     return create_model(
         "GenerateRequest",
         __base__=_OwnApiRequest,
@@ -232,7 +223,7 @@ def check_picture_size(picture: bytes) -> bytes:
     return picture
 
 
-_SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")  # ASCII digits only: \d takes any script's
 _SIDE = INTEGER_LIMITS["width"]
 _SIDES = "|".join(map(str, range(_SIDE[0], _SIDE[1] + 1, _SIDE[2])))  # as a JSON Schema
 
@@ -257,7 +248,7 @@ class _OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
-    n: Annotated[int, Interval(ge=1, le=INTEGER_LIMITS["num_images"][1])] | None = None
+    n: json_type(SERVED["num_images"]) | None = None
     size: str | None = Field(
         None,
         examples=["512x512"],
@@ -266,9 +257,9 @@ class _OpenAIRequest(BaseModel):
     response_format: Literal["b64_json"] | None = Field(
         None, description="b64_json only: lcm-lite keeps no images to link to"
     )
-    num_images_per_prompt: (
-        Annotated[int, Interval(ge=1, le=INTEGER_LIMITS["num_images"][1])] | None
-    ) = Field(None, description="the same as n")
+    num_images_per_prompt: json_type(SERVED["num_images"]) | None = Field(
+        None, description="the same as n"
+    )
     output_format: Literal["png"] | None = Field(None, description="PNG only")
     stream: NotStreamed | None = Field(None, description="answers are not streamed")
 
@@ -343,7 +334,9 @@ ImageEditRequest = create_model(
     __base__=_OpenAIForm,
     __doc__="The form fields of ``POST /v1/images/edits`` (and ``/v3/...``), beside the "
     "``image`` file: those of a generation, and ``strength``; ``size`` auto or missing is the "
-    "picture's own size (rounded down to a multiple of 8).",
+    "picture's own size (rounded down to a multiple of 8; a picture that makes a side under "
+    f"{_SIDE[0]} or over {_SIDE[1]} needs a size). A picture over the server's pixel limit "
+    "(``picture_pixels`` in /api/info) is refused from its header, before it is decoded.",
     **derived_fields(Request, _openai_names(with_picture=True)),
 )
 
@@ -372,32 +365,43 @@ class _JobState(BaseModel):
 def job_view_model(declared: type = Request) -> type[_JobState]:
     """A job as the API shows it: the request's served fields (the seed used; ``strength`` only
     with a picture, whose bytes are not shown), its state and steps done; once done its images
-    and times, once failed its error."""
-    shown = {
-        field_spec.key: (
-            _VIEW_TYPES[field_spec.kind] | None,
-            Field(None, description=field_spec.help),
+    and times, once failed its error. A field that always has a value (a default, or drawn at
+    submission as the seed) is required."""
+    defaults = {item.name: item.default for item in fields(declared)}
+    shown = {}
+    for name, field_spec in served_specs(declared).items():
+        if field_spec.kind == "picture":
+            continue
+        kind = Literal[field_spec.choices] if field_spec.choices else _VIEW_TYPES[field_spec.kind]
+        # a size is null while an image-to-image job waits: its picture decides it
+        always = name in _DRAWN or (defaults[name] is not None and not field_spec.needs)
+        shown[field_spec.key] = (
+            (kind, Field(description=field_spec.help))
+            if always
+            else (kind | None, Field(None, description=field_spec.help))
         )
-        for field_spec in specs(declared).values()
-        if field_spec.key is not None
-        and field_spec.served_over_http
-        and field_spec.kind != "picture"
-    }
     return create_model("JobView", __base__=_JobState, **shown)
 
 
-_VIEW_TYPES: dict[str, Any] = {"text": str, "integer": int, "number": float, "choice": str}
+_VIEW_TYPES: dict[str, Any] = {"text": str, "integer": int, "number": float}
+_DRAWN = {"seed"}  # a missing one is drawn at submission (``to_request``)
 
 
-def shown_fields(request: Request) -> dict[str, Any]:
+def shown_fields(request: Any, has_picture: bool | None = None) -> dict[str, Any]:
     """The values ``JobView`` shows of ``request`` (one prompt: a job has one), under their HTTP
-    names; a field whose ``needs`` is missing shows as None."""
+    names; a field whose ``needs`` is missing shows as None (``has_picture``: whether the
+    picture was given, when its bytes are gone; default: ``request.image`` is not None)."""
+    given = {"image": request.image is not None if has_picture is None else has_picture}
     shown = {}
-    for name, field_spec in SERVED.items():
+    for name, field_spec in served_specs(type(request)).items():
         value = getattr(request, name)
         if field_spec.kind == "picture":
             continue
-        if field_spec.needs and getattr(request, field_spec.needs) is None:
+        if value is None and not given["image"]:
+            value = field_spec.fallback  # 512 for the size of a text-to-image job, until it runs
+        if field_spec.needs and not given.get(
+            field_spec.needs, getattr(request, field_spec.needs) is not None
+        ):
             value = None
         elif field_spec.kind == "text" and isinstance(value, (list, tuple)):
             value = value[0]

@@ -1,18 +1,20 @@
 """What keeps ``lcm-lite serve`` safe on a LAN: where it may listen, the bearer token (compared in
 constant time), the Host names a loopback server answers (against DNS rebinding; Starlette's
-TrustedHostMiddleware checks them), body limits and the page's security headers. The middleware
-is plain ASGI, around the whole app."""
+TrustedHostMiddleware checks them), body limits and deadlines, and the page's security headers.
+The middleware is plain ASGI, around the whole app."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
-import json
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lcm_lite.errors import UsageError
@@ -26,6 +28,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+BODY_IDLE_SECONDS = 15.0  # a request body that sends nothing for this long gets a 408
+BODY_SECONDS = 60.0  # and so does one that has not ended this long after its head
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # as a Host header names them
 BEARER_SCHEME = {
     "type": "http",
@@ -132,9 +136,10 @@ class Guard:
             and self.protected(scope["path"])
             and not _token_matches(headers.get("authorization", ""), self.token)
         ):
-            await _refuse(
+            await refuse(
+                scope,
+                receive,
                 send,
-                scope["path"],
                 401,
                 "missing or wrong token: send the header Authorization: Bearer <token>",
                 {"WWW-Authenticate": "Bearer"},
@@ -143,7 +148,7 @@ class Guard:
         limit = self.body_limit(scope["path"])
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _refuse(send, scope["path"], 413, _too_large(limit))
+            await refuse(scope, receive, send, 413, _too_large(limit))
             return
         await self.app(scope, _counting(receive, limit), send)
 
@@ -170,6 +175,94 @@ class SecurityHeaders:
         await self.app(scope, receive, sending)
 
 
+class BodyDeadline:
+    """ASGI middleware, around the whole app (``running`` puts it there): a request body must
+    keep coming (some of it at least every BODY_IDLE_SECONDS, all of it within BODY_SECONDS) or
+    the request gets a 408, and one still awaited when the server stops gets a 503 (not a
+    cancelled task's traceback); an answer given before its request's body ended (a refusal, a
+    timeout) says ``Connection: close``, so that the server closes the connection, after reading
+    and dropping what is still on its way (``running``), instead of waiting for the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """From any thread: the server stops, so bodies still awaited get a 503 now."""
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing awaits
+                self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._stopping is None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        stopping = self._stopping
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "0")
+        unread = "transfer-encoding" in headers or not (declared.isdigit() and int(declared) == 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_SECONDS
+        refusal: tuple[int, str] | None = None  # the answer instead of the app's
+        answered = False
+
+        async def receiving() -> Message:
+            nonlocal unread, refusal
+            if refusal is not None:
+                return {"type": "http.disconnect"}
+            if not unread:
+                return await receive()
+            wait = max(0.0, min(BODY_IDLE_SECONDS, deadline - loop.time()))
+            arrival = asyncio.ensure_future(receive())
+            stopped = asyncio.ensure_future(stopping.wait())
+            cancelled = False
+            try:
+                await asyncio.wait(
+                    (arrival, stopped), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:  # uvicorn stops, past its graceful shutdown time
+                cancelled = True
+                task = asyncio.current_task()
+                if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+                    task.uncancel()
+            finally:
+                stopped.cancel()
+                arrival.cancel()  # if it has not come
+            if not arrival.done() or arrival.cancelled():
+                shutting_down = cancelled or stopping.is_set()
+                refusal = (
+                    (503, "the server is shutting down") if shutting_down else (408, _too_slow())
+                )
+                return {"type": "http.disconnect"}
+            message = arrival.result()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread = False
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if refusal is not None and not answered:
+                return  # the app's answer to the disconnect: the refusal replaces it
+            if message["type"] == "http.response.start":
+                answered = True
+                if unread:
+                    MutableHeaders(scope=message)["Connection"] = "close"
+            await send(message)
+
+        try:
+            await self.app(scope, receiving, sending)
+        except Exception:
+            if refusal is None:
+                raise
+        if refusal is not None and not answered:
+            status, message = refusal
+            headers = {**SECURITY_HEADERS, "Connection": "close"}
+            await refuse(scope, receive, send, status, message, headers)
+
+
 def _counting(receive: Receive, limit: int) -> Receive:
     received = 0
 
@@ -184,24 +277,26 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return receiving
 
 
+def _too_slow() -> str:
+    return (
+        f"the request body did not come in time (some of it at least every "
+        f"{BODY_IDLE_SECONDS:g} s, all of it within {BODY_SECONDS:g} s)"
+    )
+
+
 def _too_large(limit: int) -> str:
     return f"the body must be at most {limit} bytes"
 
 
-async def _refuse(
-    send: Send, path: str, status: int, message: str, headers: dict[str, str] | None = None
+async def refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    body = json.dumps(error_json(path, status, message)).encode()
-    fields = {
-        "content-type": "application/json",
-        "content-length": str(len(body)),
-        **(headers or {}),
-    }
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(name.encode(), value.encode()) for name, value in fields.items()],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    """Answer ``status`` in the error shape of the path's dialect (``answers.error_json``)
+    before any route runs: Starlette's ``JSONResponse``, sent as the ASGI app it is."""
+    body = error_json(scope["path"], status, message)
+    await JSONResponse(body, status, headers=headers)(scope, receive, send)

@@ -57,7 +57,7 @@ async function loadInfo() {
   try {
     const info = await api("GET", "/api/info");
     $("model-info").textContent = `${info.model} on ${info.device} · lcm-lite ${info.version}`;
-    for (const name of SLIDERS) setSlider(name, info.defaults[name]);
+    for (const name of [...SLIDERS, "strength"]) setSlider(name, info.defaults[name]);
     state.previews = info.previews;
     $("negative-prompt-box").hidden = !info.negative_prompt;
     state.pictureBytes = info.limits.picture_bytes;

@@ -372,3 +372,23 @@ def test_a_cached_hub_model_without_its_encoder_offline_says_how_to_get_it(
     assert run.stderr.count("\n") == 1
     assert "hf download someone/tiny-lcm-ov --include 'vae_encoder/*'" in run.stderr
     assert [path.name for path in tmp_path.glob("*.png")] == ["start.png"]  # nothing written
+
+
+def test_the_default_model_fetches_its_vae_encoder_on_the_first_image_to_image_call(
+    tiny_ov_dir, tmp_path
+):
+    """No --model: the default hub model, whose encoder comes on the first call with a picture."""
+    hub = FakeHub(DEFAULT_MODEL, tiny_ov_dir)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        tmp_path / "start.png"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_HUB_CACHE", None)
+    try:
+        argv = [sys.executable, "-m", "lcm_lite", "x", "--image", "start.png", "--seed", "1"]
+        run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    finally:
+        hub.close()
+    assert run.returncode == 0, run.stderr
+    assert any(name.startswith("vae_encoder/") for name in hub.fetched)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
 from lcm_lite.errors import Cancelled, UsageError
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
@@ -56,12 +59,52 @@ def test_a_job_cancelled_while_it_waits_fails_at_once_and_never_runs(jobs: JobQu
     assert waiting.step == 0
 
 
-def test_a_failed_job_keeps_its_error_without_a_traceback(jobs: JobQueue) -> None:
-    failing = jobs.submit(Request(prompt="x", seed=1, image=b"not a picture", **SMALL))
+def png_bytes(width: int, height: int, black: bool = False) -> bytes:
+    """A PNG of noise, or of black pixels (small at any size)."""
+    picture = Image.new("1", (width, height)) if black else Image.effect_noise((width, height), 60)
+    buffer = io.BytesIO()
+    picture.convert("1" if black else "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_failed_job_keeps_its_error_without_a_traceback_nor_the_picture(
+    jobs: JobQueue,
+) -> None:
+    truncated = png_bytes(80, 72)[:400]  # a header that passes, pixels that do not
+    failing = jobs.submit(Request(prompt="x", seed=1, image=truncated, **SMALL))
     error = failing.outcome.exception(timeout=60)
-    assert isinstance(error, UsageError) and "not a PNG, JPEG or WebP picture" in str(error)
+    assert isinstance(error, UsageError) and "truncated or corrupt" in str(error)
     assert failing.state == "failed" and failing.error is error and failing.images == []
     assert (error.__traceback__, error.__context__, error.__cause__) == (None, None, None)
+    assert failing.request.image is None and failing.has_picture
+
+
+def test_a_done_job_keeps_its_images_not_its_picture(jobs: JobQueue) -> None:
+    done = jobs.submit(Request(prompt="x", seed=1, image=png_bytes(80, 72), strength=0.5, steps=2))
+    assert len(done.outcome.result(timeout=60)) == 1
+    assert done.request.image is None and done.has_picture
+    assert (done.request.width, done.request.height, done.request.strength) == (80, 72, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("picture", "size", "message"),
+    [
+        (b"not a picture", {}, "not a PNG, JPEG or WebP picture"),
+        (
+            png_bytes(4100, 4100, black=True),
+            {"width": 64, "height": 64},
+            "more than the 16 megapixels",
+        ),
+        (png_bytes(2056, 64), {}, "makes a 2056x64 image, larger than 2048 pixels a side"),
+        (png_bytes(72, 8), {}, "makes a 72x8 image, smaller than 64 pixels a side"),
+    ],
+)
+def test_a_picture_is_refused_from_its_header_at_submission(
+    jobs: JobQueue, picture: bytes, size: dict[str, int], message: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        jobs.submit(Request(prompt="x", seed=1, image=picture, steps=1, **size))
+    assert jobs.waiting == 0 and jobs.running is None and sum(jobs.outcomes.values()) == 0
 
 
 def test_a_negative_prompt_a_latent_consistency_model_cannot_take_is_refused_at_submission(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -107,6 +110,7 @@ def test_a_wrong_api_key_is_refused_as_authentication_error(server: Server) -> N
         ({"response_format": "url"}, "response_format: Input should be 'b64_json', got 'url'"),
         ({"size": "100x64"}, "size must be auto or WxH with each side from 64 to 1024"),
         ({"size": "big"}, "a multiple of 8, got 'big'"),
+        ({"size": "\u0666\u0664x64"}, "size must be auto or WxH"),  # Arabic-Indic 64
         ({"n": 5}, "n: Input should be less than or equal to 4"),
         ({"extra_body": {"num_inference_steps": 9}}, "num_inference_steps: Input should be"),
         ({"extra_body": {"rng_seed": -1}}, "rng_seed: Input should be greater than or equal"),
@@ -165,6 +169,8 @@ def test_images_edit_takes_size_and_n(server: Server) -> None:
         ({"mask": ("m.png", a_picture(), "image/png")}, "mask is not supported"),
         ({"extra_body": {"strength": 0}}, "strength: Input should be greater than 0"),
         ({"size": "2048x64"}, "size must be auto or WxH"),
+        ({"image": ("s.png", a_picture(8, 8), "image/png")}, "8x8 image, smaller than 64 pixels"),
+        ({"image": ("s.png", a_picture(64, 8), "image/png")}, "64x8 image, smaller than 64"),
     ],
 )
 def test_bad_edits_are_bad_request_errors(server: Server, arguments: dict, message: str) -> None:
@@ -172,6 +178,58 @@ def test_bad_edits_are_bad_request_errors(server: Server, arguments: dict, messa
     with pytest.raises(openai.BadRequestError) as refused:
         client(server).images.edit(**call)
     assert message in refused.value.message
+
+
+def test_a_small_picture_with_a_size_given_is_edited_at_that_size(server: Server) -> None:
+    answer = client(server).images.edit(
+        image=("start.png", a_picture(8, 8), "image/png"),
+        prompt="x",
+        size="64x64",
+        extra_body={"num_inference_steps": 1},
+    )
+    assert decoded(answer.data[0].b64_json).size == (64, 64)
+
+
+def test_stream_false_is_taken_as_a_form_field(server: Server) -> None:
+    answer = client(server).images.edit(
+        image=("start.png", a_picture(), "image/png"),
+        prompt="x",
+        size="64x64",
+        stream=False,
+        extra_body={"num_inference_steps": 1},
+    )
+    assert len(answer.data) == 1
+    for value, status in (("false", 200), ("true", 400)):  # as a raw form, to be sure it is sent
+        boundary = "lcm-lite-test-boundary"
+        fields = {"prompt": "x", "size": "64x64", "num_inference_steps": "1", "stream": value}
+        body = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{field}\r\n".encode()
+            for name, field in fields.items()
+        )
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"'
+            "\r\nContent-Type: image/png\r\n\r\n".encode()
+            + a_picture()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"{server.url}v1/images/edits",
+            data=body,
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Authorization": f"Bearer {TOKEN}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                answered, message = reply.status, ""
+        except urllib.error.HTTPError as refused:
+            with refused:
+                answered, message = refused.code, json.loads(refused.read())["error"]["message"]
+        assert answered == status, message
+        if status == 400:
+            assert "stream must be false" in message
 
 
 def test_a_negative_prompt_on_a_latent_consistency_model_is_a_bad_request(server: Server) -> None:

@@ -102,6 +102,7 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
     assert info["limits"]["num_images"]["max"] == 4
     assert info["limits"]["body_bytes"] == MAX_BODY_BYTES
     assert info["limits"]["picture_body_bytes"] == MAX_PICTURE_BODY_BYTES
+    assert info["limits"]["picture_pixels"] == 4096 * 4096  # checked from the header
     assert info["previews"] is False
     assert info["defaults"] == {
         "width": 512,
@@ -109,6 +110,7 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "steps": 4,
         "guidance": 8.0,
         "num_images": 1,
+        "strength": 0.8,  # the page's slider starts there
     }
     assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
         "capacity": 2,
@@ -410,6 +412,8 @@ def test_a_base64_picture_makes_image_to_image_as_the_pipeline_does(
         (base64.b64encode(b"not a picture").decode(), "not a PNG, JPEG or WebP picture"),
         ("A" * (MAX_PICTURE_BASE64_CHARS + 4), "image: String should have at most"),
         (base64.b64encode(a_picture(2048, 64)).decode(), "larger than 1024 pixels a side"),
+        (base64.b64encode(a_picture(8, 8)).decode(), "8x8 image, smaller than 64 pixels a side"),
+        (base64.b64encode(a_picture(64, 8)).decode(), "64x8 image, smaller than 64 pixels"),
     ],
 )
 def test_a_bad_picture_is_refused_with_400(server: Server, image: str, message: str) -> None:

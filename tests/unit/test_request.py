@@ -70,8 +70,7 @@ def test_a_new_field_is_recorded_in_the_metadata_and_in_the_remake_command():
     assert metadata["dummy_field"] == 4
     text = {key: str(value) for key, value in metadata.items()}
     assert from_metadata(text, WithDummy)[0].dummy == 4
-    argv = remake_argv(text, declared=WithDummy)
-    assert argv[argv.index("--dummy-field") + 1] == "4"
+    assert "--dummy-field=4" in remake_argv(text, declared=WithDummy)
 
 
 EVERY_FIELD = Request(
@@ -182,3 +181,23 @@ def test_the_keyword_call_takes_exactly_the_requests_fields():
     request_fields = [item.name for item in fields(Request)]
     assert [name for name in parameters if name in request_fields] == request_fields
     assert list(parameters)[-2:] == ["callback", "progress"]
+
+
+def test_the_remake_command_parses_values_that_start_with_a_dash_and_skips_what_needs_a_picture():
+    metadata = {"prompt": "-a fox", "negative_prompt": "-blurry", "strength": "0.3", "seed": "1"}
+
+    argv = remake_argv(metadata)
+    args = generate_parser().parse_args(argv[2:])
+
+    assert (args.prompt, args.negative_prompt, args.seed) == ("-a fox", "-blurry", 1)
+    assert args.strength is None  # recorded without its picture (edited by hand): left out
+
+
+def test_a_metadata_value_that_does_not_parse_is_one_usage_error_naming_it():
+    with pytest.raises(UsageError, match="the metadata's seed is not valid: expected an integer"):
+        remake_argv({"prompt": "x", "seed": "abc"})
+
+
+def test_the_model_is_recorded_whether_it_is_a_hub_id_or_a_path():
+    assert metadata_of(LoadOptions(model=Path("/models/lcm")), 0) == {"model": "/models/lcm"}
+    assert metadata_of(LoadOptions(model="a/b"), 0) == {"model": "a/b"}
