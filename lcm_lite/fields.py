@@ -106,9 +106,12 @@ def check_prompts(prompts: list[str]) -> None:
             raise UsageError("a prompt is not valid UTF-8 text") from None
 
 
-def check_value(name: str, field_spec: Spec, value: Any, limits: Range | None) -> None:
-    """One field's value against its kind and ``limits``; None (not given) passes."""
-    if value is None:
+def check_value(
+    name: str, field_spec: Spec, value: Any, limits: Range | None, optional: bool = True
+) -> None:
+    """One field's value against its kind and ``limits``; None passes where the field is
+    ``optional`` (its default is None: not given), and is refused where it is not."""
+    if value is None and optional:
         return
     if field_spec.kind == "choice" and value not in field_spec.choices:
         choices = " or ".join(f'"{choice}"' for choice in field_spec.choices)

@@ -14,7 +14,7 @@ takes (``LCMPipeline.from_pretrained``'s keywords) the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -199,11 +199,13 @@ class Request:
             check_prompts(list(self.negative_prompt))
         elif isinstance(self.negative_prompt, str):
             check_prompts([self.negative_prompt])
+        defaults = {item.name: item.default for item in fields(self)}
         for name, field_spec in specs(type(self)).items():
             value = getattr(self, name)
             if field_spec.needs and getattr(self, field_spec.needs) is None:
                 continue
-            check_value(name, field_spec, value, field_spec.limits)
+            optional = defaults[name] is None
+            check_value(name, field_spec, value, field_spec.limits, optional)
 
 
 def from_metadata(

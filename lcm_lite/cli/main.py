@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "generate"
     raise_on_sigterm()
     try:
-        return _command(command)(argv)
+        code = _command(command)(argv)
+        sys.stdout.flush()  # here, where a reader that went away is caught, not at exit
+        return code
     except LcmLiteError as error:
         if isinstance(error, Cancelled):
             print(f"{PROG}: interrupted", file=sys.stderr)

@@ -15,7 +15,7 @@ import openvino as ov
 import pytest
 from PIL import Image
 
-from lcm_lite.images.png import read_png_metadata
+from lcm_lite.images.png import read_png_metadata, save_png
 
 PROMPT = "a beautiful pink unicorn, 8k"
 
@@ -492,3 +492,18 @@ def test_bad_image_to_image_input_is_one_line_exit_2_and_no_file(
     assert message in run.stderr
     assert run.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dot.png", "prompts.txt", "start.jpg"]
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly_with_the_broken_pipe_code(tmp_path):
+    """``lcm-lite info x.png | head -1``: the reader has what it wanted; no internal error."""
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "x.png", {"prompt": "a fox", "seed": 1})
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the child writes a byte: its output meets a broken pipe
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lcm_lite", "info", str(tmp_path / "x.png")],
+        stdout=writer,
+        stderr=subprocess.PIPE,
+    )
+    os.close(writer)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (141, b"")

@@ -155,6 +155,9 @@ def test_fields_that_need_another_are_neither_recorded_nor_checked_without_it():
         ({"prompt": "a\x00b"}, "a prompt contains a NUL character"),
         ({"negative_prompt": "\ud800"}, "a prompt is not valid UTF-8 text"),
         ({"prompt": []}, "give at least one prompt"),
+        ({"num_images": None}, "num_images must be an integer, got None"),
+        ({"guidance_scale": None}, "guidance_scale must be a finite number >= 0, got None"),
+        ({"vae": None}, 'vae must be "full" or "tiny", got None'),
     ],
 )
 def test_bad_values_are_refused_in_one_sentence(changes, message):
