@@ -19,7 +19,17 @@ from typing import Any, Literal
 from lcm_lite.errors import UsageError
 
 Kind = Literal[
-    "text", "integer", "number", "choice", "picture", "integers", "array", "loras", "devices"
+    "text",
+    "integer",
+    "number",
+    "numbers",
+    "flag",
+    "choice",
+    "picture",
+    "integers",
+    "array",
+    "loras",
+    "devices",
 ]
 
 
@@ -128,10 +138,26 @@ def check_value(
             raise UsageError(f"{name} must be from {_bound(limits.low)} to {high}, got {value}")
         if limits is not None and limits.multiple_of and value % limits.multiple_of:
             raise UsageError(f"{name} must be a multiple of {limits.multiple_of}, got {value}")
-    if field_spec.kind == "number":
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not is_number or not math.isfinite(value) or (limits and not limits.contains(value)):
-            raise UsageError(f"{name} must be {_number_range(limits)}, got {value!r}")
+    if field_spec.kind == "number" and not _is_number_in(value, limits):
+        raise UsageError(f"{name} must be {_number_range(limits)}, got {value!r}")
+    if field_spec.kind == "numbers":
+        values = [value] if isinstance(value, numbers.Real) else value
+        if (
+            not isinstance(values, (list, tuple))
+            or not values
+            or not all(_is_number_in(item, limits) for item in values)
+        ):
+            raise UsageError(
+                f"{name} must be {_number_range(limits)} or a list of them, got {value!r:.60}"
+            )
+    if field_spec.kind == "flag" and not isinstance(value, bool):
+        raise UsageError(f"{name} must be True or False, got {value!r}")
+
+
+def _is_number_in(value: Any, limits: Range | None) -> bool:
+    """A finite real (not a bool) within ``limits``."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return is_number and math.isfinite(value) and (limits is None or limits.contains(value))
 
 
 def _number_range(limits: Range | None) -> str:
@@ -169,6 +195,23 @@ def number(text: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def number_list(text: str) -> list[float]:
+    """Comma-separated numbers (``0.7,0.3``), as the metadata writes a ``numbers`` field."""
+    try:
+        return [float(word) for word in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def boolean(text: str) -> bool:
+    """A ``flag`` field as the metadata writes it (``True`` / ``False``)."""
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    try:
+        return words[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"expected True or False, got {text!r}") from None
 
 
 def integers(text: str) -> list[int]:
@@ -285,6 +328,8 @@ PARSERS: dict[Kind, Callable[[str], Any]] = {
     "text": str,
     "integer": integer,
     "number": number,
+    "numbers": number_list,
+    "flag": boolean,
     "choice": str,
     "picture": Path,
     "integers": integers,
@@ -294,12 +339,16 @@ PARSERS: dict[Kind, Callable[[str], Any]] = {
 
 
 def as_text(kind: Kind, value: Any) -> Any:
-    """A value as the metadata stores it: numbers as they are, text as a string, pictures by
-    file name, lists of integers and of LoRAs joined, a device map as its text form."""
+    """A value as the metadata stores it: numbers and flags as they are, text as a string,
+    pictures by file name, lists of numbers, integers and LoRAs joined, a device map as its text
+    form."""
     if kind == "picture":
         return picture_name(value)
     if kind == "integers":
         return ",".join(str(int(item)) for item in value)
+    if kind == "numbers":
+        values = [value] if isinstance(value, numbers.Real) else value
+        return ",".join(repr(float(item)) for item in values)
     if kind == "loras":
         return ", ".join(f"{source}:{weight:g}" for source, weight in value)
     if kind == "devices":

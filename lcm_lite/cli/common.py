@@ -61,6 +61,15 @@ def add_options(
             continue
         default = dataclass_fields[name].default
         shown = field_spec.default_help or (None if default is None else default)
+        if field_spec.kind == "flag":  # --prompt-weighting / --no-prompt-weighting
+            parser.add_argument(
+                field_spec.flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=(help or {}).get(name, field_spec.help) + f" (default: {shown})",
+            )
+            continue
         parser.add_argument(
             field_spec.flag,
             dest=name,

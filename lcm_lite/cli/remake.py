@@ -30,6 +30,9 @@ def remake_argv(
                 continue
             if field_spec.needs and specs(fields_of)[field_spec.needs].key not in metadata:
                 continue  # as the metadata records it: not without what it needs
+            if field_spec.kind == "flag":  # --prompt-weighting, or nothing (the default)
+                argv += [field_spec.flag] if values[name] else []
+                continue
             if field_spec.kind == "loras":  # repeatable: --lora A:1 --lora B:0.5
                 words = [as_text("loras", [lora]) for lora in values[name]]
             else:

@@ -16,7 +16,7 @@ import re
 from dataclasses import MISSING, fields
 from typing import Annotated, Any, Literal
 
-from annotated_types import Interval, MultipleOf
+from annotated_types import Interval, Len, MultipleOf
 from pydantic import (
     AfterValidator,
     AllowInfNan,
@@ -39,6 +39,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_PICTURE_BYTES = 8 * 1024 * 1024  # a starting picture's file (PNG, JPEG or WebP)
 MAX_PICTURE_BASE64_CHARS = 4 * -(-MAX_PICTURE_BYTES // 3) + 64  # and a data: URL's prefix
 JSON_EXACT_INTEGERS = 2**53  # JSON Schema tools compare in floating point
+MAX_LIST_ITEMS = 16  # the numbers of a ``numbers`` field (a weight per LoRA, a scale per ...)
 
 
 def served_limits(field_spec: Spec) -> Range | None:
@@ -132,12 +133,21 @@ def json_type(field_spec: Spec) -> Any:
             bounds.append(WithJsonSchema(schema))
         return Annotated[(int, *bounds, BeforeValidator(_whole_number))]
     if field_spec.kind == "number":
-        bounds = []
-        if limits:
-            low = {"gt" if limits.low_exclusive else "ge": limits.low}
-            bounds.append(Interval(**low, le=limits.high))
-        return Annotated[(float, *bounds, AllowInfNan(False))]
+        return _number(limits)
+    if field_spec.kind == "numbers":
+        return Annotated[list[_number(limits)], Len(1, MAX_LIST_ITEMS)]
+    if field_spec.kind == "flag":
+        return bool
     raise ValueError(f"no JSON type for a {field_spec.kind} field")
+
+
+def _number(limits: Range | None) -> Any:
+    """A finite JSON number within ``limits``."""
+    bounds = []
+    if limits:
+        low = {"gt" if limits.low_exclusive else "ge": limits.low}
+        bounds.append(Interval(**low, le=limits.high))
+    return Annotated[(float, *bounds, AllowInfNan(False))]
 
 
 def _description(field_spec: Spec) -> str:
@@ -383,7 +393,13 @@ def job_view_model(declared: type = Request) -> type[_JobState]:
     return create_model("JobView", __base__=_JobState, **shown)
 
 
-_VIEW_TYPES: dict[str, Any] = {"text": str, "integer": int, "number": float}
+_VIEW_TYPES: dict[str, Any] = {
+    "text": str,
+    "integer": int,
+    "number": float,
+    "numbers": list[float],
+    "flag": bool,
+}
 _DRAWN = {"seed"}  # a missing one is drawn at submission (``to_request``)
 
 

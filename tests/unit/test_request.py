@@ -73,6 +73,68 @@ def test_a_new_field_is_recorded_in_the_metadata_and_in_the_remake_command():
     assert "--dummy-field=4" in remake_argv(text, declared=WithDummy)
 
 
+@dataclass(frozen=True)
+class WithFlagAndNumbers(Request):
+    """``Request`` with a switch and a list of numbers, the two kinds no field of it uses yet."""
+
+    switch: bool = spec(Spec("a dummy switch", "flag", key="dummy_switch"), False)
+    weights: tuple[float, ...] | None = spec(
+        Spec("dummy weights", "numbers", key="dummy_weights", limits=Range(0.0, 2.0))
+    )
+
+
+def test_a_switch_and_a_list_of_numbers_are_options_schemas_metadata_and_remake_words():
+    parser = Parser(prog="lcm-lite")
+    add_options(parser, WithFlagAndNumbers)
+    args = parser.parse_args(["--dummy-switch", "--dummy-weights", "0.7,1.5"])
+    request = WithFlagAndNumbers("a fox", **given(args, WithFlagAndNumbers))
+    assert (request.switch, request.weights) == (True, [0.7, 1.5])
+    unset = parser.parse_args([])
+    assert WithFlagAndNumbers("x", **given(unset, WithFlagAndNumbers)).switch is False
+    off = parser.parse_args(["--no-dummy-switch"])
+    assert WithFlagAndNumbers("x", **given(off, WithFlagAndNumbers)).switch is False
+
+    text = {key: str(value) for key, value in metadata_of(request, 0).items()}
+    assert (text["dummy_switch"], text["dummy_weights"]) == ("True", "0.7,1.5")
+    assert from_metadata(text, WithFlagAndNumbers)[0] == request
+    argv = remake_argv(text, declared=WithFlagAndNumbers)
+    assert "--dummy-switch" in argv and "--dummy-weights=0.7,1.5" in argv
+    off_text = {**text, "dummy_switch": "False"}
+    assert not any("switch" in word for word in remake_argv(off_text, declared=WithFlagAndNumbers))
+
+    WithFlagAndNumbers("x", weights=0.5).check()  # one number is a list of one
+    for bad, message in (
+        ({"switch": 1}, "switch must be True or False, got 1"),
+        ({"weights": [0.5, 3.0]}, r"weights must be a number in \[0, 2\] or a list of them"),
+        ({"weights": []}, "weights must be"),
+        ({"weights": [math.nan]}, "weights must be"),
+        ({"weights": [True]}, "weights must be"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            WithFlagAndNumbers("x", **bad).check()
+    with pytest.raises(UsageError, match="expected numbers separated by commas"):
+        from_metadata({**text, "dummy_weights": "0.5,x"}, WithFlagAndNumbers)
+
+
+def test_a_switch_and_a_list_of_numbers_are_typed_in_the_servers_schemas():
+    schemas = pytest.importorskip("lcm_lite.server.schemas")
+
+    body_model = schemas.own_api_model(WithFlagAndNumbers)
+    properties = body_model.model_json_schema()["properties"]
+    assert properties["dummy_switch"]["type"] == "boolean"
+    body = body_model.model_validate(
+        {"prompt": "a fox", "dummy_switch": True, "dummy_weights": [0.5, 1.0], "seed": 1}
+    )
+    assert body.to_request(WithFlagAndNumbers) == WithFlagAndNumbers(
+        "a fox", switch=True, weights=[0.5, 1.0], seed=1
+    )
+    for bad in ({"dummy_switch": "yes"}, {"dummy_weights": [2.5]}, {"dummy_weights": []}):
+        with pytest.raises(ValueError, match="dummy_"):
+            body_model.model_validate({"prompt": "a fox", **bad})
+    view = schemas.job_view_model(WithFlagAndNumbers).model_json_schema()["properties"]
+    assert {"dummy_switch", "dummy_weights"} <= set(view)
+
+
 EVERY_FIELD = Request(
     "a red fox",
     negative_prompt="blurry",
