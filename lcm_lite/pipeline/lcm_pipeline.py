@@ -200,7 +200,7 @@ class LCMPipeline:
             clock = time.perf_counter()
             tokens = self._tokenize(planned.request)
             timings = {"tokenize": time.perf_counter() - clock}
-            networks = self._networks_for(planned, tokens[0].text_length)
+            networks = self._networks_for(planned, _text_length(planned.request, tokens))
             networks.progress = progress
             try:
                 return self._run(planned, tokens, networks, vae, callback, timings)
@@ -230,7 +230,7 @@ class LCMPipeline:
         planned = self.plan(request)
         with self._lock:
             tokens = self._tokenize(planned.request)
-            networks = self._networks_for(planned, tokens[0].text_length)
+            networks = self._networks_for(planned, _text_length(planned.request, tokens))
             prompt_embeds, negative_embeds = self._encode(planned.request, tokens, networks, {})
         return prompt_embeds.copy(), None if negative_prompt is None else negative_embeds.copy()
 
@@ -323,7 +323,8 @@ class LCMPipeline:
         networks: CompiledNetworks,
         timings: dict[str, float],
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The prompts' embeddings, and the negative prompts' (None without guidance)."""
+        """The prompts' embeddings, and the negative prompts' (None without guidance); those
+        the request gives (``prompt_embeds``, ``negative_prompt_embeds``) as they are."""
         encode = partial(
             self.prompt_encoder.encode,
             clip_skip=request.clip_skip,
@@ -331,7 +332,14 @@ class LCMPipeline:
             timings=timings,
         )
         prompt_tokens, negative_tokens = tokens
-        return encode(prompt_tokens), None if negative_tokens is None else encode(negative_tokens)
+        prompt_embeds, negative_embeds = request.prompt_embeds, request.negative_prompt_embeds
+        if prompt_embeds is None:
+            prompt_embeds = encode(prompt_tokens)
+        if negative_embeds is None and negative_tokens is not None:
+            negative_embeds = encode(negative_tokens)
+        return _float32(prompt_embeds), None if negative_embeds is None else _float32(
+            negative_embeds
+        )
 
     def _picture_latents(
         self,
@@ -408,6 +416,26 @@ class LCMPipeline:
         if vae.kind != "tiny" or vae.root == self.folder.root:
             return None
         return str(vae.root)
+
+
+def _text_length(request: Request, tokens: tuple[TokenizedText, TokenizedText | None]) -> int:
+    """The tokens the UNet reads: 77 per chunk, or ``prompt_embeds``' length; negative prompts
+    encoded from text must be as long."""
+    if request.prompt_embeds is None:
+        return tokens[0].text_length
+    length = request.prompt_embeds.shape[1]
+    negative_tokens = tokens[1]
+    encoded = request.negative_prompt_embeds is None and negative_tokens is not None
+    if encoded and negative_tokens.text_length != length:
+        raise UsageError(
+            f"the negative prompts encode to {negative_tokens.text_length} tokens, "
+            f"prompt_embeds has {length}: give negative_prompt_embeds too"
+        )
+    return length
+
+
+def _float32(embeddings: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 def _picture_names(image: object) -> str | None:

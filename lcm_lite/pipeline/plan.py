@@ -54,6 +54,7 @@ def plan(
     distillation timesteps, as diffusers."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
+    check_negative_prompt(request.negative_prompt_embeds, folder)
     pictures = None
     width, height = request.width, request.height
     if request.image is not None:
@@ -68,7 +69,7 @@ def plan(
         timesteps=request.timesteps,
         strength=1.0 if pictures is None else request.strength,
     )
-    prompts = request.prompts
+    prompts = _prompts(request)
     resolved = replace(
         request,
         prompt=prompts,
@@ -98,6 +99,31 @@ def plan(
     if pictures is not None and request.latents is None:
         check_picture_count(len(pictures), latent_shape[0])
     return Plan(resolved, schedule, latent_shape, pictures)
+
+
+def _prompts(request: Request) -> list[str]:
+    """The prompts; with ``prompt_embeds``, one empty prompt per row (as diffusers, the
+    embeddings stand for the prompts, which are then not given)."""
+    embeds, negative_embeds = request.prompt_embeds, request.negative_prompt_embeds
+    if embeds is None:
+        if negative_embeds is not None:
+            raise UsageError("negative_prompt_embeds needs prompt_embeds")
+        return request.prompts
+    if request.prompts != [""]:
+        raise UsageError("give either a prompt or prompt_embeds (then the prompt is ''), not both")
+    for name, array in (("prompt_embeds", embeds), ("negative_prompt_embeds", negative_embeds)):
+        if array is not None and (
+            not isinstance(array, np.ndarray) or array.ndim != 3 or array.dtype.kind != "f"
+        ):
+            raise UsageError(f"{name} must be a float array (batch, tokens, hidden)")
+    if negative_embeds is not None and negative_embeds.shape != embeds.shape:
+        raise UsageError(
+            f"negative_prompt_embeds must have prompt_embeds' shape {embeds.shape}, "
+            f"got {negative_embeds.shape}"
+        )
+    if negative_embeds is not None and request.negative_prompt is not None:
+        raise UsageError("give either a negative prompt or negative_prompt_embeds, not both")
+    return [""] * len(embeds)
 
 
 def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
