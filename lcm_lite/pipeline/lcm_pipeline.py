@@ -39,7 +39,13 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
-from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
+from lcm_lite.pipeline.plan import (
+    Plan,
+    check_negative_prompt,
+    check_prompt_options,
+    plan,
+    takes_negative_prompts,
+)
 from lcm_lite.pipeline.prompts import PromptEncoder, TokenizedText
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
 from lcm_lite.request import MAX_SIZE, LoadOptions, Request
@@ -157,6 +163,11 @@ class LCMPipeline:
     def takes_negative_prompts(self) -> bool:
         """Whether ``negative_prompt`` is accepted (``plan.takes_negative_prompts``)."""
         return takes_negative_prompts(self.folder)
+
+    def check_prompt_options(self, request: Request) -> None:
+        """Raise UsageError for a ``clip_skip`` this model cannot take, or a prompt weight that
+        is not a number (``plan.check_prompt_options``)."""
+        check_prompt_options(request, self.folder)
 
     def check_negative_prompt(self, negative_prompt: str | Sequence[str] | None) -> None:
         """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""

@@ -18,6 +18,7 @@ from lcm_lite.images.preprocess import (
     output_size,
 )
 from lcm_lite.models.folder import ModelFolder
+from lcm_lite.prompting.attention import parse_attention
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
 from lcm_lite.sampling.scheduler import LCMScheduler
@@ -87,7 +88,7 @@ def plan(
         strength=request.strength if pictures is None else float(request.strength),
     )
     resolved.check()  # the size taken from a picture, too
-    check_clip_skip(request.clip_skip, folder)
+    check_prompt_options(request, folder)
     latent_shape = (
         len(prompts) * resolved.num_images,
         folder.latent_channels,
@@ -126,14 +127,21 @@ def _prompts(request: Request) -> list[str]:
     return [""] * len(embeds)
 
 
-def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
-    """diffusers' ``clip_skip`` indexes ``hidden_states``, the embeddings and each layer's
-    output: at most the text encoder's number of layers."""
+def check_prompt_options(request: Request, folder: ModelFolder) -> None:
+    """A UsageError for a ``clip_skip`` past the text encoder's layers (diffusers' indexes
+    ``hidden_states``: the embeddings and each layer's output) and, with ``prompt_weighting``, a
+    weight that is not a number."""
     layers = folder.text_encoder_layers()
-    if clip_skip is not None and clip_skip > layers:
+    if request.clip_skip is not None and request.clip_skip > layers:
         raise UsageError(
-            f"clip_skip must be from 0 to {layers} (this text encoder's layers), got {clip_skip}"
+            f"clip_skip must be from 0 to {layers} (this text encoder's layers), "
+            f"got {request.clip_skip}"
         )
+    if request.prompt_weighting:
+        negative = request.negative_prompt
+        negatives = [negative] if isinstance(negative, str) else list(negative or [])
+        for prompt in [*request.prompts, *negatives]:
+            parse_attention(prompt)
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:
