@@ -65,3 +65,35 @@ def test_the_unet_compiles_once_per_text_length(f32_pipe):
     f32_pipe("long, " * 60, prompt_weighting=True, **CALL)
     assert f32_pipe._networks.shapes.text_length in (154, 231)
     assert f32_pipe._networks.unet() is not unet
+
+
+@pytest.mark.convert
+def test_clip_skip_works_on_a_folder_with_int8_weights_like_the_hubs(
+    tiny_diffusers_dir, f32_pipe, tmp_path
+):
+    """The hub's int8 model's text encoder outputs only last_hidden_state, with NNCF-compressed
+    weights: the graph transformation finds the layers there too."""
+    from conversion.export import convert
+    from lcm_lite import LCMPipeline
+
+    int8 = LCMPipeline.from_pretrained(
+        convert(tiny_diffusers_dir, tmp_path / "int8", weights="int8"), precision="f32"
+    )
+    skipped, _ = int8.encode_prompt("a red cube", clip_skip=1)
+    reference, _ = f32_pipe.encode_prompt("a red cube", clip_skip=1)
+    unskipped, _ = f32_pipe.encode_prompt("a red cube")
+    compression = np.abs(skipped - reference).max()
+    assert compression < 0.2  # int8 weights against float32 ones
+    assert np.abs(unskipped - reference).max() > 3 * compression
+
+
+def test_a_text_encoder_graph_of_another_shape_is_refused_in_one_line(f32_pipe):
+    import openvino as ov
+
+    from lcm_lite.errors import ModelError
+    from lcm_lite.models.clip_skip import output_hidden_state
+
+    model = ov.Core().read_model(f32_pipe.folder.xml("text_encoder"))
+    with pytest.raises(ModelError, match="export the model again with lcm-lite-convert") as refused:
+        output_hidden_state(model, 1, num_layers=3)  # the IR has 2 layers
+    assert "\n" not in str(refused.value)
