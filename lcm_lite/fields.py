@@ -77,6 +77,7 @@ class Spec:
     served_over_http: bool = True
     default_help: str | None = None  # the default, when the field's own (None, ...) says little
     fallback: Any = None  # what None becomes when nothing else decides (width: 512)
+    repeatable: bool = False  # on the command line: given once per item (--control-image)
 
     @property
     def flag(self) -> str | None:

@@ -61,8 +61,7 @@ class ControlNetFolder:
         config = ControlNetConfig.read(files.config)
         if config._class_name != "ControlNetModel":
             raise ModelError(
-                f"{files.config} describes a {config._class_name or 'model'}, not a "
-                "ControlNetModel"
+                f"{files.config} describes a {config._class_name or 'model'}, not a ControlNetModel"
             )
         return cls(str(source), files.xml, config)
 
