@@ -13,7 +13,8 @@ The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
     vae_encoder/    the same (image to image's), unless ``with_vae_encoder=False``
 
 A tiny autoencoder (diffusers' ``AutoencoderTiny``, TAESD) becomes the tiny-VAE folder FastSD CPU
-reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``).
+reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``). A ``ControlNetModel``
+becomes a ControlNet folder: ``controlnet/`` alone (``lcm_lite.models.controlnet``).
 
 Each network is traced from float32 torch weights and freed before the next is loaded, so the
 full-size model converts within a few GiB.
@@ -35,15 +36,32 @@ import diffusers
 import numpy as np
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from conversion import WEIGHT_FORMATS
 from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
-from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
+from conversion.networks import (
+    Network,
+    controlnet_networks,
+    text_encoder_networks,
+    unet_networks,
+    vae_networks,
+)
 from conversion.quantize import collect_unet_inputs, quantize_unet
-from conversion.source import is_latent_consistency_model, is_tiny_vae, open_source
+from conversion.source import (
+    is_controlnet,
+    is_latent_consistency_model,
+    is_tiny_vae,
+    open_source,
+)
 from conversion.staging import check_destination, staged_directory
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.errors import ModelError, OutputError, UsageError
@@ -80,7 +98,8 @@ def convert(
     progress: Progress | None = None,
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
-    a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder).
+    a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder); a
+    ``ControlNetModel`` ``source`` to a ControlNet folder.
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
@@ -100,18 +119,22 @@ def convert(
     folder = open_source(source).resolve()
     if out_dir.resolve() in (folder, *folder.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")
-    tiny = is_tiny_vae(folder)
-    if tiny and quantize_unet:
-        raise UsageError(f"{source} is a tiny VAE: it has no UNet to quantize")
-    if quantize_unet and not loras and not tiny and not is_latent_consistency_model(folder):
+    single = (
+        "a tiny VAE" if is_tiny_vae(folder) else "a ControlNet" if is_controlnet(folder) else None
+    )
+    if single and (quantize_unet or loras):
+        raise UsageError(f"{source} is {single}: it has no UNet to quantize or fuse a LoRA into")
+    if quantize_unet and not loras and not single and not is_latent_consistency_model(folder):
         raise UsageError(
             f"{source} is a plain Stable Diffusion model: --quantize-unet calibrates on LCM "
             "sampling, so fuse an LCM-LoRA with --lora to quantize it"
         )
     try:
         with staged_directory(out_dir, force=force) as staging:
-            if tiny:
+            if single == "a tiny VAE":
                 _export_tiny_vae(folder, staging, weights, report)
+            elif single == "a ControlNet":
+                _export_controlnet(folder, staging, weights, report)
             else:
                 _write_pipeline_files(folder, staging, report, loras)
                 text_length = _export_text_encoder(folder, staging, weights, report, loras)
@@ -218,6 +241,16 @@ def _export_tiny_vae(folder: Path, staging: Path, weights: str, report: Progress
     """A tiny-VAE folder: the AutoencoderTiny's decoder and encoder, nothing else."""
     vae = _load(AutoencoderTiny, folder, None, dtype=torch.float32)
     _export_networks(vae_networks(vae, with_encoder=True), staging, weights, report)
+
+
+def _export_controlnet(folder: Path, staging: Path, weights: str, report: Progress) -> None:
+    """A ControlNet folder: the ControlNetModel's residuals network, nothing else. A ControlNet
+    that pools its conditions (``global_pool_conditions``, the shuffle ControlNet) is refused:
+    the runtime adds full-size residuals."""
+    controlnet = _load(ControlNetModel, folder, None, dtype=torch.float32)
+    if controlnet.config.global_pool_conditions:
+        raise ModelError(f"{folder}: ControlNets with global_pool_conditions are not supported")
+    _export_networks(controlnet_networks(controlnet), staging, weights, report)
 
 
 def _load(component: Any, folder: Path, subfolder: str | None, **options: Any) -> Any:

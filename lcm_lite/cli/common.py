@@ -76,7 +76,7 @@ def add_options(
             type=argparse_type(PARSERS[field_spec.kind]),
             choices=field_spec.choices or None,
             metavar=field_spec.metavar or _metavar(field_spec),
-            action="append" if field_spec.kind == "loras" else "store",
+            action="append" if field_spec.kind == "loras" or field_spec.repeatable else "store",
             help=(help or {}).get(name, field_spec.help)
             + ("" if shown is None else f" (default: {shown})"),
         )

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from lcm_lite.images.preprocess import (
     output_size,
 )
 from lcm_lite.models.folder import ModelFolder
+from lcm_lite.pipeline.control import ControlNetChoice, conditioning_scales, control_pictures
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
 from lcm_lite.sampling.scheduler import LCMScheduler
@@ -30,12 +32,15 @@ log = logging.getLogger("lcm_lite")
 class Plan:
     """A resolved request: ``request`` with every field the images depend on made concrete
     (``prompt`` a list, ``negative_prompt`` the list classifier-free guidance uses or None,
-    ``steps`` the count sampled), the ``schedule``, the latents' shape and the decoded pictures."""
+    ``steps`` the count sampled, ``controlnet_conditioning_scale`` one per ControlNet), the
+    ``schedule``, the latents' shape and the decoded pictures (starting ones, and each
+    ControlNet's control pictures)."""
 
     request: Request
     schedule: np.ndarray
     latent_shape: tuple[int, int, int, int]
     pictures: list[Image.Image] | None
+    control_pictures: list[list[Image.Image]] | None = None
 
     @property
     def guided(self) -> bool:
@@ -44,14 +49,20 @@ class Plan:
 
 
 def plan(
-    request: Request, folder: ModelFolder, scheduler: LCMScheduler, max_side: int = MAX_SIZE
+    request: Request,
+    folder: ModelFolder,
+    scheduler: LCMScheduler,
+    max_side: int = MAX_SIZE,
+    controlnets: Sequence[ControlNetChoice] = (),
 ) -> Plan:
     """Check ``request`` (``Request.check``, then what needs the model: a negative prompt for an
     LCM, the picture count, the latents' shape) and resolve it. Image to image: the picture,
     resized to width x height (default: its own size rounded down to a multiple of 8, at most
     ``max_side``; a picture that would make a larger image is refused from its header, before it
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
-    distillation timesteps, as diffusers."""
+    distillation timesteps, as diffusers. With ``controlnets``, their control pictures (whose
+    first sets the size when neither width and height nor a starting picture do, as diffusers'
+    ``prepare_image``) and their scales."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
     pictures = None
@@ -60,6 +71,10 @@ def plan(
         check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
+    multiple = folder.vae_scale_factor
+    controls = control_pictures(request, len(controlnets), multiple, max_side)
+    if controls is not None and pictures is None:
+        width, height = output_size(controls[0][0], width, height, multiple, max_side)
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
@@ -84,6 +99,9 @@ def plan(
         ),
         timesteps=None if request.timesteps is None else tuple(map(int, request.timesteps)),
         strength=request.strength if pictures is None else float(request.strength),
+        controlnet_conditioning_scale=None
+        if controls is None
+        else conditioning_scales(request.controlnet_conditioning_scale, controlnets),
     )
     resolved.check()  # the size taken from a picture, too
     check_clip_skip(request.clip_skip, folder)
@@ -97,7 +115,7 @@ def plan(
         raise UsageError(f"latents must have shape {latent_shape}, got {request.latents.shape}")
     if pictures is not None and request.latents is None:
         check_picture_count(len(pictures), latent_shape[0])
-    return Plan(resolved, schedule, latent_shape, pictures)
+    return Plan(resolved, schedule, latent_shape, pictures, controls)
 
 
 def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
