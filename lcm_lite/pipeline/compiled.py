@@ -80,8 +80,12 @@ class CompiledNetworks:
         )
 
     def unet(self) -> UNet:
-        batch, *latent_size = self.shapes.latent_shape
-        unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
+        batch, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (
+            batch * (2 if self.shapes.guided else 1),
+            self.folder.unet_channels,
+            *latent_size,
+        )
         return self._get(
             "unet",
             "UNet",

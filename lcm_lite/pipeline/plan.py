@@ -11,8 +11,10 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
+from lcm_lite.images.mask import check_aspect_ratio, load_masks, mask_pixels
 from lcm_lite.images.preprocess import (
     check_before_decoding,
+    check_headers,
     check_picture_count,
     load_images,
     output_size,
@@ -20,6 +22,7 @@ from lcm_lite.images.preprocess import (
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
+from lcm_lite.sampling.inpainting import cut_by_strength
 from lcm_lite.sampling.scheduler import LCMScheduler
 from lcm_lite.sampling.torch_rng import random_seed
 
@@ -30,12 +33,14 @@ log = logging.getLogger("lcm_lite")
 class Plan:
     """A resolved request: ``request`` with every field the images depend on made concrete
     (``prompt`` a list, ``negative_prompt`` the list classifier-free guidance uses or None,
-    ``steps`` the count sampled), the ``schedule``, the latents' shape and the decoded pictures."""
+    ``steps`` the count sampled), the ``schedule``, the latents' shape, the decoded pictures and,
+    inpainting, the binary ``mask`` (1 or one per picture, 1, height, width)."""
 
     request: Request
     schedule: np.ndarray
     latent_shape: tuple[int, int, int, int]
     pictures: list[Image.Image] | None
+    mask: np.ndarray | None = None
 
     @property
     def guided(self) -> bool:
@@ -51,7 +56,8 @@ def plan(
     resized to width x height (default: its own size rounded down to a multiple of 8, at most
     ``max_side``; a picture that would make a larger image is refused from its header, before it
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
-    distillation timesteps, as diffusers."""
+    distillation timesteps, as diffusers. Inpainting: the mask read and checked (its shape, not
+    empty), and the last ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
     pictures = None
@@ -60,20 +66,29 @@ def plan(
         check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
+    masks = None
+    if request.mask_image is not None:
+        check_headers(request.mask_image)
+        masks = load_masks(request.mask_image, len(pictures))
+        for index, picture in enumerate(pictures):
+            check_aspect_ratio(masks[index % len(masks)], picture)
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
         None if request.timesteps is not None else request.steps,
         original_inference_steps=request.original_inference_steps,
         timesteps=request.timesteps,
-        strength=1.0 if pictures is None else request.strength,
+        strength=1.0 if pictures is None or masks is not None else request.strength,
     )
+    steps = len(schedule)
+    if masks is not None:
+        schedule = cut_by_strength(schedule, request.strength)
     prompts = request.prompts
     resolved = replace(
         request,
         prompt=prompts,
         negative_prompt=_negative_prompts(request, len(prompts), folder),
-        steps=len(schedule),
+        steps=steps,
         guidance_scale=float(request.guidance_scale),
         width=width,
         height=height,
@@ -94,9 +109,10 @@ def plan(
     )
     if request.latents is not None and request.latents.shape != latent_shape:
         raise UsageError(f"latents must have shape {latent_shape}, got {request.latents.shape}")
-    if pictures is not None and request.latents is None:
+    if pictures is not None and (request.latents is None or masks is not None):
         check_picture_count(len(pictures), latent_shape[0])
-    return Plan(resolved, schedule, latent_shape, pictures)
+    mask = None if masks is None else mask_pixels(masks, width, height)
+    return Plan(resolved, schedule, latent_shape, pictures, mask)
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:
