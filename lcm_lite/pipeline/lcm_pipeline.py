@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import Cancelled, UsageError
-from lcm_lite.fields import Devices, picture_name
+from lcm_lite.fields import Devices, picture_digests, picture_name
 from lcm_lite.images.postprocess import to_pil
 from lcm_lite.images.preprocess import preprocess, repeat_for_batch
 from lcm_lite.models.folder import ModelFolder
@@ -288,6 +288,7 @@ class LCMPipeline:
             tuple(int(t) for t in schedule),
             tuple((adapter.source, adapter.weight) for adapter in self.adapters),
             self._tiny_vae_source(vae),
+            tuple(picture_digests(request).items()),
         )
         return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
 
