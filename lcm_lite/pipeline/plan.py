@@ -60,6 +60,12 @@ def plan(
     empty), and the last ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
+    if folder.is_inpainting and request.mask_image is None:
+        raise UsageError(
+            f"{folder.root.name} is an inpainting model (its UNet takes {folder.unet_channels} "
+            "channels: latents, mask, masked picture): give a picture and a mask (image= and "
+            "mask_image=; --image and --mask)"
+        )
     pictures = None
     width, height = request.width, request.height
     if request.image is not None:

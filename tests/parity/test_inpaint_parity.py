@@ -9,6 +9,8 @@ with the mask, so that a match is not a match of two images that ignore it.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -251,3 +253,126 @@ def test_a_strength_that_leaves_no_step_is_refused(f32_pipe):
     mask = MASKS["rectangle"](64, 48)
     with pytest.raises(UsageError, match="int\\(steps x strength\\)"):
         f32_pipe("a fox", image=varied_picture(64, 48), mask_image=mask, steps=2, strength=0.4)
+
+
+# -- a 9-channel inpainting UNet (plain Stable Diffusion) with an LCM-LoRA -----------------------
+
+
+@pytest.fixture(scope="module")
+def inpainting_model_dir(tmp_path_factory, clip_vocab_dir):
+    """A tiny random StableDiffusionInpaintPipeline: its UNet takes 9 channels."""
+    from conversion.random_model import build_random_sd
+
+    out_dir = tmp_path_factory.mktemp("tiny-inpainting") / "diffusers"
+    return build_random_sd(out_dir, size="tiny", vocab_dir=clip_vocab_dir, seed=0, inpaint=True)
+
+
+@pytest.fixture(scope="module")
+def inpainting_lcm_lora(inpainting_model_dir, tmp_path_factory):
+    """A random LCM-LoRA shape for it: kohya keys, every UNet layer (conv_in's 9 channels too)."""
+    from conversion.random_model import build_random_lora
+
+    path = tmp_path_factory.mktemp("inpainting-lora") / "lcm-lora.safetensors"
+    return build_random_lora(
+        inpainting_model_dir, path, rank=8, alpha=8.0, text_encoder=False, seed=3
+    )
+
+
+@pytest.fixture(scope="module")
+def inpainting_ov_dir(inpainting_model_dir, tmp_path_factory):
+    from conversion.export import convert
+
+    out_dir = tmp_path_factory.mktemp("tiny-inpainting-ov") / "openvino"
+    return convert(inpainting_model_dir, out_dir, weights="fp32")
+
+
+@pytest.fixture(scope="module")
+def nine_channel_pipe(inpainting_ov_dir, inpainting_lcm_lora):
+    from lcm_lite import LCMPipeline
+
+    return LCMPipeline.from_pretrained(
+        inpainting_ov_dir, precision="f32", loras=[(inpainting_lcm_lora, 1.0)]
+    )
+
+
+@pytest.fixture(scope="module")
+def diffusers_nine_channel_pipe(inpainting_model_dir, inpainting_lcm_lora):
+    """diffusers' LCM-LoRA recipe on the inpainting pipeline: LCMScheduler from its config, the
+    LoRA by ``load_lora_weights``."""
+    pipe = _inpaint_pipe(inpainting_model_dir)
+    assert pipe.unet.config.in_channels == 9 and pipe.unet.config.time_cond_proj_dim is None
+    pipe.scheduler = diffusers.LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(str(inpainting_lcm_lora))
+    return pipe
+
+
+@pytest.mark.parametrize(
+    ("strength", "steps", "guidance", "negative_prompt"),
+    [
+        (1.0, 4, 1.0, None),
+        (1.0, 2, 3.0, "blurry"),
+        (0.75, 4, 3.0, "dark, low quality"),
+        (0.5, 4, 2.0, None),
+        (1.0, 1, 3.0, "blurry"),
+    ],
+)
+def test_a_nine_channel_unet_with_an_lcm_lora_gives_the_diffusers_image(
+    nine_channel_pipe, diffusers_nine_channel_pipe, strength, steps, guidance, negative_prompt
+):
+    picture = varied_picture(64, 48, seed=9)
+    mask = MASKS["ellipse"](64, 48)
+    arguments = {"strength": strength, "steps": steps, "seed": 13, "num_images": 2}
+    pipe = diffusers_nine_channel_pipe
+    guided = {"negative_prompt": negative_prompt} if negative_prompt else {}
+
+    def theirs(mask):
+        return [
+            np.asarray(image)
+            for image in pipe(
+                "a red cube",
+                image=picture,
+                mask_image=mask,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                num_images_per_prompt=2,
+                width=64,
+                height=48,
+                generator=torch.Generator().manual_seed(13),
+                **guided,
+            ).images
+        ]
+
+    reference = theirs(mask)
+    ours = [
+        np.asarray(image)
+        for image in nine_channel_pipe(
+            "a red cube",
+            image=picture,
+            mask_image=mask,
+            guidance_scale=guidance,
+            **guided,
+            **arguments,
+        )
+    ]
+
+    _assert_differ(reference, theirs(MASKS["blobs"](64, 48)))
+    _assert_within_one_level(ours, reference)
+
+
+def test_a_nine_channel_model_without_a_mask_says_what_to_give(nine_channel_pipe):
+    with pytest.raises(UsageError, match="an inpainting model .* give a picture and a mask"):
+        nine_channel_pipe("a red cube", steps=2)
+    with pytest.raises(UsageError, match="give a picture and a mask"):
+        nine_channel_pipe("a red cube", image=varied_picture(64, 48), steps=2)
+
+
+def test_the_converted_inpainting_folder_says_what_it_is(inpainting_ov_dir):
+    from lcm_lite.models.folder import ModelFolder
+
+    model_index = json.loads((inpainting_ov_dir / "model_index.json").read_text())
+    folder = ModelFolder.open(inpainting_ov_dir)
+
+    assert model_index["_class_name"] == "StableDiffusionInpaintPipeline"
+    assert (folder.unet_channels, folder.latent_channels, folder.is_inpainting) == (9, 4, True)
+    assert (inpainting_ov_dir / "vae_encoder" / "openvino_model.xml").is_file()
