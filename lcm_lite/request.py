@@ -101,6 +101,29 @@ class Request:
             needs="image",
         )
     )
+    mask_blur: int | None = spec(
+        Spec(
+            "inpainting: blur the mask by this Gaussian radius in pixels before it is resized and "
+            "binarized (diffusers' VaeImageProcessor.blur: it rounds the mask's shape)",
+            "integer",
+            key="mask_blur",
+            metavar="PIXELS",
+            limits=Range(0, 1024),
+            needs="mask_image",
+        )
+    )
+    padding_mask_crop: int | None = spec(
+        Spec(
+            "inpainting a small area of a big picture: make the image for the box around the "
+            "mask, grown by this many pixels and to the width:height shape, then paste it back "
+            "into the picture, which keeps its size (diffusers' padding_mask_crop)",
+            "integer",
+            key="padding_mask_crop",
+            metavar="PIXELS",
+            limits=Range(0, MAX_SIZE),
+            needs="mask_image",
+        )
+    )
     strength: float = spec(
         Spec(
             "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "

@@ -13,9 +13,10 @@ repaint set to 0 (mid-gray in [-1, 1]); the latent mask is the pixel mask sample
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from lcm_lite.errors import UsageError
 from lcm_lite.images.preprocess import Picture, load_images
@@ -75,3 +76,137 @@ def latent_mask(mask: np.ndarray, scale: int) -> np.ndarray:
     """The mask at the latents' size (``H / scale``): torch's "nearest" interpolation by an
     integer factor takes every ``scale``-th pixel, from the first."""
     return np.ascontiguousarray(mask[:, :, ::scale, ::scale])
+
+
+def blur(mask: Image.Image, radius: float) -> Image.Image:
+    """diffusers' ``VaeImageProcessor.blur(mask, blur_factor=radius)``: PIL's Gaussian blur, on
+    the mask as given (before it is resized and binarized: it rounds the mask's shape)."""
+    return mask.filter(ImageFilter.GaussianBlur(radius))
+
+
+def crop_region(mask: Image.Image, width: int, height: int, pad: int) -> tuple[int, int, int, int]:
+    """diffusers' ``get_crop_region``: the box (left, top, right, bottom) around every pixel of
+    ``mask`` that is not black, grown by ``pad`` on each side (within the mask), then grown on
+    its short side, about its centre, to the ``width / height`` aspect ratio of the image to
+    make (shifted back inside the mask where it would leave it)."""
+    painted = np.asarray(mask.convert("L")) != 0
+    mask_height, mask_width = painted.shape
+    columns = np.flatnonzero(painted.any(axis=0))
+    rows = np.flatnonzero(painted.any(axis=1))
+    left = max(int(columns[0]) - pad, 0)
+    top = max(int(rows[0]) - pad, 0)
+    right = min(int(columns[-1]) + 1 + pad, mask_width)
+    bottom = min(int(rows[-1]) + 1 + pad, mask_height)
+    target_ratio = width / height
+    if (right - left) / (bottom - top) > target_ratio:
+        top, bottom = _grow(top, bottom, (right - left) / target_ratio, mask_height)
+    else:
+        left, right = _grow(left, right, (bottom - top) * target_ratio, mask_width)
+    return left, top, right, bottom
+
+
+def _grow(start: int, end: int, desired: float, limit: int) -> tuple[int, int]:
+    """One side of ``crop_region``: ``[start, end)`` grown to ``desired`` (truncated), half
+    before, half after, shifted to end at ``limit`` and start at 0, cut at ``limit``."""
+    growth = int(desired - (end - start))
+    start -= growth // 2
+    end += growth - growth // 2
+    if end >= limit:
+        start, end = start - (end - limit), limit
+    if start < 0:
+        start, end = 0, end - start
+    return start, min(end, limit)
+
+
+def resize_and_fill(picture: Image.Image, width: int, height: int) -> Image.Image:
+    """diffusers' ``resize_mode="fill"``: resized (Lanczos) to fit ``width x height`` with its
+    aspect ratio kept, centred on an RGB canvas, the bands left filled by stretching its first
+    and last rows (or columns)."""
+    ratio, picture_ratio = width / height, picture.width / picture.height
+    fit_width = width if ratio < picture_ratio else picture.width * height // picture.height
+    fit_height = height if ratio >= picture_ratio else picture.height * width // picture.width
+    fitted = picture.resize((fit_width, fit_height), resample=Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(fitted, box=(width // 2 - fit_width // 2, height // 2 - fit_height // 2))
+    if ratio < picture_ratio and (band := height // 2 - fit_height // 2) > 0:
+        canvas.paste(fitted.resize((width, band), box=(0, 0, width, 0)), box=(0, 0))
+        edge = (0, fitted.height, width, fitted.height)
+        canvas.paste(fitted.resize((width, band), box=edge), box=(0, band + fit_height))
+    elif ratio > picture_ratio and (band := width // 2 - fit_width // 2) > 0:
+        canvas.paste(fitted.resize((band, height), box=(0, 0, 0, height)), box=(0, 0))
+        edge = (fitted.width, 0, fitted.width, height)
+        canvas.paste(fitted.resize((band, height), box=edge), box=(band + fit_width, 0))
+    return canvas
+
+
+def _resize_and_crop(picture: Image.Image, width: int, height: int) -> Image.Image:
+    """diffusers' ``resize_mode="crop"``: resized (Lanczos) to cover ``width x height`` with its
+    aspect ratio kept, centred, the excess cut."""
+    ratio, picture_ratio = width / height, picture.width / picture.height
+    cover_width = width if ratio > picture_ratio else picture.width * height // picture.height
+    cover_height = height if ratio <= picture_ratio else picture.height * width // picture.width
+    covering = picture.resize((cover_width, cover_height), resample=Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(covering, box=(width // 2 - cover_width // 2, height // 2 - cover_height // 2))
+    return canvas
+
+
+def paste_back(
+    generated: Image.Image,
+    picture: Image.Image,
+    mask: Image.Image,
+    region: tuple[int, int, int, int],
+) -> Image.Image:
+    """diffusers' ``apply_overlay``: the image made for ``region`` resized into it, on a black
+    canvas of the picture's size, under the picture itself where ``mask`` is black (its gray
+    levels are the picture's opacity, composited premultiplied as PIL's "RGBa")."""
+    kept = Image.new("RGBa", picture.size)
+    kept.paste(picture.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    left, top, right, bottom = region
+    canvas = Image.new("RGBA", picture.size)
+    canvas.paste(_resize_and_crop(generated, right - left, bottom - top), (left, top))
+    result = canvas.convert("RGB").convert("RGBA")
+    result.alpha_composite(kept.convert("RGBA"))
+    return result.convert("RGB")
+
+
+@dataclass(frozen=True)
+class MaskCrop:
+    """diffusers' ``padding_mask_crop``: the image is made for ``region`` of the picture (the box
+    around the mask, see ``crop_region``) at the image's size, then pasted back into the picture,
+    which keeps its own size (``paste_back``)."""
+
+    picture: Image.Image
+    mask: Image.Image
+    region: tuple[int, int, int, int]
+
+    @classmethod
+    def of(
+        cls,
+        pictures: list[Image.Image],
+        masks: list[Image.Image],
+        width: int,
+        height: int,
+        pad: int,
+    ) -> MaskCrop:
+        """The crop of one picture and its mask, of the same size (UsageErrors otherwise)."""
+        if len(pictures) != 1 or len(masks) != 1:
+            raise UsageError("padding_mask_crop takes one picture and one mask")
+        picture, mask = pictures[0], masks[0]
+        if picture.size != mask.size:
+            raise UsageError(
+                f"with padding_mask_crop the mask must have the picture's size, "
+                f"{picture.width}x{picture.height}; it is {mask.width}x{mask.height}"
+            )
+        return cls(picture, mask, crop_region(mask, width, height, pad))
+
+    def cropped(self, width: int, height: int) -> tuple[Image.Image, Image.Image]:
+        """The picture and the mask cut to ``region`` and fitted to ``width x height`` (diffusers'
+        ``crops_coords`` with ``resize_mode="fill"``)."""
+        return (
+            resize_and_fill(self.picture.crop(self.region), width, height),
+            resize_and_fill(self.mask.crop(self.region), width, height),
+        )
+
+    def paste_back(self, images: list[Image.Image]) -> list[Image.Image]:
+        return [paste_back(image, self.picture, self.mask, self.region) for image in images]

@@ -275,8 +275,10 @@ class LCMPipeline:
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
         del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
 
-        # decode
+        # decode (with padding_mask_crop: pasted back into the picture)
         images = self._decode(networks, vae, denoised, timings)
+        if planned.crop is not None:
+            images = planned.crop.paste_back(images)
         timings.update(networks.take_seconds())
         settings = Settings(
             replace(

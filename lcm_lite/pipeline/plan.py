@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
-from lcm_lite.images.mask import check_aspect_ratio, load_masks, mask_pixels
+from lcm_lite.images.mask import MaskCrop, blur, check_aspect_ratio, load_masks, mask_pixels
 from lcm_lite.images.preprocess import (
     check_before_decoding,
     check_headers,
@@ -41,6 +41,7 @@ class Plan:
     latent_shape: tuple[int, int, int, int]
     pictures: list[Image.Image] | None
     mask: np.ndarray | None = None
+    crop: MaskCrop | None = None  # padding_mask_crop: the image is pasted back into the picture
 
     @property
     def guided(self) -> bool:
@@ -68,16 +69,24 @@ def plan(
         )
     pictures = None
     width, height = request.width, request.height
+    if request.padding_mask_crop is not None:  # made for the mask's box: not the picture's size
+        width, height = width or DEFAULT_SIZE, height or DEFAULT_SIZE
     if request.image is not None:
         check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
-    masks = None
+    masks = crop = None
     if request.mask_image is not None:
         check_headers(request.mask_image)
         masks = load_masks(request.mask_image, len(pictures))
+        if request.mask_blur:
+            masks = [blur(mask, request.mask_blur) for mask in masks]
         for index, picture in enumerate(pictures):
             check_aspect_ratio(masks[index % len(masks)], picture)
+        if request.padding_mask_crop is not None:
+            crop = MaskCrop.of(pictures, masks, width, height, request.padding_mask_crop)
+            picture, mask = crop.cropped(width, height)
+            pictures, masks = [picture], [mask]
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
@@ -118,7 +127,7 @@ def plan(
     if pictures is not None and (request.latents is None or masks is not None):
         check_picture_count(len(pictures), latent_shape[0])
     mask = None if masks is None else mask_pixels(masks, width, height)
-    return Plan(resolved, schedule, latent_shape, pictures, mask)
+    return Plan(resolved, schedule, latent_shape, pictures, mask, crop)
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:

@@ -376,3 +376,94 @@ def test_the_converted_inpainting_folder_says_what_it_is(inpainting_ov_dir):
     assert model_index["_class_name"] == "StableDiffusionInpaintPipeline"
     assert (folder.unet_channels, folder.latent_channels, folder.is_inpainting) == (9, 4, True)
     assert (inpainting_ov_dir / "vae_encoder" / "openvino_model.xml").is_file()
+
+
+# -- mask blur and padding_mask_crop -------------------------------------------------------------
+
+
+def lines_mask(width: int, height: int) -> Image.Image:
+    """A rectangle and thin lines: a blur rounds the one and wipes out the others."""
+    mask = rectangle_mask(width, height, (0.15, 0.2, 0.55, 0.7))
+    draw = ImageDraw.Draw(mask)
+    for x in range(width // 2, width, 6):
+        draw.line((x, 0, x, height), fill=255, width=2)
+    return mask
+
+
+@pytest.mark.parametrize("radius", [2, 5])
+def test_mask_blur_is_diffusers_blur_of_the_mask(f32_pipe, inpaint_pipe, radius):
+    picture, mask = varied_picture(64, 48, seed=10), lines_mask(64, 48)
+    arguments = {"strength": 1.0, "steps": 2, "seed": 3}
+
+    blurred = inpaint_pipe.mask_processor.blur(mask, blur_factor=radius)
+    theirs = _theirs(inpaint_pipe, "a fox", picture, blurred, width=64, height=48, **arguments)
+    unblurred = _theirs(inpaint_pipe, "a fox", picture, mask, width=64, height=48, **arguments)
+    ours = _ours(f32_pipe, "a fox", picture, mask, mask_blur=radius, **arguments)
+
+    _assert_differ(theirs, unblurred)
+    _assert_within_one_level(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("size", "box", "pad"),
+    [
+        ((48, 32), (0.3, 0.4, 0.45, 0.55), 4),  # grown to 3:2 about a small box
+        ((32, 32), (0.7, 0.6, 0.95, 0.98), 8),  # at the corner: shifted back inside
+        ((32, 48), (0.05, 0.1, 0.6, 0.3), 0),  # a wide box made tall
+    ],
+)
+def test_padding_mask_crop_makes_the_masks_box_and_pastes_it_back_as_diffusers(
+    f32_pipe, inpaint_pipe, size, box, pad
+):
+    width, height = size
+    picture = varied_picture(120, 90, seed=11)
+    mask = rectangle_mask(120, 90, box)
+    arguments = {"strength": 1.0, "steps": 2, "seed": 17, "num_images": 2}
+
+    def theirs(mask):
+        return [
+            np.asarray(image)
+            for image in inpaint_pipe(
+                "a fox",
+                image=picture,
+                mask_image=mask,
+                padding_mask_crop=pad,
+                strength=1.0,
+                num_inference_steps=2,
+                guidance_scale=GUIDANCE,
+                num_images_per_prompt=2,
+                width=width,
+                height=height,
+                generator=torch.Generator().manual_seed(17),
+            ).images
+        ]
+
+    reference = theirs(mask)
+    ours = _ours(
+        f32_pipe,
+        "a fox",
+        picture,
+        mask,
+        padding_mask_crop=pad,
+        width=width,
+        height=height,
+        **arguments,
+    )
+
+    assert ours[0].shape == (90, 120, 3)
+    _assert_differ(reference, theirs(rectangle_mask(120, 90, (0.0, 0.0, 0.3, 0.3))))
+    _assert_within_one_level(ours, reference)
+    outside = np.asarray(mask) == 0  # the picture itself where the mask is black
+    assert np.array_equal(ours[0][outside], np.asarray(picture)[outside])
+
+
+def test_padding_mask_crop_needs_a_mask_of_the_pictures_size(f32_pipe):
+    with pytest.raises(UsageError, match="the mask must have the picture's size, 120x90"):
+        f32_pipe(
+            "a fox",
+            image=varied_picture(120, 90),
+            mask_image=rectangle_mask(60, 45, (0.2, 0.2, 0.5, 0.5)),
+            padding_mask_crop=4,
+            width=32,
+            height=32,
+        )
