@@ -58,6 +58,7 @@ from conversion.networks import (
 from conversion.quantize import collect_unet_inputs, quantize_unet
 from conversion.source import (
     is_controlnet,
+    is_inpainting,
     is_latent_consistency_model,
     is_tiny_vae,
     open_source,
@@ -124,6 +125,11 @@ def convert(
     )
     if single and (quantize_unet or loras):
         raise UsageError(f"{source} is {single}: it has no UNet to quantize or fuse a LoRA into")
+    if quantize_unet and not single and is_inpainting(folder):
+        raise UsageError(
+            f"{source} is an inpainting model (9-channel UNet): --quantize-unet calibrates on "
+            "text to image only; convert it without"
+        )
     if quantize_unet and not loras and not single and not is_latent_consistency_model(folder):
         raise UsageError(
             f"{source} is a plain Stable Diffusion model: --quantize-unet calibrates on LCM "
@@ -165,14 +171,18 @@ def _write_pipeline_files(
 
     A plain Stable Diffusion source (no ``time_cond_proj_dim``) keeps its pipeline class and
     scheduler, as optimum-intel exports it: the runtime runs it with an LCM-LoRA. With LoRAs
-    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler.
+    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler. An
+    inpainting source (a 9-channel UNet) is a StableDiffusionInpaintPipeline.
     """
     is_lcm = is_latent_consistency_model(folder)
+    sd_class = (
+        "StableDiffusionInpaintPipeline" if is_inpainting(folder) else "StableDiffusionPipeline"
+    )
     if not is_lcm and not loras:
         source_index = read_json_object(folder / "model_index.json")
         model_index = {
             **MODEL_INDEX,
-            "_class_name": "StableDiffusionPipeline",
+            "_class_name": sd_class,
             "scheduler": source_index["scheduler"],
         }
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
@@ -184,7 +194,7 @@ def _write_pipeline_files(
         if loras:
             model_index["_lcm_lite_fused_loras"] = [f"{s}:{w:g}" for s, w in loras]
         if not is_lcm:
-            model_index["_class_name"] = "StableDiffusionPipeline"
+            model_index["_class_name"] = sd_class
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
         _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
     tokenizer = _load(CLIPTokenizer, folder, "tokenizer")

@@ -95,6 +95,17 @@ def _check_guidance_dim(model: ov.Model, ports: UNetPorts, folder: ModelFolder) 
         )
 
 
+def _check_channels(model: ov.Model, ports: UNetPorts, folder: ModelFolder) -> None:
+    """The IR's sample takes the config's ``in_channels`` (4, or 9 for an inpainting UNet)."""
+    channels = model.inputs[ports.sample].get_partial_shape()[1]
+    if channels.is_static and channels.get_length() != folder.unet_channels:
+        config = component_files(folder.root, "unet").config
+        raise ModelError(
+            f"{config} does not match the UNet IR: it says in_channels {folder.unet_channels}, "
+            f"the IR takes {channels.get_length()}"
+        )
+
+
 def timestep_shape(port: ov.Output) -> tuple[int, ...]:
     """A scalar input stays a scalar; a 1-D input takes one timestep that the graph broadcasts."""
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
@@ -158,6 +169,7 @@ class UNet:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
             ports = bind_unet_inputs(model)
             _check_guidance_dim(model, ports, folder)
+            _check_channels(model, ports, folder)
             hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
             fixed = {
                 ports.sample: latent_shape,

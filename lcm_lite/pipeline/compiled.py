@@ -99,10 +99,10 @@ class CompiledNetworks:
         )
 
     def unet(self, controlnets: Sequence[ControlNet] = ()) -> UNet:
-        """The UNet; with ``controlnets`` (``self.controlnets()``), taking their residuals (at
-        the UNet's batch)."""
-        _, *latent_size = self.shapes.latent_shape
-        unet_shape = (self.shapes.unet_batch, *latent_size)
+        """The UNet (its input channels: 4, or 9 for an inpainting UNet); with ``controlnets``
+        (``self.controlnets()``), taking their residuals (at the UNet's batch)."""
+        _, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
         residual_shapes = [
             (self.shapes.unet_batch, *shape[1:])
             for shape in (controlnets[0].residual_shapes if controlnets else [])

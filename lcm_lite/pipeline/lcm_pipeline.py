@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import Cancelled, UsageError
-from lcm_lite.fields import Devices, picture_name
+from lcm_lite.fields import Devices, picture_digests, picture_name
 from lcm_lite.images.postprocess import to_pil
 from lcm_lite.images.preprocess import preprocess, repeat_for_batch
 from lcm_lite.models.folder import ModelFolder
@@ -43,6 +43,7 @@ from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
 from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
 from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
 from lcm_lite.pipeline.prompts import PromptEncoder, TokenizedText
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
@@ -206,7 +207,9 @@ class LCMPipeline:
         snapshot's VAE encoder fetched, before the lock is taken and anything compiles."""
         planned = request if isinstance(request, Plan) else self.plan(request)
         vae = self._vae(planned.request.vae)
-        if planned.pictures is not None and planned.request.latents is None:
+        if planned.pictures is not None and (
+            planned.request.latents is None or planned.mask is not None
+        ):
             vae.fetch_encoder()
         with self._lock:
             clock = time.perf_counter()
@@ -265,9 +268,12 @@ class LCMPipeline:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
         prompt_embeds = np.repeat(text_embeddings, request.num_images, axis=0)
 
-        # latents: pure noise, or the pictures encoded and noised to the first timestep
-        latents = request.latents
-        if latents is None and planned.pictures is None:
+        # latents: pure noise, or the pictures encoded and noised to the first timestep;
+        # inpainting, as diffusers' (pipeline.inpainting), with the mask at the latents' size
+        latents, inpainting = request.latents, None
+        if planned.mask is not None:
+            latents, inpainting = self._inpainting(planned, networks, vae, generator, timings)
+        elif latents is None and planned.pictures is None:
             latents = generator.randn(latent_shape)
         elif latents is None:
             pixels = preprocess(planned.pictures, request.width, request.height)
@@ -295,19 +301,23 @@ class LCMPipeline:
         networks.report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
+            sample = latents if inpainting is None else inpainting.unet_input(latents)
             denoise = control.steered(unet, i)  # unet(+controlnet)
             if planned.guided:
                 model_output = classifier_free.guided_noise(
-                    denoise(np.concatenate([latents, latents]), int(t), prompt_embeds, None),
+                    denoise(np.concatenate([sample, sample]), int(t), prompt_embeds, None),
                     request.guidance_scale,
                 )
             else:
-                model_output = denoise(latents, int(t), prompt_embeds, guidance_embedding)
+                model_output = denoise(sample, int(t), prompt_embeds, guidance_embedding)
             last = i == len(schedule) - 1
             noise = None if last else generator.randn(latent_shape)
+            next_timestep = None if last else int(schedule[i + 1])
             latents, denoised = self.scheduler.step(
-                model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
+                model_output, int(t), next_timestep, latents, noise
             )
+            if inpainting is not None:  # a 4-channel UNet: the area to keep put back
+                latents, denoised = inpainting.after_step(latents, denoised, next_timestep)
             timings[f"unet_step_{i + 1}"] = time.perf_counter() - clock
             networks.report("steps", i + 1, len(schedule))
             info = StepInfo(i + 1, len(schedule), int(t), latents, denoised, preview)
@@ -316,8 +326,10 @@ class LCMPipeline:
         # without keep_models, this frees the UNet (and ControlNets) before the VAE decoder compiles
         del unet, controlnets, control, denoise
 
-        # decode
+        # decode (with padding_mask_crop: pasted back into the picture)
         images = self._decode(networks, vae, denoised, timings)
+        if planned.crop is not None:
+            images = planned.crop.paste_back(images)
         timings.update(networks.take_seconds())
         settings = Settings(
             replace(
@@ -325,6 +337,7 @@ class LCMPipeline:
                 latents=None,
                 image=_picture_names(request.image),
                 control_image=_picture_names(request.control_image),
+                mask_image=_picture_names(request.mask_image),
             ),
             tuple(int(t) for t in schedule),
             tuple((adapter.source, adapter.weight) for adapter in self.adapters),
@@ -335,6 +348,7 @@ class LCMPipeline:
                     self.controlnets, request.controlnet_conditioning_scale or (), strict=False
                 )
             ),
+            picture_digests=tuple(picture_digests(request).items()),
         )
         return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
 
@@ -364,6 +378,40 @@ class LCMPipeline:
         )
         prompt_tokens, negative_tokens = tokens
         return encode(prompt_tokens), None if negative_tokens is None else encode(negative_tokens)
+
+    def _inpainting(
+        self,
+        planned: Plan,
+        networks: CompiledNetworks,
+        vae: Vae,
+        generator: TorchGenerator,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, Inpainting]:
+        """diffusers' inpainting ``prepare_latents`` and ``prepare_mask_latents``
+        (``pipeline.inpainting``): the starting latents and what each step needs."""
+        request = planned.request
+        encoder = networks.encoder(vae)
+
+        def encode(name: str, pixels: np.ndarray) -> np.ndarray:
+            clock = time.perf_counter()
+            latents = encoder(pixels, generator)
+            timings[name] = time.perf_counter() - clock
+            return latents
+
+        return prepare_inpainting(
+            preprocess(planned.pictures, request.width, request.height),
+            planned.mask,
+            latent_shape=planned.latent_shape,
+            unet_channels=self.folder.unet_channels,
+            strength=request.strength,
+            first_timestep=int(planned.schedule[0]),
+            latents=request.latents,
+            encode=encode,
+            encoder_draws=not vae.encoder_config().is_tiny,
+            generator=generator,
+            scheduler=self.scheduler,
+            scale=self.folder.vae_scale_factor,
+        )
 
     def _picture_latents(
         self,
