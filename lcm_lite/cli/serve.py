@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
         port=args.port,
         token=args.token,
         capacity=args.queue_size,
-        model=_model_label(args.model),
+        model=model_label(args.model),
     )
     stop = _StopOnSignal(server.jobs)
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _model_label(model: str | None) -> str:
+def model_label(model: str | None) -> str:
     """The model's name for /api/info and the PNG metadata: a hub id, or a folder's own name
     (its full path stays private)."""
     from lcm_lite.models.hub import DEFAULT_MODEL

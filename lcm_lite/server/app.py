@@ -6,6 +6,7 @@ body limits), the error answers, the page, and the APIs' routers (``own_api``, `
     /api/...                        lcm-lite's own API (``own_api``)
     /v1/..., /v3/...                the OpenAI / OVMS images API (``openai_api``)
     /sdapi/v1/...                   the AUTOMATIC1111 API (``a1111_api``)
+    /mcp                            MCP's streamable HTTP (``mcp_tools``), with the [mcp] extra
     GET  /openapi.json              all of the above, described
 """
 
@@ -25,6 +26,8 @@ from starlette.types import Scope
 
 from lcm_lite import __version__
 from lcm_lite.errors import UsageError
+from lcm_lite.extras import installed
+from lcm_lite.server import MCP_EXTRA_MODULES
 from lcm_lite.server.a1111_api import a1111_router
 from lcm_lite.server.answers import error_json
 from lcm_lite.server.jobs import JobQueue
@@ -43,7 +46,9 @@ PICTURE_PATHS = (
     "/v1/images/edits",
     "/v3/images/edits",
     "/sdapi/v1/img2img",
+    "/mcp",
 )
+MCP_PATH = "/mcp"
 PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -55,7 +60,9 @@ CONTENT_TYPES = {
 def needs_token(path: str) -> bool:
     """Whether a path needs the token (when there is one): every API path but the health check;
     not the page, nor the OpenAPI document."""
-    return path.startswith(("/api/", "/v1/", "/v3/", "/sdapi/")) and path != "/api/health"
+    return (
+        path.startswith(("/api/", "/v1/", "/v3/", "/sdapi/")) or path == MCP_PATH
+    ) and path != "/api/health"
 
 
 def body_limit(path: str) -> int:
@@ -117,6 +124,11 @@ def create_app(
             tags=[f"OpenAI images API ({'OVMS paths' if version == 'v3' else 'OpenAI paths'})"],
         )
     app.include_router(a1111_router(jobs, served))
+    if installed(MCP_EXTRA_MODULES):
+        from lcm_lite.server.mcp_tools import McpEndpoint, create_mcp_server
+
+        mcp = McpEndpoint(create_mcp_server(jobs, local_files=False))
+        app.add_route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     return app
 
 

@@ -34,7 +34,10 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
 
     async def answer(
         body: ImageGenerationRequest | ImageEditRequest,
-        asked: Request, request: HttpRequest, kind: str) -> ImagesAnswer:
+        asked: Request,
+        request: HttpRequest,
+        kind: str,
+    ) -> ImagesAnswer:
         """The images once done, or (``stream``) the events of the steps and images."""
         if not body.stream:
             return _images_answer(await finished(submit(jobs, served, asked), request))

@@ -268,7 +268,9 @@ class _OpenAIRequest(BaseModel):
         "(``image_generation.partial_image``, ``image_edit.partial_image``), then each image "
         "(``...completed``)",
     )
-    partial_images: Annotated[int, Interval(ge=0, le=MAX_PARTIAL_IMAGES)] | None = Field(
+    partial_images: (
+        Annotated[int, Interval(ge=0, le=MAX_PARTIAL_IMAGES), BeforeValidator(_whole_number)] | None
+    ) = Field(
         None,
         description="when streamed: at most this many previews of the steps, decoded by the "
         "tiny VAE (needs --tiny-vae); fewer when there are fewer steps (default 0)",
