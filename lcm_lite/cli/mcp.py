@@ -8,12 +8,13 @@ import argparse
 from lcm_lite.cli.common import (
     PROG,
     Parser,
+    check_queue_size,
     configure_logging,
-    integer,
+    model_label,
     model_options,
     open_pipeline,
+    queue_size_option,
 )
-from lcm_lite.errors import UsageError
 
 
 def mcp_parser() -> argparse.ArgumentParser:
@@ -22,26 +23,19 @@ def mcp_parser() -> argparse.ArgumentParser:
         description="Serve the tools generate_image and edit_image to an AI assistant over MCP "
         '(stdio) (docs: "Integrations").',
     )
-    parser.add_argument(
-        "--queue-size",
-        type=integer,
-        default=4,
-        help="tool calls that may wait while one runs; more are refused (default 4)",
-    )
+    queue_size_option(parser, "are refused")
     model_options(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Serve over stdin and stdout until the assistant closes them; return 0."""
-    from lcm_lite.cli.serve import model_label
     from lcm_lite.server.jobs import JobQueue
     from lcm_lite.server.mcp_tools import create_mcp_server
     from lcm_lite.server.schemas import INTEGER_LIMITS
 
     args = mcp_parser().parse_args(argv)
-    if args.queue_size < 1:
-        raise UsageError(f"--queue-size must be at least 1, got {args.queue_size}")
+    check_queue_size(args.queue_size)
     configure_logging(args.quiet)
     pipe = open_pipeline(args, keep_models=True)
     jobs = JobQueue(
