@@ -27,6 +27,7 @@ from lcm_lite import __version__
 from lcm_lite.request import Request
 from lcm_lite.server.a1111_schemas import (
     MOST_STEPS,
+    A1111Request,
     ImagesAnswer,
     Img2ImgRequest,
     ProgressAnswer,
@@ -50,7 +51,7 @@ def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
         responses={"4XX": {"model": A1111ErrorAnswer}, "5XX": {"model": A1111ErrorAnswer}},
     )
 
-    async def generate(body: Txt2ImgRequest, picture: bytes | None, http: HttpRequest) -> dict:
+    async def generate(body: A1111Request, picture: bytes | None, http: HttpRequest) -> dict:
         """Run ``body``'s batches one after the other; A1111's answer."""
         notes = []
         if body.steps > MOST_STEPS:
@@ -186,7 +187,7 @@ def _without_negative_prompt(request: Request) -> Request:
     return replace(request, negative_prompt=None)
 
 
-def _info(body: Txt2ImgRequest, done: list[Job], served: Served, notes: list[str]) -> dict:
+def _info(body: A1111Request, done: list[Job], served: Served, notes: list[str]) -> dict:
     """A1111's ``info`` (processing.Processed.js): the seeds and settings used, one seed per
     image (the images of one batch share their batch's seed; their PNGs record their index)."""
     first = done[0].request  # resolved: the size, steps and seed used

@@ -72,7 +72,7 @@ def _a1111_fields(names: dict[str, str]) -> dict[str, Any]:
     return derived
 
 
-class _A1111Request(BaseModel):
+class A1111Request(BaseModel):
     """A1111's own fields without a ``Request`` field, and the translation to ``Request``s."""
 
     model_config = ConfigDict(extra="ignore")
@@ -101,7 +101,7 @@ class _A1111Request(BaseModel):
         return A1111_NAMES
 
 
-class _A1111Img2Img(_A1111Request):
+class _A1111Img2Img(A1111Request):
     init_images: Annotated[list[Picture], Field(min_length=1, max_length=1)] = Field(
         description="the starting picture, base64 (or a data: URL); one"
     )
@@ -127,7 +127,7 @@ class _A1111Img2Img(_A1111Request):
 
 Txt2ImgRequest = create_model(
     "Txt2ImgRequest",
-    __base__=_A1111Request,
+    __base__=A1111Request,
     __doc__="``POST /sdapi/v1/txt2img``: A1111's fields; the ones lcm-lite has no use for are "
     "ignored.",
     **_a1111_fields(A1111_NAMES),

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,6 +78,13 @@ def png(b64: str) -> Image.Image:
     image = Image.open(io.BytesIO(base64.b64decode(b64)))
     image.load()
     return image
+
+
+def settled_outcomes(server: Server) -> dict[str, int]:
+    """The jobs' outcomes once the worker is idle: it counts a job after its answer is out."""
+    while server.jobs.running is not None or server.jobs.waiting:
+        time.sleep(0.01)
+    return server.jobs.outcomes.copy()
 
 
 def own_api_pixels(server: Server, **fields: object) -> np.ndarray:
@@ -189,6 +197,34 @@ def test_img2img_starts_from_init_images_with_denoising_strength(server: Server)
     assert "init_images" not in answer["parameters"]
 
 
+def test_the_gimp_plugins_img2img_body_is_answered_with_the_steps_it_could_take(
+    server: Server,
+) -> None:
+    # ArtBIT/stable-gimpfusion, stable_gimpfusion.py (commit 0610221a), imageToImage: the layer
+    # resized to fit between 384 and 1024 (multiples of 64), the plug-in's default settings
+    picture = io.BytesIO()
+    Image.effect_noise((384, 384), 60).convert("RGB").save(picture, format="PNG")
+    body = {
+        "resize_mode": 0,
+        "init_images": [base64.b64encode(picture.getvalue()).decode()],
+        "prompt": "a watercolour",
+        "negative_prompt": "",
+        "denoising_strength": 0.8,
+        "steps": 50,
+        "cfg_scale": 7.5,
+        "width": 384,
+        "height": 384,
+        "sampler_index": "Euler a",
+        "batch_size": 1,
+        "seed": -1,
+    }
+    reply = sdapi(server, "POST", "img2img", body, headers={"Accept": "application/json"})
+    info = json.loads(reply.json()["info"])
+    assert png(reply.json()["images"][0]).size == (384, 384)
+    assert info["notes"] == ["steps 50 taken as 8, the most served"]  # "" is no negative prompt
+    assert (info["denoising_strength"], info["cfg_scale"]) == (0.8, 7.5)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "detail"),
     [
@@ -204,7 +240,7 @@ def test_img2img_starts_from_init_images_with_denoising_strength(server: Server)
 def test_bad_requests_are_400_in_a1111s_error_shape(
     server: Server, path: str, body: dict, detail: str
 ) -> None:
-    done_before = server.jobs.outcomes.copy()
+    done_before = settled_outcomes(server)
     reply = sdapi(server, "POST", path, body)
     assert reply.status_code == 400
     error = reply.json()
