@@ -191,10 +191,23 @@ def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    _spread_final_layer_norm(pipeline.text_encoder, seed)
     pipeline.to(architecture.save_dtype)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     save_clip_tokenizer(tokenizer, out_dir / "tokenizer")
     return out_dir
+
+
+def _spread_final_layer_norm(text_encoder: CLIPTextModel, seed: int) -> None:
+    """Give the text encoder's final LayerNorm random weights and a bias of mean 0.5, as a trained
+    CLIP's has. Default-initialised (weight 1, bias 0), every token's embedding has mean 0: the
+    long-prompt weighting's rescale to the unweighted mean would divide noise by noise. Drawn from
+    a generator of its own, so the other weights stay those of ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm  # transformers < 5
+    with torch.no_grad():
+        norm.weight.copy_(1.0 + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+        norm.bias.copy_(0.5 + 0.5 * torch.randn(norm.bias.shape, generator=generator))
 
 
 # AutoencoderTiny's defaults are madebyollin/taesd's config; "tiny" keeps its 4 blocks (8x).

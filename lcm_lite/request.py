@@ -178,6 +178,27 @@ class Request:
         ),
         "full",
     )
+    prompt_weighting: bool = spec(
+        Spec(
+            "read the prompts as AUTOMATIC1111 does: (word:1.4), (word) x1.1, [word] /1.1, \\( "
+            "for a bracket; and up to 225 tokens instead of 77 (diffusers' community "
+            "long-prompt-weighting encoding)",
+            "flag",
+            key="prompt_weighting",
+            openai="prompt_weighting",
+        ),
+        False,
+    )
+    clip_skip: int | None = spec(
+        Spec(
+            "condition on the text encoder's hidden state this many layers before the last "
+            "(diffusers' clip_skip: 1 is AUTOMATIC1111's 'Clip skip: 2')",
+            "integer",
+            key="clip_skip",
+            limits=Range(0),
+            default_help="none",
+        )
+    )
     latents: np.ndarray | None = spec(
         Spec("the starting latents (batch, 4, height / 8, width / 8) instead of noise", "array")
     )

@@ -14,6 +14,7 @@ import numpy as np
 import openvino as ov
 
 from lcm_lite.errors import ModelError
+from lcm_lite.models.clip_skip import output_hidden_state
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
 from lcm_lite.models.lora import Adapter
@@ -91,7 +92,9 @@ def _timestep_shape(port: ov.Output) -> tuple[int, ...]:
 
 
 class TextEncoder:
-    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
+    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden), or
+    with ``clip_skip`` the hidden state that many layers before the last through the final layer
+    norm (``clip_skip.output_hidden_state``)."""
 
     def __init__(
         self,
@@ -100,14 +103,23 @@ class TextEncoder:
         batch: int,
         max_length: int,
         adapters: list[Adapter],
+        clip_skip: int | None = None,
     ) -> None:
         shape = (batch, max_length)
+        add_adapters = adapters_transform(adapters, "text_encoder")
+
+        def transform(model: ov.Model) -> None:
+            if add_adapters is not None:
+                add_adapters(model)
+            if clip_skip is not None:
+                output_hidden_state(model, clip_skip, folder.text_encoder_layers())
+
         compiled = compiler.compile(
             folder.xml("text_encoder"),
             lambda model: {0: shape},
-            (shape, adapters_request(adapters, "text_encoder")),
+            (shape, adapters_request(adapters, "text_encoder"), clip_skip),
             "text encoder",
-            adapters_transform(adapters, "text_encoder"),
+            transform if add_adapters is not None or clip_skip is not None else None,
         )
         self.input_type = compiled.inputs[0].get_element_type().to_dtype()
         self.compiled = compiled  # the request needs it alive

@@ -31,11 +31,12 @@ class StageProgress(Protocol):
 @dataclass(frozen=True)
 class Shapes:
     """What the static shapes depend on; the UNet's batch is doubled under classifier-free
-    guidance."""
+    guidance; ``text_length``: the tokens the UNet reads, 77 per chunk of a long prompt."""
 
     num_prompts: int
     latent_shape: tuple[int, ...]
     guided: bool
+    text_length: int = 77
 
 
 _Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
@@ -52,20 +53,22 @@ class CompiledNetworks:
         compilers: StageCompilers,
         folder: ModelFolder,
         adapters: Sequence[Adapter],
-        text_length: int,
+        chunk_length: int,
         keep_models: bool,
     ) -> None:
         self.shapes = shapes
         self.compilers = compilers
         self.folder = folder
         self.adapters = list(adapters)
-        self.text_length = text_length
+        self.chunk_length = chunk_length  # the text encoder's input length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
         self._held: dict[object, object] = {}
         self._seconds: dict[str, float] = {}
 
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self, clip_skip: int | None = None) -> TextEncoder:
+        """The text encoder, giving the hidden state ``clip_skip`` layers before the last (through
+        the final layer norm) if that is set."""
         shape = self.shapes.num_prompts
         return self._get(
             "text_encoder",
@@ -74,9 +77,11 @@ class CompiledNetworks:
                 self.compilers.for_stage("text_encoder"),
                 self.folder,
                 shape,
-                self.text_length,
+                self.chunk_length,
                 self.adapters,
+                clip_skip,
             ),
+            key=("text_encoder", clip_skip),
         )
 
     def unet(self) -> UNet:
@@ -89,7 +94,7 @@ class CompiledNetworks:
                 self.compilers.for_stage("unet"),
                 self.folder,
                 unet_shape,
-                self.text_length,
+                self.shapes.text_length,
                 self.adapters,
             ),
         )

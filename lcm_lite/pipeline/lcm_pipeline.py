@@ -40,7 +40,7 @@ from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
 from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
-from lcm_lite.pipeline.prompts import PromptEncoder
+from lcm_lite.pipeline.prompts import PromptEncoder, TokenizedText
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
 from lcm_lite.request import MAX_SIZE, LoadOptions, Request
 from lcm_lite.runtime.compiler import Compiler, StageCompilers
@@ -197,29 +197,59 @@ class LCMPipeline:
         if planned.pictures is not None and planned.request.latents is None:
             vae.fetch_encoder()
         with self._lock:
-            networks = self._networks_for(planned)
+            clock = time.perf_counter()
+            tokens = self._tokenize(planned.request)
+            timings = {"tokenize": time.perf_counter() - clock}
+            networks = self._networks_for(planned, tokens[0].text_length)
             networks.progress = progress
             try:
-                return self._run(planned, networks, vae, callback)
+                return self._run(planned, tokens, networks, vae, callback, timings)
             finally:
                 networks.progress = None
+
+    def encode_prompt(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        prompt_weighting: bool = False,
+        clip_skip: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(prompt_embeds, negative_prompt_embeds)``: what the UNet is fed for these prompts,
+        one row per prompt (not repeated per image), float32 (batch, 77 * chunks, hidden); the
+        negative prompts' only when given (a model that takes them; under classifier-free
+        guidance they are padded to the prompts' chunks). As diffusers' ``encode_prompt``, or
+        with ``prompt_weighting`` its community long-prompt-weighting pipeline's
+        ``get_weighted_text_embeddings``."""
+        request = Request(
+            prompt,
+            negative_prompt=negative_prompt,
+            prompt_weighting=prompt_weighting,
+            clip_skip=clip_skip,
+        )
+        planned = self.plan(request)
+        with self._lock:
+            tokens = self._tokenize(planned.request)
+            networks = self._networks_for(planned, tokens[0].text_length)
+            prompt_embeds, negative_embeds = self._encode(planned.request, tokens, networks, {})
+        return prompt_embeds.copy(), None if negative_prompt is None else negative_embeds.copy()
 
     def _run(
         self,
         planned: Plan,
+        tokens: tuple[TokenizedText, TokenizedText | None],
         networks: CompiledNetworks,
         vae: Vae,
         callback: StepCallback | None,
+        timings: dict[str, float],
     ) -> GenerationResult:
+        """The algorithm, from the prompts' ``tokens`` (``_tokenize``) on."""
         request, schedule, latent_shape = planned.request, planned.schedule, planned.latent_shape
-        timings: dict[str, float] = {}
         generator = TorchGenerator(request.seed)
 
-        # tokenize -> encode: diffusers' batch order under guidance is [negative prompts; prompts]
-        encode = partial(self.prompt_encoder.encode, text_encoder=networks.text_encoder)
-        tokens, text_embeddings = encode(request.prompts, timings=timings)
-        if planned.guided:
-            _, negative_embeddings = encode(list(request.negative_prompt), timings=timings)
+        # encode: diffusers' batch order under guidance is [negative prompts; prompts]
+        text_embeddings, negative_embeddings = self._encode(request, tokens, networks, timings)
+        if negative_embeddings is not None:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
         prompt_embeds = np.repeat(text_embeddings, request.num_images, axis=0)
 
@@ -274,7 +304,34 @@ class LCMPipeline:
             tuple((adapter.source, adapter.weight) for adapter in self.adapters),
             self._tiny_vae_source(vae),
         )
-        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
+        return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
+
+    def _tokenize(self, request: Request) -> tuple[TokenizedText, TokenizedText | None]:
+        """The prompts' and (under classifier-free guidance) negative prompts' tokens: plain, or
+        with ``prompt_weighting`` weighted and cut into as many chunks as the longest needs."""
+        negative_prompts = (
+            None if request.negative_prompt is None else list(request.negative_prompt)
+        )
+        return self.prompt_encoder.tokenize(
+            request.prompts, negative_prompts, weighting=request.prompt_weighting
+        )
+
+    def _encode(
+        self,
+        request: Request,
+        tokens: tuple[TokenizedText, TokenizedText | None],
+        networks: CompiledNetworks,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The prompts' embeddings, and the negative prompts' (None without guidance)."""
+        encode = partial(
+            self.prompt_encoder.encode,
+            clip_skip=request.clip_skip,
+            text_encoder=networks.text_encoder,
+            timings=timings,
+        )
+        prompt_tokens, negative_tokens = tokens
+        return encode(prompt_tokens), None if negative_tokens is None else encode(negative_tokens)
 
     def _picture_latents(
         self,
@@ -317,10 +374,13 @@ class LCMPipeline:
             networks.report("decode", 1, 1)
             return images
 
-    def _networks_for(self, planned: Plan) -> CompiledNetworks:
+    def _networks_for(self, planned: Plan, text_length: int) -> CompiledNetworks:
         """The networks for this batch and size: compiled on first use, compiled again (with new
-        static shapes) only when the size, the batch or classifier-free guidance changes."""
-        shapes = Shapes(len(planned.request.prompts), planned.latent_shape, planned.guided)
+        static shapes) only when the size, the batch, classifier-free guidance or the text length
+        (chunks of a long prompt) changes."""
+        shapes = Shapes(
+            len(planned.request.prompts), planned.latent_shape, planned.guided, text_length
+        )
         if self._networks is None or self._networks.shapes != shapes:
             self._networks = CompiledNetworks(
                 shapes,

@@ -86,6 +86,7 @@ def plan(
         strength=request.strength if pictures is None else float(request.strength),
     )
     resolved.check()  # the size taken from a picture, too
+    check_clip_skip(request.clip_skip, folder)
     latent_shape = (
         len(prompts) * resolved.num_images,
         folder.latent_channels,
@@ -97,6 +98,16 @@ def plan(
     if pictures is not None and request.latents is None:
         check_picture_count(len(pictures), latent_shape[0])
     return Plan(resolved, schedule, latent_shape, pictures)
+
+
+def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
+    """diffusers' ``clip_skip`` indexes ``hidden_states``, the embeddings and each layer's
+    output: at most the text encoder's number of layers."""
+    layers = folder.text_encoder_layers()
+    if clip_skip is not None and clip_skip > layers:
+        raise UsageError(
+            f"clip_skip must be from 0 to {layers} (this text encoder's layers), got {clip_skip}"
+        )
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:

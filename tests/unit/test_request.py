@@ -149,6 +149,8 @@ EVERY_FIELD = Request(
     original_inference_steps=40,
     timesteps=[999, 499, 99],
     vae="tiny",
+    prompt_weighting=True,
+    clip_skip=1,
 )
 EVERY_LOAD_OPTION = LoadOptions(
     model="someone/model", tiny_vae="taesd", loras=[("a.safetensors", 0.5), ("b/c", 1.0)]
