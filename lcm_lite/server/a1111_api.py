@@ -208,6 +208,7 @@ def _info(body: A1111Request, done: list[Job], served: Served, notes: list[str])
         "cfg_scale": first.guidance_scale,
         "steps": first.steps,
         "batch_size": first.num_images,
+        "clip_skip": (first.clip_skip or 0) + 1,  # A1111's convention: 1 is none
         "sd_model_name": served.model,
         "index_of_first_image": 0,
         "version": f"lcm-lite {__version__}",

@@ -4,10 +4,13 @@ The fields that have a ``Request`` field of their own are derived from its decla
 (``schemas.derived_fields``) under A1111's names (``A1111_NAMES``), with A1111's conventions
 where they differ: ``prompt`` may be missing (""), ``negative_prompt`` "" is none, ``seed`` -1
 is random, and ``steps`` above the served most are taken as that most (A1111 clients send 20
-to 50; a latent consistency model takes 2 to 8) and said so in the answer's ``info``. Fields
-A1111 has and lcm-lite does not (``sampler_name``, ``scheduler``, ``restore_faces``,
-``enable_hr``, ``override_settings``, ``alwayson_scripts``, ``send_images``, ``save_images``,
-``clip_skip``, ...) are accepted and ignored, as clients send them whatever the server.
+to 50; a latent consistency model takes 2 to 8) and said so in the answer's ``info``. Prompts
+are read as A1111 reads them (``prompt_weighting``: ``(word:1.4)``, up to 225 tokens), and
+``override_settings.CLIP_stop_at_last_layers`` (A1111's "Clip skip", 1 = none) is
+``clip_skip`` (diffusers' convention: one less). Fields A1111 has and lcm-lite does not
+(``sampler_name``, ``scheduler``, ``restore_faces``, ``enable_hr``, the other
+``override_settings``, ``alwayson_scripts``, ``send_images``, ``save_images``, ...) are
+accepted and ignored, as clients send them whatever the server.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ A1111_NAMES = {
 }
 IMG2IMG_NAMES = {**A1111_NAMES, "strength": "denoising_strength"}  # and init_images -> image
 RANDOM_SEED = -1
+CLIP_SKIP_HELP = specs(Request)["clip_skip"].help
 MOST_STEPS = int(served_limits(SERVED["steps"]).high)
 
 
@@ -72,6 +76,16 @@ def _a1111_fields(names: dict[str, str]) -> dict[str, Any]:
     return derived
 
 
+class OverrideSettings(BaseModel):
+    """The settings a request may override; the one lcm-lite has, the others ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    CLIP_stop_at_last_layers: Annotated[int, Interval(ge=1)] | None = Field(
+        None, description=f"A1111's Clip skip (1: none): {CLIP_SKIP_HELP}"
+    )
+
+
 class A1111Request(BaseModel):
     """A1111's own fields without a ``Request`` field, and the translation to ``Request``s."""
 
@@ -80,16 +94,20 @@ class A1111Request(BaseModel):
     n_iter: Annotated[int, Interval(ge=1, le=MAX_IMAGES)] = Field(
         1, description="batches, one after the other: batch_size images each"
     )
+    override_settings: OverrideSettings = Field(default_factory=OverrideSettings)
 
     def requests(self, picture: bytes | None = None) -> list[Request]:
         """One ``Request`` per batch (``n_iter``): the seed of batch ``k`` is ``seed + k *
         batch_size`` (A1111's first seed of that batch); -1 draws one."""
         values = {name: getattr(self, http) for name, http in self.names().items()}
         seed = random_seed() if values["seed"] in (RANDOM_SEED, None) else values["seed"]
+        stop_at = self.override_settings.CLIP_stop_at_last_layers
         values.update(
             negative_prompt=values["negative_prompt"] or None,
             steps=min(values["steps"], MOST_STEPS),
             image=picture,
+            prompt_weighting=True,  # A1111 always reads its attention syntax
+            clip_skip=None if stop_at in (None, 1) else stop_at - 1,
         )
         return [
             Request(**{**values, "seed": (seed + batch * self.batch_size) % 2**64})

@@ -120,6 +120,7 @@ def test_sillytaverns_body_gives_a1111s_answer_with_the_seed_and_what_was_change
         width=64,
         height=64,
         seed=info["seed"],
+        prompt_weighting=True,  # A1111 reads (word:1.2)
     )
     assert np.array_equal(np.asarray(image), same)
 
@@ -133,9 +134,40 @@ def test_open_webuis_batch_and_sillytaverns_n_iter_give_one_image_each_with_its_
     assert len(answer["images"]) == 4
     assert (info["seed"], info["all_seeds"]) == (40, [40, 40, 42, 42])  # seed + batch * size
     second_batch = own_api_pixels(
-        server, prompt="a lighthouse", num_images=2, steps=1, width=64, height=64, seed=42
+        server,
+        prompt="a lighthouse",
+        num_images=2,
+        steps=1,
+        width=64,
+        height=64,
+        seed=42,
+        prompt_weighting=True,
     )
     assert np.array_equal(np.asarray(png(answer["images"][2])), second_batch)
+
+
+def test_weighted_prompts_and_clip_skip_are_read_as_a1111_does(server: Server) -> None:
+    body = {
+        "prompt": "a (red:1.5) cube, [blurry]",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "seed": 9,
+        "override_settings": {"CLIP_stop_at_last_layers": 2, "sd_vae": "Automatic"},
+    }
+    answer = sdapi(server, "POST", "txt2img", body).json()
+    image = png(answer["images"][0])
+    assert json.loads(answer["info"])["clip_skip"] == 2
+    assert (image.text["lcm-lite:clip_skip"], image.text["lcm-lite:prompt_weighting"]) == (
+        "1",
+        "True",
+    )
+    fields = {"prompt": body["prompt"], "steps": 2, "width": 64, "height": 64, "seed": 9}
+    same = own_api_pixels(server, **fields, prompt_weighting=True, clip_skip=1)
+    assert np.array_equal(np.asarray(image), same)
+    # and both change the image: the test would pass without them otherwise
+    assert not np.array_equal(same, own_api_pixels(server, **fields, prompt_weighting=True))
+    assert not np.array_equal(same, own_api_pixels(server, **fields, clip_skip=1))
 
 
 def test_open_webuis_model_check_reads_the_options_and_writes_them_back(server: Server) -> None:
