@@ -30,7 +30,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
         description="Generate images from a text prompt, or from a picture and a prompt.",
-        epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
+        epilog="other commands: lcm-lite info | bench | serve | mcp  (each with --help)",
     )
     parser.add_argument("prompt", nargs="?", help=specs(Request)["prompt"].help)
     parser.add_argument(
