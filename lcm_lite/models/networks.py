@@ -168,6 +168,18 @@ class UNet:
     ) -> np.ndarray:
         """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet); the
         returned array is a view valid until the next call."""
+        inputs = self.inputs(sample, timestep, encoder_hidden_states, timestep_cond)
+        self.request.infer(inputs, share_inputs=True)
+        return self.request.get_output_tensor(0).data
+
+    def inputs(
+        self,
+        sample: np.ndarray,
+        timestep: int,
+        encoder_hidden_states: np.ndarray,
+        timestep_cond: np.ndarray | None,
+    ) -> dict[int, np.ndarray]:
+        """The IR's inputs of one evaluation, by input index (the IR's order)."""
         inputs = {
             self.ports.sample: sample,
             self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
@@ -175,8 +187,7 @@ class UNet:
         }
         if self.ports.timestep_cond is not None:
             inputs[self.ports.timestep_cond] = timestep_cond
-        self.request.infer(inputs, share_inputs=True)
-        return self.request.get_output_tensor(0).data
+        return inputs
 
 
 class VAEDecoder:

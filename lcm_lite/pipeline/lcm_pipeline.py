@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -61,7 +61,11 @@ class LCMPipeline:
     decoder if it is an AutoencoderTiny, else none.
     ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks.
     ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
+    ``networks_class``: what compiles the networks of one shape (a subclass may watch them, as
+    ``lcm-lite quantize`` records the UNet's inputs).
     """
+
+    networks_class: Callable[..., CompiledNetworks] = CompiledNetworks
 
     def __init__(
         self,
@@ -322,7 +326,7 @@ class LCMPipeline:
         static shapes) only when the size, the batch or classifier-free guidance changes."""
         shapes = Shapes(len(planned.request.prompts), planned.latent_shape, planned.guided)
         if self._networks is None or self._networks.shapes != shapes:
-            self._networks = CompiledNetworks(
+            self._networks = self.networks_class(
                 shapes,
                 self.compiler,
                 self.folder,
