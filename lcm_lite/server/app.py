@@ -2,7 +2,7 @@
 body limits), the error answers, the page, and the two APIs' routers (``own_api``,
 ``openai_api``), which only translate between HTTP and the job queue.
 
-    GET  /                          the page (and /app.js, /style.css beside it)
+    GET  /                          the page (and /app.js, /live.js, /style.css beside it)
     /api/...                        lcm-lite's own API (``own_api``)
     /v1/..., /v3/...                the OpenAI / OVMS images API (``openai_api``)
     GET  /openapi.json              all of the above, described
@@ -36,7 +36,7 @@ from lcm_lite.server.security import Guard, SecurityHeaders, document_token
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
 MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture
 PICTURE_PATHS = ("/api/generate", "/api/jobs", "/v1/images/edits", "/v3/images/edits")
-PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
+PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css")  # lcm_lite/static: the page, its files
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
