@@ -215,6 +215,19 @@ class UNet:
         """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet;
         ``residuals`` those of its ControlNets, when compiled to take them); the returned array
         is a view valid until the next call."""
+        inputs = self.inputs(sample, timestep, encoder_hidden_states, timestep_cond, residuals)
+        self.request.infer(inputs, share_inputs=True)
+        return self.request.get_output_tensor(0).data
+
+    def inputs(
+        self,
+        sample: np.ndarray,
+        timestep: int,
+        encoder_hidden_states: np.ndarray,
+        timestep_cond: np.ndarray | None,
+        residuals: Sequence[np.ndarray] = (),
+    ) -> dict[object, np.ndarray]:
+        """The IR's inputs of one evaluation, by input index (the IR's order) or port."""
         inputs: dict[object, np.ndarray] = {
             self.ports.sample: sample,
             self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
@@ -223,8 +236,7 @@ class UNet:
         if self.ports.timestep_cond is not None:
             inputs[self.ports.timestep_cond] = timestep_cond
         inputs.update(zip(self.residual_ports, residuals, strict=True))
-        self.request.infer(inputs, share_inputs=True)
-        return self.request.get_output_tensor(0).data
+        return inputs
 
 
 def _unet_transform(

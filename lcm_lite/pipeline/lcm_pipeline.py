@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -67,7 +67,11 @@ class LCMPipeline:
     ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks.
     ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
     ``controlnets``: the ControlNets (``pipeline.control.open_controlnets``) calls steer with.
+    ``networks_class``: what compiles the networks of one shape (a subclass may watch them, as
+    ``lcm-lite quantize`` records the UNet's inputs).
     """
+
+    networks_class: Callable[..., CompiledNetworks] = CompiledNetworks
 
     def __init__(
         self,
@@ -466,7 +470,7 @@ class LCMPipeline:
             planned.request.guess_mode,
         )
         if self._networks is None or self._networks.shapes != shapes:
-            self._networks = CompiledNetworks(
+            self._networks = self.networks_class(
                 shapes,
                 self.compiler,
                 self.folder,
