@@ -124,6 +124,17 @@ class Request:
             needs="mask_image",
         )
     )
+    outpaint: Sequence[int] | None = spec(
+        Spec(
+            "outpainting: extend the picture by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new "
+            "margins (edge pixels repeated for the encoder; a --mask paints inside too); best "
+            "at --strength 1",
+            "integers",
+            key="outpaint",
+            metavar="LEFT,TOP,RIGHT,BOTTOM",
+            needs="image",
+        )
+    )
     strength: float = spec(
         Spec(
             "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "
@@ -235,6 +246,8 @@ class Request:
             check_prompts([self.negative_prompt])
         if self.mask_image is not None and self.image is None:
             raise UsageError("mask_image needs image: the picture whose masked area to repaint")
+        if self.outpaint is not None and self.image is None:
+            raise UsageError("outpaint needs image: the picture to extend")
         defaults = {item.name: item.default for item in fields(self)}
         for name, field_spec in specs(type(self)).items():
             value = getattr(self, name)

@@ -34,7 +34,8 @@ from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS, MAX_PICTURE_BYTES,
 from lcm_lite.server.security import Guard, SecurityHeaders, document_token
 
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
-MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture
+# one with a picture and its mask
+MAX_PICTURE_BODY_BYTES = 2 * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
 PICTURE_PATHS = ("/api/generate", "/api/jobs", "/v1/images/edits", "/v3/images/edits")
 PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
 CONTENT_TYPES = {

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lcm_lite.errors import Cancelled, LcmLiteError
-from lcm_lite.fields import specs
+from lcm_lite.fields import picture_fields, specs
 from lcm_lite.images.png import png_info
-from lcm_lite.images.preprocess import check_before_decoding
+from lcm_lite.images.preprocess import check_before_decoding, check_headers
 from lcm_lite.request import MAX_SIZE, Request
 
 if TYPE_CHECKING:
@@ -64,10 +64,18 @@ class Job:
     preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
     outcome: Future[list[bytes]] = field(default_factory=Future, repr=False)
     cancelled: bool = False  # asked to stop: a running job stops after its current step
-    has_picture: bool = field(init=False)  # image to image (its bytes go once the job is over)
+    # the picture fields given (image, mask_image): their bytes go once the job is over
+    given_pictures: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.has_picture = self.request.image is not None
+        self.given_pictures = frozenset(
+            name for name in picture_fields(Request) if getattr(self.request, name) is not None
+        )
+
+    @property
+    def has_picture(self) -> bool:
+        """Image to image (or inpainting): a starting picture was given."""
+        return "image" in self.given_pictures
 
     @property
     def state(self) -> str:
@@ -108,9 +116,10 @@ class Job:
         self.outcome.set_result(images)
 
     def forget_picture(self) -> None:
-        """Drop the starting picture's bytes (``has_picture`` still says there was one)."""
-        if self.request.image is not None:
-            self.request = replace(self.request, image=None)
+        """Drop the starting picture's and the mask's bytes (``given_pictures`` still says
+        which there were)."""
+        if self.given_pictures:
+            self.request = replace(self.request, **dict.fromkeys(self.given_pictures))
 
 
 class JobQueue:
@@ -166,6 +175,8 @@ class JobQueue:
                 max_pixels=self.max_picture_pixels,
                 min_side=self._min_side,
             )
+        if request.mask_image is not None:
+            check_headers(request.mask_image, self.max_picture_pixels)
         job = Job(request, previews)
         with self._lock:
             if self._closed:

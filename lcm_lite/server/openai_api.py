@@ -1,7 +1,7 @@
 """The OpenAI images API, under ``/v1`` (and OpenVINO Model Server's paths, under ``/v3``).
 
 POST /v1/images/generations     text to image: OpenAI's fields and OVMS's extras
-POST /v1/images/edits           image to image, multipart (a mask is refused)
+POST /v1/images/edits           image to image, multipart; with a ``mask`` file, inpainting
 GET  /v1/models                 the served model, for OpenAI-style clients
 """
 
@@ -13,12 +13,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi import Request as HttpRequest
-from starlette.exceptions import HTTPException
+from starlette.concurrency import run_in_threadpool
 
+from lcm_lite.images.mask import openai_mask
 from lcm_lite.server.answers import ImagesAnswer, ModelList, OpenAIErrorAnswer
 from lcm_lite.server.jobs import Job, JobQueue
 from lcm_lite.server.routing import Served, finished, json_body, submit
-from lcm_lite.server.schemas import MAX_PICTURE_BYTES, ImageEditRequest, ImageGenerationRequest
+from lcm_lite.server.schemas import (
+    MAX_PICTURE_BYTES,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    check_picture_size,
+)
+
+MASK_HELP = (
+    "inpainting: the area to repaint, a picture of the picture's shape. With an alpha channel, "
+    "OpenAI's rule: its fully transparent pixels are repainted. Without alpha, OpenVINO Model "
+    "Server's and diffusers': white (at least half gray) is repainted, black kept"
+)
 
 
 def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
@@ -39,11 +51,14 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
         image: Annotated[UploadFile, File(description="the starting picture: PNG, JPEG or WebP")],
         form: Annotated[ImageEditRequest, Form()],
         request: HttpRequest,
+        mask: Annotated[UploadFile | None, File(description=MASK_HELP)] = None,
     ) -> ImagesAnswer:
-        if "mask" in await request.form():  # parsed once: the same form as above
-            raise HTTPException(400, "mask is not supported: lcm-lite does image to image only")
         picture = await image.read(MAX_PICTURE_BYTES + 1)
-        job = submit(jobs, served, form.to_request(None, picture))
+        white_is_repaint = None
+        if mask is not None:
+            upload = check_picture_size(await mask.read(MAX_PICTURE_BYTES + 1))
+            white_is_repaint = await run_in_threadpool(openai_mask, upload, jobs.max_picture_pixels)
+        job = submit(jobs, served, form.to_request(None, picture, white_is_repaint))
         return _images_answer(await finished(job, request))
 
     @router.get("/models")

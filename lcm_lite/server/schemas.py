@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Collection
 from dataclasses import MISSING, fields
 from typing import Annotated, Any, Literal
 
@@ -31,7 +32,7 @@ from pydantic import (
 )
 
 from lcm_lite.errors import UsageError
-from lcm_lite.fields import Range, Spec, specs
+from lcm_lite.fields import Range, Spec, picture_fields, specs
 from lcm_lite.request import Request
 from lcm_lite.sampling.torch_rng import random_seed
 
@@ -136,6 +137,9 @@ def json_type(field_spec: Spec) -> Any:
         return _number(limits)
     if field_spec.kind == "numbers":
         return Annotated[list[_number(limits)], Len(1, MAX_LIST_ITEMS)]
+    if field_spec.kind == "integers":
+        whole = Annotated[int, BeforeValidator(_whole_number)]
+        return Annotated[list[whole], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "flag":
         return bool
     raise ValueError(f"no JSON type for a {field_spec.kind} field")
@@ -194,8 +198,9 @@ class _OwnApiRequest(BaseModel):
             for name, field_spec in specs(declared).items()
             if field_spec.key in type(self).model_fields
         }
-        if values.get("image") is not None:
-            values["image"] = decode_picture(values["image"])
+        for name, field_spec in specs(declared).items():
+            if field_spec.kind == "picture" and values.get(name) is not None:
+                values[name] = decode_picture(values[name], field_spec.key)
         if values.get("seed") is None:
             values["seed"] = random_seed()
         return declared(**values)
@@ -216,14 +221,15 @@ def own_api_model(declared: type = Request) -> type[_OwnApiRequest]:
 GenerateRequest = own_api_model()
 
 
-def decode_picture(text: str) -> bytes:
-    """A picture's bytes from base64, or from a ``data:image/...;base64,`` URL."""
+def decode_picture(text: str, name: str = "image") -> bytes:
+    """A picture's bytes (the field ``name``'s) from base64, or from a ``data:image/...;base64,``
+    URL."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         picture = base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, or characters that are not ASCII
-        raise ValueError("image must be a picture in base64 (or a data: URL)") from None
+        raise ValueError(f"{name} must be a picture in base64 (or a data: URL)") from None
     return check_picture_size(picture)
 
 
@@ -292,9 +298,12 @@ class _OpenAIRequest(BaseModel):
             )
         return self
 
-    def to_request(self, native_size: int | None, picture: bytes | None = None) -> Request:
+    def to_request(
+        self, native_size: int | None, picture: bytes | None = None, mask: bytes | None = None
+    ) -> Request:
         """The ``Request`` this body asks for; ``native_size`` where ``size`` is auto or missing
-        (None: the picture's own), a missing ``rng_seed`` drawn."""
+        (None: the picture's own), a missing ``rng_seed`` drawn; ``mask``: white is the area to
+        repaint."""
         match = _SIZE.fullmatch(self.size or "auto")
         width, height = (int(match[1]), int(match[2])) if match else (native_size, native_size)
         values = {
@@ -311,6 +320,7 @@ class _OpenAIRequest(BaseModel):
             height=height,
             num_images=self.n or self.num_images_per_prompt or 1,
             image=None if picture is None else check_picture_size(picture),
+            mask_image=mask,
         )
         request.check()
         return request
@@ -399,15 +409,21 @@ _VIEW_TYPES: dict[str, Any] = {
     "number": float,
     "numbers": list[float],
     "flag": bool,
+    "integers": list[int],
 }
 _DRAWN = {"seed"}  # a missing one is drawn at submission (``to_request``)
 
 
-def shown_fields(request: Any, has_picture: bool | None = None) -> dict[str, Any]:
+def shown_fields(request: Any, given_pictures: Collection[str] | None = None) -> dict[str, Any]:
     """The values ``JobView`` shows of ``request`` (one prompt: a job has one), under their HTTP
-    names; a field whose ``needs`` is missing shows as None (``has_picture``: whether the
-    picture was given, when its bytes are gone; default: ``request.image`` is not None)."""
-    given = {"image": request.image is not None if has_picture is None else has_picture}
+    names; a field whose ``needs`` is missing shows as None (``given_pictures``: the picture
+    fields given, when their bytes are gone; default: those that are not None)."""
+    given = {
+        name: getattr(request, name) is not None
+        if given_pictures is None
+        else name in given_pictures
+        for name in picture_fields(type(request))
+    }
     shown = {}
     for name, field_spec in served_specs(type(request)).items():
         value = getattr(request, name)

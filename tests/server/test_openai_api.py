@@ -166,7 +166,8 @@ def test_images_edit_takes_size_and_n(server: Server) -> None:
     ("arguments", "message"),
     [
         ({"image": ("x.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
-        ({"mask": ("m.png", a_picture(), "image/png")}, "mask is not supported"),
+        ({"mask": ("m.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
+        ({"mask": ("m.png", a_picture(80, 80), "image/png")}, "give a mask of the picture's"),
         ({"extra_body": {"strength": 0}}, "strength: Input should be greater than 0"),
         ({"size": "2048x64"}, "size must be auto or WxH"),
         ({"image": ("s.png", a_picture(8, 8), "image/png")}, "8x8 image, smaller than 64 pixels"),

@@ -142,6 +142,7 @@ EVERY_FIELD = Request(
     mask_image=Path("mask.png"),
     mask_blur=3,
     padding_mask_crop=16,
+    outpaint=[8, 0, 16, 0],
     strength=0.5,
     steps=3,
     guidance_scale=7.5,
