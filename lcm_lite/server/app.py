@@ -37,7 +37,8 @@ MAX_BODY_BYTES = 64 * 1024  # a request without a picture
 # one with a picture and its mask
 MAX_PICTURE_BODY_BYTES = 2 * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
 PICTURE_PATHS = ("/api/generate", "/api/jobs", "/v1/images/edits", "/v3/images/edits")
-PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
+# lcm_lite/static: index.html and what it loads
+PAGE_PATHS = ("/", "/app.js", "/style.css", "/mask.js", "/mask.css")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
