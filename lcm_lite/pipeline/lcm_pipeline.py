@@ -7,6 +7,11 @@ and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
 ``models.vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
 
+Inpainting (a mask, or outpainting) is diffusers' ``StableDiffusionInpaintPipeline`` with
+``LCMScheduler``: the starting latents and the mask from ``pipeline.inpainting``; a 4-channel
+UNet's steps end with the area to keep put back, a 9-channel UNet takes the mask and the masked
+picture's latents with the latents.
+
 A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffusionPipeline`` with
 ``LCMScheduler``: the same loop, with classifier-free guidance instead of the guidance embedding
 (``sampling.classifier_free``). LoRA adapters are added to the networks when they compile.

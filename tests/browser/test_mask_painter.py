@@ -109,7 +109,9 @@ def test_painting_erasing_inverting_and_clearing_the_mask_on_the_page(
     assert "mask" not in plain and plain["image"].startswith("data:image/png")
 
 
-def test_outpaint_margins_are_sent_and_the_extended_canvas_is_made(server, browser, tmp_path: Path) -> None:
+def test_outpaint_margins_are_sent_and_the_extended_canvas_is_made(
+    server, browser, tmp_path: Path
+) -> None:
     open_with_a_picture(browser, server, tmp_path)
     for side, value in (("left", "16"), ("bottom", "8")):
         field = browser.find_element(By.ID, f"outpaint-{side}")
