@@ -78,6 +78,7 @@ class Spec:
     served_over_http: bool = True
     default_help: str | None = None  # the default, when the field's own (None, ...) says little
     fallback: Any = None  # what None becomes when nothing else decides (width: 512)
+    repeatable: bool = False  # on the command line: given once per item (--control-image)
 
     @property
     def flag(self) -> str | None:
@@ -422,8 +423,13 @@ def from_metadata(
         for name, field_spec in specs(declared).items():
             if field_spec.key in metadata and field_spec.kind in PARSERS:
                 text = metadata[field_spec.key]
+                parse = PARSERS[field_spec.kind]
                 try:
-                    read[name] = PARSERS[field_spec.kind](text)
+                    read[name] = (
+                        [parse(item) for item in text.split(", ")]
+                        if field_spec.repeatable
+                        else parse(text)
+                    )
                 except ValueError as error:
                     raise UsageError(
                         f"the metadata's {field_spec.key} is not valid: {error}"

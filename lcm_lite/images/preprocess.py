@@ -224,14 +224,19 @@ def output_size(
     return width, height
 
 
-def preprocess(pictures: list[Image.Image], width: int, height: int) -> np.ndarray:
+def preprocess(
+    pictures: list[Image.Image], width: int, height: int, *, normalize: bool = True
+) -> np.ndarray:
     """diffusers' ``VaeImageProcessor.preprocess`` of RGB pictures: each resized to
-    ``width x height`` with Lanczos, then ``x / 255`` and ``2 x - 1``: float32 (n, 3, H, W)."""
+    ``width x height`` with Lanczos, then ``x / 255`` and (``normalize``, as the VAE's processor;
+    a ControlNet's control pictures are not) ``2 x - 1``: float32 (n, 3, H, W)."""
     resized = [
         picture.resize((width, height), resample=Image.Resampling.LANCZOS) for picture in pictures
     ]
     pixels = np.stack([np.array(picture).astype(np.float32) / 255.0 for picture in resized])
-    return (2.0 * pixels - 1.0).transpose(0, 3, 1, 2).copy()
+    if normalize:
+        pixels = 2.0 * pixels - 1.0
+    return pixels.transpose(0, 3, 1, 2).copy()
 
 
 def check_picture_count(count: int, batch_size: int) -> None:

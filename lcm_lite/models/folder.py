@@ -92,6 +92,14 @@ class ModelFolder:
     def xml(self, component: str) -> Path:
         return component_files(self.root, component).xml
 
+    def text_encoder_layers(self) -> int:
+        """The text encoder's ``num_hidden_layers`` (its config.json; CLIP ViT-L's 12 without)."""
+        config = component_files(self.root, "text_encoder").config
+        layers = read_json_object(config).get("num_hidden_layers", 12) if config.is_file() else 12
+        if type(layers) is not int or layers < 1:
+            raise ModelError(f"{config}: num_hidden_layers must be a positive integer")
+        return layers
+
     @property
     def time_cond_proj_dim(self) -> int | None:
         """The guidance-embedding width of an LCM UNet; None for a plain Stable Diffusion UNet."""

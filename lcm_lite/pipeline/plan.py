@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from lcm_lite.images.preprocess import (
     output_size,
 )
 from lcm_lite.models.folder import ModelFolder
+from lcm_lite.pipeline.control import ControlNetChoice, conditioning_scales, control_pictures
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
 from lcm_lite.sampling.inpainting import cut_by_strength
@@ -34,13 +36,16 @@ log = logging.getLogger("lcm_lite")
 class Plan:
     """A resolved request: ``request`` with every field the images depend on made concrete
     (``prompt`` a list, ``negative_prompt`` the list classifier-free guidance uses or None,
-    ``steps`` the count sampled), the ``schedule``, the latents' shape, the decoded pictures and,
-    inpainting, the binary ``mask`` (1 or one per picture, 1, height, width)."""
+    ``steps`` the count sampled, ``controlnet_conditioning_scale`` one per ControlNet), the
+    ``schedule``, the latents' shape, the decoded pictures (starting ones, and each ControlNet's
+    control pictures) and, inpainting, the binary ``mask`` (1 or one per picture, 1, height,
+    width)."""
 
     request: Request
     schedule: np.ndarray
     latent_shape: tuple[int, int, int, int]
     pictures: list[Image.Image] | None
+    control_pictures: list[list[Image.Image]] | None = None
     mask: np.ndarray | None = None
     crop: MaskCrop | None = None  # padding_mask_crop: the image is pasted back into the picture
 
@@ -51,14 +56,20 @@ class Plan:
 
 
 def plan(
-    request: Request, folder: ModelFolder, scheduler: LCMScheduler, max_side: int = MAX_SIZE
+    request: Request,
+    folder: ModelFolder,
+    scheduler: LCMScheduler,
+    max_side: int = MAX_SIZE,
+    controlnets: Sequence[ControlNetChoice] = (),
 ) -> Plan:
     """Check ``request`` (``Request.check``, then what needs the model: a negative prompt for an
     LCM, the picture count, the latents' shape) and resolve it. Image to image: the picture,
     resized to width x height (default: its own size rounded down to a multiple of 8, at most
     ``max_side``; a picture that would make a larger image is refused from its header, before it
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
-    distillation timesteps, as diffusers. Inpainting (a mask, or outpainting): the pictures and
+    distillation timesteps, as diffusers. With ``controlnets``, their control pictures (whose
+    first sets the size when neither width and height nor a starting picture do, as diffusers'
+    ``prepare_image``) and their scales. Inpainting (a mask, or outpainting): the pictures and
     masks of ``_inpainting_inputs`` (with ``padding_mask_crop`` the size is the request's or
     512 x 512, not the picture's), the mask checked not to be empty, and the last
     ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
@@ -81,6 +92,10 @@ def plan(
         if request.mask_image is not None or request.outpaint is not None:
             pictures, masks, crop = _inpainting_inputs(request, pictures, width, height)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
+    multiple = folder.vae_scale_factor
+    controls = control_pictures(request, len(controlnets), multiple, max_side)
+    if controls is not None and pictures is None:
+        width, height = output_size(controls[0][0], width, height, multiple, max_side)
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
@@ -108,8 +123,12 @@ def plan(
         ),
         timesteps=None if request.timesteps is None else tuple(map(int, request.timesteps)),
         strength=request.strength if pictures is None else float(request.strength),
+        controlnet_conditioning_scale=None
+        if controls is None
+        else conditioning_scales(request.controlnet_conditioning_scale, controlnets),
     )
     resolved.check()  # the size taken from a picture, too
+    check_clip_skip(request.clip_skip, folder)
     latent_shape = (
         len(prompts) * resolved.num_images,
         folder.latent_channels,
@@ -121,7 +140,19 @@ def plan(
     if pictures is not None and (request.latents is None or masks is not None):
         check_picture_count(len(pictures), latent_shape[0])
     mask = None if masks is None else mask_pixels(masks, width, height)
-    return Plan(resolved, schedule, latent_shape, pictures, mask, crop)
+    return Plan(
+        resolved, schedule, latent_shape, pictures, control_pictures=controls, mask=mask, crop=crop
+    )
+
+
+def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
+    """diffusers' ``clip_skip`` indexes ``hidden_states``, the embeddings and each layer's
+    output: at most the text encoder's number of layers."""
+    layers = folder.text_encoder_layers()
+    if clip_skip is not None and clip_skip > layers:
+        raise UsageError(
+            f"clip_skip must be from 0 to {layers} (this text encoder's layers), got {clip_skip}"
+        )
 
 
 def _inpainting_inputs(

@@ -128,7 +128,7 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
     html = page.body.decode()
     assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(linked) == ["/app.js", "/mask.css", "/mask.js", "/style.css"]
+    assert sorted(linked) == ["/app.js", "/live.js", "/mask.css", "/mask.js", "/style.css"]
     for path in linked:
         content_type = "text/javascript" if path.endswith(".js") else "text/css"
         asset = call(server.url, "GET", path)

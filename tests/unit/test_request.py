@@ -153,9 +153,19 @@ EVERY_FIELD = Request(
     original_inference_steps=40,
     timesteps=[999, 499, 99],
     vae="tiny",
+    prompt_weighting=True,
+    clip_skip=1,
+    control_image=[Path("edges.png"), Path("depth.png")],
+    controlnet_conditioning_scale=[0.5, 1.0],
+    control_guidance_start=0.1,
+    control_guidance_end=0.9,
+    guess_mode=True,
 )
 EVERY_LOAD_OPTION = LoadOptions(
-    model="someone/model", tiny_vae="taesd", loras=[("a.safetensors", 0.5), ("b/c", 1.0)]
+    model="someone/model",
+    tiny_vae="taesd",
+    loras=[("a.safetensors", 0.5), ("b/c", 1.0)],
+    controlnet=[("edges-controlnet", 0.8), ("depth-controlnet", 1.0)],
 )
 
 
