@@ -82,7 +82,10 @@ class Spec:
 
     @property
     def flag(self) -> str | None:
-        """The command-line option, e.g. ``--num-images``; None if it has none."""
+        """The command-line option, e.g. ``--num-images``; None if it has none (an array has
+        none: it is given in Python)."""
+        if self.kind == "array":
+            return None
         if self.option is not None or self.key is None:
             return self.option
         return "--" + self.key.replace("_", "-")
@@ -376,8 +379,8 @@ PARSERS: dict[Kind, Callable[[str], Any]] = {
 
 def as_text(kind: Kind, value: Any) -> Any:
     """A value as the metadata stores it: numbers and flags as they are, text as a string,
-    pictures by file name, lists of numbers, integers and LoRAs joined, a device map as its text
-    form."""
+    pictures by file name, an array as "given", lists of numbers, integers and LoRAs joined, a
+    device map as its text form."""
     if kind == "picture":
         return picture_name(value)
     if kind == "integers":
@@ -391,6 +394,8 @@ def as_text(kind: Kind, value: Any) -> Any:
         return Devices.of(value).text
     if kind == "text":
         return str(value)  # a model folder given as a Path, too
+    if kind == "array":
+        return "given"  # that it was, not its numbers
     return value
 
 

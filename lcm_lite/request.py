@@ -240,8 +240,27 @@ class Request:
             "(diffusers' clip_skip: 1 is AUTOMATIC1111's 'Clip skip: 2')",
             "integer",
             key="clip_skip",
-            limits=Range(0),
+            limits=Range(0, described="an integer from 0 to the text encoder's layers"),
             default_help="none",
+        )
+    )
+    prompt_embeds: np.ndarray | None = spec(
+        Spec(
+            "the text embeddings (batch, 77 * chunks, hidden) instead of the prompts (then ''), "
+            "as diffusers' prompt_embeds; the metadata says they were given",
+            "array",
+            key="prompt_embeds",
+            served_over_http=False,
+        )
+    )
+    negative_prompt_embeds: np.ndarray | None = spec(
+        Spec(
+            "with prompt_embeds under classifier-free guidance: the negative prompts' "
+            "embeddings, of prompt_embeds' shape",
+            "array",
+            key="negative_prompt_embeds",
+            served_over_http=False,
+            needs="prompt_embeds",
         )
     )
     control_image: Picture | Sequence[Picture] | None = spec(

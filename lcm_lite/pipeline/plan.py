@@ -23,6 +23,7 @@ from lcm_lite.images.preprocess import (
 )
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.pipeline.control import ControlNetChoice, conditioning_scales, control_pictures
+from lcm_lite.prompting.attention import parse_attention
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
 from lcm_lite.sampling.inpainting import cut_by_strength
@@ -75,6 +76,7 @@ def plan(
     ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
+    check_negative_prompt(request.negative_prompt_embeds, folder)
     if folder.is_inpainting and request.mask_image is None and request.outpaint is None:
         raise UsageError(
             f"{folder.root.name} is an inpainting model (its UNet takes {folder.unet_channels} "
@@ -104,10 +106,10 @@ def plan(
         timesteps=request.timesteps,
         strength=1.0 if pictures is None or masks is not None else request.strength,
     )
+    prompts = _prompts(request)
     steps = len(schedule)
     if masks is not None:
         schedule = cut_by_strength(schedule, request.strength)
-    prompts = request.prompts
     resolved = replace(
         request,
         prompt=prompts,
@@ -128,7 +130,7 @@ def plan(
         else conditioning_scales(request.controlnet_conditioning_scale, controlnets),
     )
     resolved.check()  # the size taken from a picture, too
-    check_clip_skip(request.clip_skip, folder)
+    check_prompt_options(request, folder)
     latent_shape = (
         len(prompts) * resolved.num_images,
         folder.latent_channels,
@@ -145,14 +147,46 @@ def plan(
     )
 
 
-def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
-    """diffusers' ``clip_skip`` indexes ``hidden_states``, the embeddings and each layer's
-    output: at most the text encoder's number of layers."""
-    layers = folder.text_encoder_layers()
-    if clip_skip is not None and clip_skip > layers:
+def _prompts(request: Request) -> list[str]:
+    """The prompts; with ``prompt_embeds``, one empty prompt per row (as diffusers, the
+    embeddings stand for the prompts, which are then not given)."""
+    embeds, negative_embeds = request.prompt_embeds, request.negative_prompt_embeds
+    if embeds is None:
+        if negative_embeds is not None:
+            raise UsageError("negative_prompt_embeds needs prompt_embeds")
+        return request.prompts
+    if request.prompts != [""]:
+        raise UsageError("give either a prompt or prompt_embeds (then the prompt is ''), not both")
+    for name, array in (("prompt_embeds", embeds), ("negative_prompt_embeds", negative_embeds)):
+        if array is not None and (
+            not isinstance(array, np.ndarray) or array.ndim != 3 or array.dtype.kind != "f"
+        ):
+            raise UsageError(f"{name} must be a float array (batch, tokens, hidden)")
+    if negative_embeds is not None and negative_embeds.shape != embeds.shape:
         raise UsageError(
-            f"clip_skip must be from 0 to {layers} (this text encoder's layers), got {clip_skip}"
+            f"negative_prompt_embeds must have prompt_embeds' shape {embeds.shape}, "
+            f"got {negative_embeds.shape}"
         )
+    if negative_embeds is not None and request.negative_prompt is not None:
+        raise UsageError("give either a negative prompt or negative_prompt_embeds, not both")
+    return [""] * len(embeds)
+
+
+def check_prompt_options(request: Request, folder: ModelFolder) -> None:
+    """A UsageError for a ``clip_skip`` past the text encoder's layers (diffusers' indexes
+    ``hidden_states``: the embeddings and each layer's output) and, with ``prompt_weighting``, a
+    weight that is not a number."""
+    layers = folder.text_encoder_layers()
+    if request.clip_skip is not None and request.clip_skip > layers:
+        raise UsageError(
+            f"clip_skip must be from 0 to {layers} (this text encoder's layers), "
+            f"got {request.clip_skip}"
+        )
+    if request.prompt_weighting:
+        negative = request.negative_prompt
+        negatives = [negative] if isinstance(negative, str) else list(negative or [])
+        for prompt in [*request.prompts, *negatives]:
+            parse_attention(prompt)
 
 
 def _inpainting_inputs(

@@ -747,3 +747,22 @@ def test_a_second_sigint_cancels_the_running_job_and_still_exits_0(tiny_ov_dir: 
         exit_code, stderr = serve.finish()
     assert exit_code == 0, stderr
     assert running[0].status == 503 and "cancelled" in running[0].json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"clip_skip": 3}, "clip_skip must be from 0 to 2 (this text encoder's layers), got 3"),
+        ({"clip_skip": -1}, "clip_skip: Input should be greater than or equal to 0"),
+        ({"prompt": "(x:1..4)", "prompt_weighting": True}, "prompt weight '1..4' is not a number"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/generate", "/api/jobs"])
+def test_a_clip_skip_or_weight_the_model_cannot_take_is_refused_with_400(
+    server: Server, fields: dict, message: str, path: str
+) -> None:
+    done_before = server.jobs.outcomes.copy()
+    reply = call(server.url, "POST", path, {"prompt": "x", **SMALL, **fields})
+    assert reply.status == 400 and message in reply.json()["error"]
+    assert "\n" not in reply.json()["error"]
+    assert server.jobs.outcomes == done_before
