@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,12 +64,18 @@ def tool_fields(with_picture: bool) -> dict[str, str]:
 def create_mcp_server(jobs: JobQueue, *, local_files: bool) -> MCPServer:
     """An MCP server whose tools run on ``jobs``; ``local_files``: whether ``save_to`` and
     picture paths are allowed (stdio: the assistant's own machine)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     server = MCPServer(
         "lcm-lite",
         version=__version__,
         instructions="Text to image (generate_image) and image to image (edit_image) with a "
         "latent consistency model: 2 to 8 steps.",
     )
+    # the SDK calls logging.basicConfig (a rich handler on the root logger, at INFO) when no
+    # handler is there, as in a program that runs Server: the process's logging stays its own
+    root.handlers[:] = handlers
+    root.setLevel(level)
     for name, with_picture, doc in (
         ("generate_image", False, "Make images from a text prompt; returns PNGs and the seed."),
         (
