@@ -77,7 +77,7 @@ def add_options(
             type=argparse_type(PARSERS[field_spec.kind]),
             choices=field_spec.choices or None,
             metavar=field_spec.metavar or _metavar(field_spec),
-            action="append" if field_spec.kind == "loras" else "store",
+            action="append" if field_spec.kind == "loras" or field_spec.repeatable else "store",
             help=(help or {}).get(name, field_spec.help)
             + ("" if shown is None else f" (default: {shown})"),
         )
@@ -181,3 +181,30 @@ def configure_logging(quiet: bool) -> None:
     )
     if quiet or not sys.stderr.isatty():  # huggingface_hub's download bars, likewise
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
+
+
+class StageLines:
+    """Where stderr is not a terminal (a log): one line as each stage starts, no bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if done == 0:
+            print(f"{PROG}: {stage}", file=sys.stderr, flush=True)

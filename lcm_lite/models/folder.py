@@ -107,7 +107,19 @@ class ModelFolder:
 
     @property
     def latent_channels(self) -> int:
+        """The latents' channels: the VAE's (4 for SD 1.5)."""
+        return self.vae.latent_channels
+
+    @property
+    def unet_channels(self) -> int:
+        """The UNet's input channels: the latents' (4), or 9 for an inpainting UNet (latents,
+        mask and masked picture's latents)."""
         return self.unet.in_channels
+
+    @property
+    def is_inpainting(self) -> bool:
+        """A 9-channel inpainting UNet (SD 1.5 inpainting fine-tunes): it needs a mask."""
+        return self.unet_channels != self.latent_channels
 
     @property
     def vae_scale_factor(self) -> int:

@@ -2,7 +2,7 @@
 body limits), the error answers, the page, and the APIs' routers (``own_api``, ``openai_api``,
 ``a1111_api``), which only translate between HTTP and the job queue.
 
-    GET  /                          the page (and /app.js, /style.css beside it)
+    GET  /                          the page (and /app.js, /live.js, /style.css beside it)
     /api/...                        lcm-lite's own API (``own_api``)
     /v1/..., /v3/...                the OpenAI / OVMS images API (``openai_api``)
     /sdapi/v1/...                   the AUTOMATIC1111 API (``a1111_api``)
@@ -49,7 +49,7 @@ PICTURE_PATHS = (
     "/mcp",
 )
 MCP_PATH = "/mcp"
-PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
+PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css")  # lcm_lite/static: the page, its files
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

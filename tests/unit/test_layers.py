@@ -22,7 +22,7 @@ LAYERS = [  # bottom up
     ["lcm_lite.runtime"],  # OpenVINO
     ["lcm_lite.models"],
     ["lcm_lite.pipeline"],
-    ["lcm_lite.server"],
+    ["lcm_lite.server", "lcm_lite.quantization"],
     ["lcm_lite.cli", "lcm_lite.__main__"],
 ]
 
