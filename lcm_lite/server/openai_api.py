@@ -62,7 +62,7 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
                 "partial_images needs a tiny VAE: start lcm-lite serve with --tiny-vae (a "
                 "folder or hub id, e.g. rupeshs/taesd-ov), or stream with partial_images 0",
             )
-        return streamed(jobs, served, asked, partial_images, kind, request.url.path)
+        return streamed(jobs, served, asked, partial_images, kind, request)
 
     @router.post("/images/generations", dependencies=[Depends(json_body)], responses=STREAMED)
     async def images_generations(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -389,3 +390,22 @@ def test_streaming_without_previews_needs_no_tiny_vae_and_partial_images_do(
     with pytest.raises(openai.BadRequestError) as refused:
         client(server).images.generate(prompt="x", stream=True, partial_images=4)
     assert "partial_images: Input should be less than or equal to 3" in refused.value.message
+
+
+@pytest.mark.slow
+def test_a_client_that_closes_the_stream_cancels_its_job(previewing: Server) -> None:
+    cancelled_before = previewing.jobs.outcomes["cancelled"]
+    stream = client(previewing).images.generate(
+        prompt="a red cube",
+        size="512x512",
+        n=4,
+        stream=True,
+        partial_images=3,
+        extra_body={"num_inference_steps": 8},
+    )
+    first = next(iter(stream))
+    assert first.type == "image_generation.partial_image"
+    stream.close()
+    while previewing.jobs.running is not None:  # the worker counts the job, then lets it go
+        time.sleep(0.01)
+    assert previewing.jobs.outcomes["cancelled"] == cancelled_before + 1
