@@ -388,8 +388,13 @@ def from_metadata(
         for name, field_spec in specs(declared).items():
             if field_spec.key in metadata and field_spec.kind in PARSERS:
                 text = metadata[field_spec.key]
+                parse = PARSERS[field_spec.kind]
                 try:
-                    read[name] = PARSERS[field_spec.kind](text)
+                    read[name] = (
+                        [parse(item) for item in text.split(", ")]
+                        if field_spec.repeatable  # as picture_name joins a list
+                        else parse(text)
+                    )
                 except ValueError as error:
                     raise UsageError(
                         f"the metadata's {field_spec.key} is not valid: {error}"

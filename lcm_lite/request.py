@@ -188,6 +188,29 @@ class Request:
             repeatable=True,
         )
     )
+    control_preprocess: Literal["canny", "gray", "invert"] | None = spec(
+        Spec(
+            "ControlNet: make the control picture from a photo: canny (edges, for a Canny "
+            "ControlNet), gray, invert (a black-on-white sketch to white lines on black)",
+            "choice",
+            key="control_preprocess",
+            choices=("canny", "gray", "invert"),  # images.annotators.ANNOTATORS (not imported:
+            # it needs NumPy and Pillow, which the request's users may not load)
+            needs="control_image",
+            default_help="none: the picture is the control picture",
+        )
+    )
+    canny_thresholds: Sequence[float] | None = spec(
+        Spec(
+            "ControlNet: Canny's low,high thresholds on the 3x3 Sobel gradient |Gx|+|Gy|, as "
+            "OpenCV's cv2.Canny(image, low, high)",
+            "numbers",
+            key="canny_thresholds",
+            limits=Range(0.0, 2040.0),
+            needs="control_preprocess",
+            default_help="100,200",
+        )
+    )
     controlnet_conditioning_scale: float | Sequence[float] | None = spec(
         Spec(
             "ControlNet: how strongly the residuals steer, one number or one per ControlNet",

@@ -306,7 +306,12 @@ class LCMPipeline:
                 )
             ),
         )
-        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
+        control_images = [
+            picture for loaded in planned.control_pictures or [] for picture in loaded
+        ]
+        return GenerationResult(
+            images, generator.seed, timings, tokens.dropped_tokens, settings, control_images
+        )
 
     def _picture_latents(
         self,
