@@ -78,23 +78,9 @@ def control_pictures(
     decoded (and made from photos by ``control_preprocess``): ``control_image`` is one picture (or
     a list, one per prompt) for one ControlNet, a list with one such entry per ControlNet for
     several (diffusers' convention)."""
-    given = request.control_image
-    if given is None:
-        if count:
-            raise UsageError(
-                "the ControlNets need a control picture each: control_image= "
-                "(command line: --control-image FILE)"
-            )
+    per_controlnet = check_control_count(request, count)
+    if per_controlnet is None:
         return None
-    if not count:
-        raise UsageError(
-            "control_image needs a ControlNet: LCMPipeline.from_pretrained(..., controlnet=DIR) "
-            "(command line: --controlnet DIR)"
-        )
-    per_controlnet = [given] if count == 1 else given
-    if count > 1 and (not isinstance(given, (list, tuple)) or len(given) != count):
-        got = len(given) if isinstance(given, (list, tuple)) else 1
-        raise UsageError(f"{got} control pictures for {count} ControlNets: give one for each")
     pictures = []
     for item in per_controlnet:
         check_before_decoding(item, request.width, request.height, multiple, max_side)
@@ -110,6 +96,28 @@ def control_pictures(
                 "or one per prompt"
             )
     return pictures
+
+
+def check_control_count(request: Request, count: int) -> list[object] | None:
+    """``control_image`` split per ControlNet (of ``count``), nothing decoded: a UsageError
+    when pictures and ControlNets do not go together."""
+    given = request.control_image
+    if given is None:
+        if count:
+            raise UsageError(
+                "the ControlNets need a control picture each: control_image= "
+                "(command line: --control-image FILE)"
+            )
+        return None
+    if not count:
+        raise UsageError(
+            "control_image needs a ControlNet: LCMPipeline.from_pretrained(..., controlnet=DIR) "
+            "(command line: --controlnet DIR)"
+        )
+    if count > 1 and (not isinstance(given, (list, tuple)) or len(given) != count):
+        got = len(given) if isinstance(given, (list, tuple)) else 1
+        raise UsageError(f"{got} control pictures for {count} ControlNets: give one for each")
+    return [given] if count == 1 else list(given)
 
 
 def conditioning_scales(

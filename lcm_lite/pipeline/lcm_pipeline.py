@@ -42,7 +42,13 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
-from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.control import (
+    Control,
+    ControlNetChoice,
+    check_control_count,
+    conditioning_scales,
+    open_controlnets,
+)
 from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
 from lcm_lite.pipeline.prompts import PromptEncoder
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
@@ -173,6 +179,12 @@ class LCMPipeline:
     def check_negative_prompt(self, negative_prompt: str | Sequence[str] | None) -> None:
         """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""
         check_negative_prompt(negative_prompt, self.folder)
+
+    def check_control(self, request: Request) -> None:
+        """Raise UsageError when ``request``'s control pictures or scales do not go with this
+        pipeline's ControlNets (nothing decoded: for a server's submission)."""
+        if check_control_count(request, len(self.controlnets)) is not None:
+            conditioning_scales(request.controlnet_conditioning_scale, self.controlnets)
 
     def __call__(
         self,

@@ -108,9 +108,10 @@ class Job:
         self.outcome.set_result(images)
 
     def forget_picture(self) -> None:
-        """Drop the starting picture's bytes (``has_picture`` still says there was one)."""
-        if self.request.image is not None:
-            self.request = replace(self.request, image=None)
+        """Drop the starting and control pictures' bytes (``has_picture`` still says there was
+        a starting one)."""
+        if self.request.image is not None or self.request.control_image is not None:
+            self.request = replace(self.request, image=None, control_image=None)
 
 
 class JobQueue:
@@ -156,16 +157,20 @@ class JobQueue:
         a picture refused from its header: not a picture, over ``max_picture_pixels``, or
         making an image with a side over ``max_side`` or under ``min_side``."""
         self._pipe.check_negative_prompt(request.negative_prompt)
-        if request.image is not None:
-            check_before_decoding(
-                request.image,
-                request.width,
-                request.height,
-                self._pipe.folder.vae_scale_factor,
-                self._max_side,
-                max_pixels=self.max_picture_pixels,
-                min_side=self._min_side,
-            )
+        self._pipe.check_control(request)
+        controls = request.control_image
+        controls = controls if isinstance(controls, (list, tuple)) else [controls]
+        for picture in [request.image, *controls]:
+            if picture is not None:
+                check_before_decoding(
+                    picture,
+                    request.width,
+                    request.height,
+                    self._pipe.folder.vae_scale_factor,
+                    self._max_side,
+                    max_pixels=self.max_picture_pixels,
+                    min_side=self._min_side,
+                )
         job = Job(request, previews)
         with self._lock:
             if self._closed:

@@ -1,7 +1,8 @@
 """The OpenAI images API, under ``/v1`` (and OpenVINO Model Server's paths, under ``/v3``).
 
 POST /v1/images/generations     text to image: OpenAI's fields and OVMS's extras
-POST /v1/images/edits           image to image, multipart (a mask is refused)
+POST /v1/images/edits           image to image, multipart (a mask is refused); lcm-lite's
+                                extension: control_image files and the ControlNet fields
 GET  /v1/models                 the served model, for OpenAI-style clients
 """
 
@@ -39,11 +40,16 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
         image: Annotated[UploadFile, File(description="the starting picture: PNG, JPEG or WebP")],
         form: Annotated[ImageEditRequest, Form()],
         request: HttpRequest,
+        control_image: Annotated[
+            list[UploadFile] | None,
+            File(description="lcm-lite's extension: a control picture per ControlNet served"),
+        ] = None,
     ) -> ImagesAnswer:
         if "mask" in await request.form():  # parsed once: the same form as above
             raise HTTPException(400, "mask is not supported: lcm-lite does image to image only")
         picture = await image.read(MAX_PICTURE_BYTES + 1)
-        job = submit(jobs, served, form.to_request(None, picture))
+        controls = [await upload.read(MAX_PICTURE_BYTES + 1) for upload in control_image or []]
+        job = submit(jobs, served, form.to_request(None, picture, controls))
         return _images_answer(await finished(job, request))
 
     @router.get("/models")
