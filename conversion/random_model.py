@@ -8,12 +8,14 @@ checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a fe
 (madebyollin/taesd), "tiny" a few thousand parameters.
 
 ``build_random_sd`` saves the plain Stable Diffusion twin (no ``time_cond_proj_dim``, PNDM
-scheduler), the model an LCM-LoRA turns into a few-step one; ``build_random_lora`` a random LoRA
-for a saved model, in kohya or PEFT format; ``build_random_controlnet`` a random ControlNet for a
-saved model, whose "zero convolutions" are not zero.
+scheduler), the model an LCM-LoRA turns into a few-step one, or with ``inpaint`` its inpainting
+fine-tune's architecture (a 9-channel UNet: latents, mask, masked picture's latents, as
+stable-diffusion-v1-5/stable-diffusion-inpainting); ``build_random_lora`` a random LoRA for a saved
+model, in kohya or PEFT format; ``build_random_controlnet`` a random ControlNet for a saved model,
+whose "zero convolutions" are not zero.
 
     python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
-        [--plain-sd | --taesd]
+        [--plain-sd | --inpaint | --taesd]
     python -m conversion.random_model OUT.safetensors --lora-for MODEL_DIR [--rank R] [--seed N]
     python -m conversion.random_model OUT_DIR --controlnet-for MODEL_DIR [--seed N]
 """
@@ -37,6 +39,7 @@ from diffusers import (
     LatentConsistencyModelPipeline,
     LCMScheduler,
     PNDMScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -167,13 +170,27 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=True)
 
 
-def build_random_sd(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
+def build_random_sd(
+    out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0, inpaint: bool = False
+) -> Path:
     """``build_random_lcm``'s plain Stable Diffusion twin: a StableDiffusionPipeline whose UNet
-    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config."""
-    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False)
+    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config; with ``inpaint`` a
+    StableDiffusionInpaintPipeline whose UNet takes 9 channels (``in_channels=9``)."""
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False, inpaint=inpaint)
 
 
-def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm: bool) -> Path:
+INPAINTING_UNET_CHANNELS = 9  # latents (4), mask (1), masked picture's latents (4)
+
+
+def _build(
+    out_dir: Path,
+    *,
+    size: Size,
+    vocab_dir: Path | None,
+    seed: int,
+    lcm: bool,
+    inpaint: bool = False,
+) -> Path:
     architecture = ARCHITECTURES[size]
     with tempfile.TemporaryDirectory() as scratch:
         source = vocab_dir or write_synthetic_clip_vocab(Path(scratch))
@@ -181,8 +198,17 @@ def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm:
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), **architecture.text_encoder})
     unet_config = {**architecture.unet, **({} if lcm else {"time_cond_proj_dim": None})}
+    if inpaint:
+        unet_config["in_channels"] = INPAINTING_UNET_CHANNELS
     scheduler_config = {k: v for k, v in SCHEDULER_CONFIG.items() if k in _PNDM_KEYS}
-    pipeline = (LatentConsistencyModelPipeline if lcm else StableDiffusionPipeline)(
+    pipeline_class = (
+        LatentConsistencyModelPipeline
+        if lcm
+        else StableDiffusionInpaintPipeline
+        if inpaint
+        else StableDiffusionPipeline
+    )
+    pipeline = pipeline_class(
         vae=AutoencoderKL(**architecture.vae),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
@@ -194,10 +220,23 @@ def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    _spread_final_layer_norm(pipeline.text_encoder, seed)
     pipeline.to(architecture.save_dtype)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     save_clip_tokenizer(tokenizer, out_dir / "tokenizer")
     return out_dir
+
+
+def _spread_final_layer_norm(text_encoder: CLIPTextModel, seed: int) -> None:
+    """Give the text encoder's final LayerNorm random weights and a bias of mean 0.5, as a trained
+    CLIP's has. Default-initialised (weight 1, bias 0), every token's embedding has mean 0: the
+    long-prompt weighting's rescale to the unweighted mean would divide noise by noise. Drawn from
+    a generator of its own, so the other weights stay those of ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm  # transformers < 5
+    with torch.no_grad():
+        norm.weight.copy_(1.0 + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+        norm.bias.copy_(0.5 + 0.5 * torch.randn(norm.bias.shape, generator=generator))
 
 
 # AutoencoderTiny's defaults are madebyollin/taesd's config; "tiny" keeps its 4 blocks (8x).
@@ -380,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         "--taesd", action="store_true", help="build a tiny VAE (AutoencoderTiny) instead of an LCM"
     )
     parser.add_argument("--plain-sd", action="store_true", help="a plain Stable Diffusion model")
+    parser.add_argument(
+        "--inpaint",
+        action="store_true",
+        help="a plain Stable Diffusion inpainting model (9-channel UNet)",
+    )
     parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
     parser.add_argument("--rank", type=int, default=64, help="float16 LoRA's rank (default 64)")
     parser.add_argument(
@@ -411,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
             dtype=np.float16,
         )
         return 0
-    build = build_random_sd if args.plain_sd else build_random_lcm
-    build(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    if args.plain_sd or args.inpaint:
+        build_random_sd(
+            args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed, inpaint=args.inpaint
+        )
+    else:
+        build_random_lcm(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     return 0
 
 

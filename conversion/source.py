@@ -75,6 +75,13 @@ def is_latent_consistency_model(folder: Path) -> bool:
     return bool(config.get("time_cond_proj_dim"))
 
 
+def is_inpainting(folder: Path) -> bool:
+    """Whether the diffusers ``folder``'s UNet is an inpainting one: 9 input channels (latents,
+    mask and the masked picture's latents), as stable-diffusion-v1-5/stable-diffusion-inpainting."""
+    config = read_json_object(folder / "unet" / "config.json")
+    return config.get("in_channels", 4) == 9
+
+
 def check_source_folder(folder: Path, name: str) -> None:
     """Refuse a folder that is neither a tiny VAE, a ControlNet nor an LCM pipeline
     (``check_lcm_folder``)."""

@@ -9,6 +9,7 @@ these, generic code checks values (``check_value``), reads and writes them as te
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -182,6 +183,35 @@ def picture_name(image: object) -> str:
     if isinstance(image, (str, Path)):
         return Path(image).name
     return Path(getattr(image, "filename", "") or "").name
+
+
+DIGEST_HEX_DIGITS = 16
+
+
+def picture_digest(image: object) -> str:
+    """The first ``DIGEST_HEX_DIGITS`` hex digits of the SHA-256 of a starting picture's file
+    (as ``sha256sum`` prints it) or bytes, for the metadata; "" for a picture held in memory
+    (a PIL image, an array). A list's, joined by ", "."""
+    if isinstance(image, (list, tuple)):
+        return ", ".join(picture_digest(item) for item in image)
+    if isinstance(image, (str, Path)) and Path(image).is_file():
+        image = Path(image).read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(image).hexdigest()[:DIGEST_HEX_DIGITS]
+    return ""
+
+
+def picture_digests(request: Any) -> dict[str, str]:
+    """``{"<key>_sha256": digest}`` of each picture field of ``request`` that came from a file
+    or bytes: the metadata says which picture (``picture_name``) and that it is that one."""
+    digests = {}
+    for name, field_spec in specs(type(request)).items():
+        value = getattr(request, name)
+        if field_spec.kind == "picture" and field_spec.key and value is not None:
+            digest = picture_digest(value)
+            if digest.strip(", "):
+                digests[f"{field_spec.key}_sha256"] = digest
+    return digests
 
 
 def integer(text: str) -> int:
@@ -392,7 +422,7 @@ def from_metadata(
                 try:
                     read[name] = (
                         [parse(item) for item in text.split(", ")]
-                        if field_spec.repeatable  # as picture_name joins a list
+                        if field_spec.repeatable
                         else parse(text)
                     )
                 except ValueError as error:

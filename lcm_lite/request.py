@@ -91,10 +91,44 @@ class Request:
             metavar="FILE",
         )
     )
+    mask_image: Picture | Sequence[Picture] | None = spec(
+        Spec(
+            "inpainting: repaint the picture only where this mask is white (black: keep), a "
+            "picture of the picture's shape, binarized at half gray as diffusers",
+            "picture",
+            key="mask",
+            metavar="FILE",
+            needs="image",
+        )
+    )
+    mask_blur: int | None = spec(
+        Spec(
+            "inpainting: blur the mask by this Gaussian radius in pixels before it is resized and "
+            "binarized (diffusers' VaeImageProcessor.blur: it rounds the mask's shape)",
+            "integer",
+            key="mask_blur",
+            metavar="PIXELS",
+            limits=Range(0, 1024),
+            needs="mask_image",
+        )
+    )
+    padding_mask_crop: int | None = spec(
+        Spec(
+            "inpainting a small area of a big picture: make the image for the box around the "
+            "mask, grown by this many pixels and to the width:height shape, then paste it back "
+            "into the picture, which keeps its size (diffusers' padding_mask_crop)",
+            "integer",
+            key="padding_mask_crop",
+            metavar="PIXELS",
+            limits=Range(0, MAX_SIZE),
+            needs="mask_image",
+        )
+    )
     strength: float = spec(
         Spec(
             "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "
-            "(the steps come from the last int(50 * strength) of the 50 distillation timesteps)",
+            "(the steps come from the last int(50 * strength) of the 50 distillation timesteps); "
+            "inpainting (--mask): int(steps * strength) of the steps run, as diffusers'",
             "number",
             key="strength",
             limits=Range(0.0, 1.0, low_exclusive=True),
@@ -177,6 +211,27 @@ class Request:
             openai="vae",
         ),
         "full",
+    )
+    prompt_weighting: bool = spec(
+        Spec(
+            "read the prompts as AUTOMATIC1111 does: (word:1.4), (word) x1.1, [word] /1.1, \\( "
+            "for a bracket; and up to 225 tokens instead of 77 (diffusers' community "
+            "long-prompt-weighting encoding)",
+            "flag",
+            key="prompt_weighting",
+            openai="prompt_weighting",
+        ),
+        False,
+    )
+    clip_skip: int | None = spec(
+        Spec(
+            "condition on the text encoder's hidden state this many layers before the last "
+            "(diffusers' clip_skip: 1 is AUTOMATIC1111's 'Clip skip: 2')",
+            "integer",
+            key="clip_skip",
+            limits=Range(0),
+            default_help="none",
+        )
     )
     control_image: Picture | Sequence[Picture] | None = spec(
         Spec(
@@ -284,6 +339,8 @@ class Request:
             check_prompts(list(self.negative_prompt))
         elif isinstance(self.negative_prompt, str):
             check_prompts([self.negative_prompt])
+        if self.mask_image is not None and self.image is None:
+            raise UsageError("mask_image needs image: the picture whose masked area to repaint")
         defaults = {item.name: item.default for item in fields(self)}
         for name, field_spec in specs(type(self)).items():
             value = getattr(self, name)

@@ -35,7 +35,7 @@ def remake_argv(
                 continue
             if field_spec.kind == "loras":  # repeatable: --lora A:1 --lora B:0.5
                 words = [as_text("loras", [lora]) for lora in values[name]]
-            elif field_spec.repeatable:  # --control-image a.png --control-image b.png
+            elif field_spec.repeatable:  # --control-image A --control-image B
                 words = [str(as_text(field_spec.kind, item)) for item in values[name]]
             else:
                 words = [str(as_text(field_spec.kind, values[name]))]

@@ -15,6 +15,7 @@ import numpy as np
 import openvino as ov
 
 from lcm_lite.errors import ModelError
+from lcm_lite.models.clip_skip import output_hidden_state
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
 from lcm_lite.models.lora import Adapter
@@ -94,13 +95,26 @@ def _check_guidance_dim(model: ov.Model, ports: UNetPorts, folder: ModelFolder) 
         )
 
 
+def _check_channels(model: ov.Model, ports: UNetPorts, folder: ModelFolder) -> None:
+    """The IR's sample takes the config's ``in_channels`` (4, or 9 for an inpainting UNet)."""
+    channels = model.inputs[ports.sample].get_partial_shape()[1]
+    if channels.is_static and channels.get_length() != folder.unet_channels:
+        config = component_files(folder.root, "unet").config
+        raise ModelError(
+            f"{config} does not match the UNet IR: it says in_channels {folder.unet_channels}, "
+            f"the IR takes {channels.get_length()}"
+        )
+
+
 def timestep_shape(port: ov.Output) -> tuple[int, ...]:
     """A scalar input stays a scalar; a 1-D input takes one timestep that the graph broadcasts."""
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
 
 
 class TextEncoder:
-    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
+    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden), or
+    with ``clip_skip`` the hidden state that many layers before the last through the final layer
+    norm (``clip_skip.output_hidden_state``)."""
 
     def __init__(
         self,
@@ -109,14 +123,23 @@ class TextEncoder:
         batch: int,
         max_length: int,
         adapters: list[Adapter],
+        clip_skip: int | None = None,
     ) -> None:
         shape = (batch, max_length)
+        add_adapters = adapters_transform(adapters, "text_encoder")
+
+        def transform(model: ov.Model) -> None:
+            if add_adapters is not None:
+                add_adapters(model)
+            if clip_skip is not None:
+                output_hidden_state(model, clip_skip, folder.text_encoder_layers())
+
         compiled = compiler.compile(
             folder.xml("text_encoder"),
             lambda model: {0: shape},
-            (shape, adapters_request(adapters, "text_encoder")),
+            (shape, adapters_request(adapters, "text_encoder"), clip_skip),
             "text encoder",
-            adapters_transform(adapters, "text_encoder"),
+            transform if add_adapters is not None or clip_skip is not None else None,
         )
         self.input_type = compiled.inputs[0].get_element_type().to_dtype()
         self.compiled = compiled  # the request needs it alive
@@ -146,6 +169,7 @@ class UNet:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
             ports = bind_unet_inputs(model)
             _check_guidance_dim(model, ports, folder)
+            _check_channels(model, ports, folder)
             hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
             fixed = {
                 ports.sample: latent_shape,
@@ -191,6 +215,19 @@ class UNet:
         """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet;
         ``residuals`` those of its ControlNets, when compiled to take them); the returned array
         is a view valid until the next call."""
+        inputs = self.inputs(sample, timestep, encoder_hidden_states, timestep_cond, residuals)
+        self.request.infer(inputs, share_inputs=True)
+        return self.request.get_output_tensor(0).data
+
+    def inputs(
+        self,
+        sample: np.ndarray,
+        timestep: int,
+        encoder_hidden_states: np.ndarray,
+        timestep_cond: np.ndarray | None,
+        residuals: Sequence[np.ndarray] = (),
+    ) -> dict[object, np.ndarray]:
+        """The IR's inputs of one evaluation, by input index (the IR's order) or port."""
         inputs: dict[object, np.ndarray] = {
             self.ports.sample: sample,
             self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
@@ -199,8 +236,7 @@ class UNet:
         if self.ports.timestep_cond is not None:
             inputs[self.ports.timestep_cond] = timestep_cond
         inputs.update(zip(self.residual_ports, residuals, strict=True))
-        self.request.infer(inputs, share_inputs=True)
-        return self.request.get_output_tensor(0).data
+        return inputs
 
 
 def _unet_transform(

@@ -32,11 +32,13 @@ class StageProgress(Protocol):
 @dataclass(frozen=True)
 class Shapes:
     """What the static shapes depend on; the UNet's batch is doubled under classifier-free
-    guidance, the ControlNets' too unless in ``guess_mode``."""
+    guidance, the ControlNets' too unless in ``guess_mode``; ``text_length``: the tokens the
+    UNet reads, 77 per chunk of a long prompt."""
 
     num_prompts: int
     latent_shape: tuple[int, ...]
     guided: bool
+    text_length: int = 77
     guess_mode: bool = False
 
     @property
@@ -63,7 +65,7 @@ class CompiledNetworks:
         compilers: StageCompilers,
         folder: ModelFolder,
         adapters: Sequence[Adapter],
-        text_length: int,
+        chunk_length: int,
         keep_models: bool,
         controlnets: Sequence[ControlNetFolder] = (),
     ) -> None:
@@ -72,13 +74,15 @@ class CompiledNetworks:
         self.compilers = compilers
         self.folder = folder
         self.adapters = list(adapters)
-        self.text_length = text_length
+        self.chunk_length = chunk_length  # the text encoder's input length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
         self._held: dict[object, object] = {}
         self._seconds: dict[str, float] = {}
 
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self, clip_skip: int | None = None) -> TextEncoder:
+        """The text encoder, giving the hidden state ``clip_skip`` layers before the last (through
+        the final layer norm) if that is set."""
         shape = self.shapes.num_prompts
         return self._get(
             "text_encoder",
@@ -87,16 +91,18 @@ class CompiledNetworks:
                 self.compilers.for_stage("text_encoder"),
                 self.folder,
                 shape,
-                self.text_length,
+                self.chunk_length,
                 self.adapters,
+                clip_skip,
             ),
+            key=("text_encoder", clip_skip),
         )
 
     def unet(self, controlnets: Sequence[ControlNet] = ()) -> UNet:
-        """The UNet; with ``controlnets`` (``self.controlnets()``), taking their residuals (at
-        the UNet's batch)."""
-        _, *latent_size = self.shapes.latent_shape
-        unet_shape = (self.shapes.unet_batch, *latent_size)
+        """The UNet (its input channels: 4, or 9 for an inpainting UNet); with ``controlnets``
+        (``self.controlnets()``), taking their residuals (at the UNet's batch)."""
+        _, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
         residual_shapes = [
             (self.shapes.unet_batch, *shape[1:])
             for shape in (controlnets[0].residual_shapes if controlnets else [])
@@ -108,7 +114,7 @@ class CompiledNetworks:
                 self.compilers.for_stage("unet"),
                 self.folder,
                 unet_shape,
-                self.text_length,
+                self.shapes.text_length,
                 self.adapters,
                 residual_shapes,
             ),
@@ -123,7 +129,7 @@ class CompiledNetworks:
                 f"controlnet_{index}",
                 f"ControlNet {folder.source}",
                 lambda folder=folder: ControlNet(
-                    self.compilers.for_stage("unet"), folder, shape, self.text_length
+                    self.compilers.for_stage("unet"), folder, shape, self.shapes.text_length
                 ),
             )
             for index, folder in enumerate(self.controlnet_folders)

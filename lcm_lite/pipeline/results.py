@@ -54,6 +54,7 @@ class Settings:
     loras: tuple[tuple[str, float], ...] = ()
     tiny_vae: str | None = None  # with vae="tiny": the tiny VAE's folder, unless the model's own
     controlnets: tuple[tuple[str, float], ...] = ()
+    picture_digests: tuple[tuple[str, str], ...] = ()  # ("mask_sha256", hex digits), ...
 
     @property
     def steps(self) -> int:
@@ -92,7 +93,8 @@ class GenerationResult(list[Image.Image]):
     def metadata(self, index: int, model: str) -> dict[str, object]:
         """How image ``index`` was made, as lcm-lite stores it in PNG text chunks: the request's
         recorded fields (``fields.metadata_of``), the timesteps that ran, which image of the
-        call it is, and the model, LoRAs and tiny VAE (``LoadOptions``)."""
+        call it is, the SHA-256 (prefix) of each picture file (``image_sha256``, ``mask_sha256``),
+        and the model, LoRAs and tiny VAE (``LoadOptions``)."""
         settings = self.settings
         num_images = settings.request.num_images
         loading = LoadOptions(
@@ -105,5 +107,6 @@ class GenerationResult(list[Image.Image]):
             **metadata_of(settings.request, index // num_images),
             "timesteps": as_text("integers", settings.timesteps),
             "index": index % num_images,
+            **dict(settings.picture_digests),
             **metadata_of(loading, 0),
         }
