@@ -47,7 +47,13 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
-from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.control import (
+    Control,
+    ControlNetChoice,
+    check_control_count,
+    conditioning_scales,
+    open_controlnets,
+)
 from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
 from lcm_lite.pipeline.plan import (
     Plan,
@@ -194,6 +200,12 @@ class LCMPipeline:
     def check_negative_prompt(self, negative_prompt: str | Sequence[str] | None) -> None:
         """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""
         check_negative_prompt(negative_prompt, self.folder)
+
+    def check_control(self, request: Request) -> None:
+        """Raise UsageError when ``request``'s control pictures or scales do not go with this
+        pipeline's ControlNets (nothing decoded: for a server's submission)."""
+        if check_control_count(request, len(self.controlnets)) is not None:
+            conditioning_scales(request.controlnet_conditioning_scale, self.controlnets)
 
     def __call__(
         self,
@@ -370,7 +382,12 @@ class LCMPipeline:
             ),
             picture_digests=tuple(picture_digests(request).items()),
         )
-        return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
+        control_images = [
+            picture for loaded in planned.control_pictures or [] for picture in loaded
+        ]
+        return GenerationResult(
+            images, generator.seed, timings, tokens[0].dropped_tokens, settings, control_images
+        )
 
     def _tokenize(self, request: Request) -> tuple[TokenizedText, TokenizedText | None]:
         """The prompts' and (under classifier-free guidance) negative prompts' tokens: plain, or

@@ -120,8 +120,8 @@ class Job:
         self.outcome.set_result(images)
 
     def forget_picture(self) -> None:
-        """Drop the starting picture's and the mask's bytes (``given_pictures`` still says
-        which there were)."""
+        """Drop the pictures' bytes: the starting picture, the mask, the control pictures
+        (``given_pictures`` still says which there were)."""
         if self.given_pictures:
             self.request = replace(self.request, **dict.fromkeys(self.given_pictures))
 
@@ -178,16 +178,20 @@ class JobQueue:
         told each step (in the worker thread: it must be quick)."""
         self._pipe.check_negative_prompt(request.negative_prompt)
         self._pipe.check_prompt_options(request)
-        if request.image is not None:
-            check_before_decoding(
-                request.image,
-                request.width,
-                request.height,
-                self._pipe.folder.vae_scale_factor,
-                self._max_side,
-                max_pixels=self.max_picture_pixels,
-                min_side=self._min_side,
-            )
+        self._pipe.check_control(request)
+        controls = request.control_image
+        controls = controls if isinstance(controls, (list, tuple)) else [controls]
+        for picture in [request.image, *controls]:
+            if picture is not None:
+                check_before_decoding(
+                    picture,
+                    request.width,
+                    request.height,
+                    self._pipe.folder.vae_scale_factor,
+                    self._max_side,
+                    max_pixels=self.max_picture_pixels,
+                    min_side=self._min_side,
+                )
         if request.mask_image is not None:
             check_headers(request.mask_image, self.max_picture_pixels)
         job = Job(request, previews, on_step=on_step)

@@ -3,7 +3,8 @@
 POST /v1/images/generations     text to image: OpenAI's fields and OVMS's extras; streamed
                                 with ``stream: true`` (``image_stream``)
 POST /v1/images/edits           image to image, multipart; with a ``mask`` file, inpainting;
-                                streamed too
+                                streamed too; lcm-lite's extension: control_image files and
+                                ControlNet fields
 GET  /v1/models                 the served model, for OpenAI-style clients
 """
 
@@ -77,13 +78,18 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
         form: Annotated[ImageEditRequest, Form()],
         request: HttpRequest,
         mask: Annotated[UploadFile | None, File(description=MASK_HELP)] = None,
+        control_image: Annotated[
+            list[UploadFile] | None,
+            File(description="lcm-lite's extension: a control picture per ControlNet served"),
+        ] = None,
     ) -> ImagesAnswer:
         picture = await image.read(MAX_PICTURE_BYTES + 1)
         white_is_repaint = None
         if mask is not None:
             upload = check_picture_size(await mask.read(MAX_PICTURE_BYTES + 1))
             white_is_repaint = await run_in_threadpool(openai_mask, upload, jobs.max_picture_pixels)
-        asked = form.to_request(None, picture, white_is_repaint)
+        controls = [await control.read(MAX_PICTURE_BYTES + 1) for control in control_image or []]
+        asked = form.to_request(None, picture, white_is_repaint, controls)
         return await answer(form, asked, request, "image_edit")
 
     @router.get("/models")

@@ -114,6 +114,8 @@ def json_type(field_spec: Spec) -> Any:
     limits = served_limits(field_spec)
     if field_spec.kind == "text":
         return Prompt
+    if field_spec.kind == "picture" and field_spec.repeatable:  # one, or one per ControlNet
+        return Picture | Annotated[list[Picture], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "picture":
         return Picture
     if field_spec.kind == "choice":
@@ -197,9 +199,12 @@ class _OwnApiRequest(BaseModel):
             for name, field_spec in specs(declared).items()
             if field_spec.key in type(self).model_fields
         }
-        for name, field_spec in specs(declared).items():
-            if field_spec.kind == "picture" and values.get(name) is not None:
-                values[name] = decode_picture(values[name], field_spec.key)
+        for name, field_spec in specs(declared).items():  # image, mask, control_image
+            value = values.get(name)
+            if field_spec.kind == "picture" and isinstance(value, list):
+                values[name] = [decode_picture(item, field_spec.key) for item in value]
+            elif field_spec.kind == "picture" and value is not None:
+                values[name] = decode_picture(value, field_spec.key)
         if values.get("seed") is None:
             values["seed"] = random_seed()
         return declared(**values)
@@ -302,11 +307,15 @@ class _OpenAIRequest(BaseModel):
         return self
 
     def to_request(
-        self, native_size: int | None, picture: bytes | None = None, mask: bytes | None = None
+        self,
+        native_size: int | None,
+        picture: bytes | None = None,
+        mask: bytes | None = None,
+        control_pictures: list[bytes] | None = None,
     ) -> Request:
         """The ``Request`` this body asks for; ``native_size`` where ``size`` is auto or missing
         (None: the picture's own), a missing ``rng_seed`` drawn; ``mask``: white is the area to
-        repaint."""
+        repaint; ``control_pictures``: one per ControlNet (an extension of images/edits)."""
         match = _SIZE.fullmatch(self.size or "auto")
         width, height = (int(match[1]), int(match[2])) if match else (native_size, native_size)
         values = {
@@ -324,6 +333,9 @@ class _OpenAIRequest(BaseModel):
             num_images=self.n or self.num_images_per_prompt or 1,
             image=None if picture is None else check_picture_size(picture),
             mask_image=mask,
+            control_image=None
+            if not control_pictures
+            else [check_picture_size(control) for control in control_pictures],
         )
         request.check()
         return request

@@ -111,6 +111,8 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "guidance": 8.0,
         "num_images": 1,
         "strength": 0.8,  # the page's slider starts there
+        "control_guidance_start": 0.0,
+        "control_guidance_end": 1.0,
     }
     assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
         "capacity": 2,
