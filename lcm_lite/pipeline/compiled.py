@@ -16,7 +16,7 @@ from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.lora import Adapter
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from lcm_lite.models.vae import Vae
-from lcm_lite.runtime.compiler import StageCompilers
+from lcm_lite.runtime.compiler import Compiler, StageCompilers
 
 log = logging.getLogger("lcm_lite")
 
@@ -79,20 +79,20 @@ class CompiledNetworks:
             ),
         )
 
+    def preload_unet(self) -> None:
+        """Start importing the UNet's cached blob in the background, so that it overlaps the
+        text encoder (``Compiler.preload``); ``unet()`` then takes it."""
+        if "unet" not in self._held:
+            UNet.preload(*self._unet_arguments())
+
     def unet(self) -> UNet:
+        return self._get("unet", "UNet", lambda: UNet(*self._unet_arguments()))
+
+    def _unet_arguments(self) -> tuple[Compiler, ModelFolder, tuple[int, ...], int, list[Adapter]]:
         batch, *latent_size = self.shapes.latent_shape
         unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
-        return self._get(
-            "unet",
-            "UNet",
-            lambda: UNet(
-                self.compilers.for_stage("unet"),
-                self.folder,
-                unet_shape,
-                self.text_length,
-                self.adapters,
-            ),
-        )
+        compiler = self.compilers.for_stage("unet")
+        return compiler, self.folder, unet_shape, self.text_length, self.adapters
 
     def decoder(self, vae: Vae) -> VAEDecoder:
         label = f"{vae.label} decoder"

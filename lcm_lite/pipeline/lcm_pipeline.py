@@ -220,6 +220,7 @@ class LCMPipeline:
         generator = TorchGenerator(request.seed)
 
         # tokenize -> encode: diffusers' batch order under guidance is [negative prompts; prompts]
+        networks.preload_unet()  # a cached UNet imports meanwhile
         encode = partial(self.prompt_encoder.encode, text_encoder=networks.text_encoder)
         tokens, text_embeddings = encode(request.prompts, timings=timings)
         if planned.guided:
