@@ -13,7 +13,8 @@ The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
     vae_encoder/    the same (image to image's), unless ``with_vae_encoder=False``
 
 A tiny autoencoder (diffusers' ``AutoencoderTiny``, TAESD) becomes the tiny-VAE folder FastSD CPU
-reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``).
+reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``). A ``ControlNetModel``
+becomes a ControlNet folder: ``controlnet/`` alone (``lcm_lite.models.controlnet``).
 
 Each network is traced from float32 torch weights and freed before the next is loaded, so the
 full-size model converts within a few GiB.
@@ -34,14 +35,32 @@ from typing import Any
 import diffusers
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from conversion import WEIGHT_FORMATS
 from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
-from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
-from conversion.source import is_latent_consistency_model, is_tiny_vae, open_source
+from conversion.networks import (
+    Network,
+    controlnet_networks,
+    text_encoder_networks,
+    unet_networks,
+    vae_networks,
+)
+from conversion.source import (
+    is_controlnet,
+    is_inpainting,
+    is_latent_consistency_model,
+    is_tiny_vae,
+    open_source,
+)
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.errors import ModelError, OutputError, UsageError
 from lcm_lite.models.configs import read_json_object
@@ -81,7 +100,8 @@ def convert(
     progress: Progress | None = None,
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
-    a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder).
+    a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder); a
+    ``ControlNetModel`` ``source`` to a ControlNet folder.
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
@@ -103,18 +123,27 @@ def convert(
     folder = open_source(source).resolve()
     if out_dir.resolve() in (folder, *folder.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")
-    tiny = is_tiny_vae(folder)
-    if tiny and quantize_unet:
-        raise UsageError(f"{source} is a tiny VAE: it has no UNet to quantize")
-    if quantize_unet and not loras and not tiny and not is_latent_consistency_model(folder):
+    single = (
+        "a tiny VAE" if is_tiny_vae(folder) else "a ControlNet" if is_controlnet(folder) else None
+    )
+    if single and (quantize_unet or loras):
+        raise UsageError(f"{source} is {single}: it has no UNet to quantize or fuse a LoRA into")
+    if quantize_unet and not single and is_inpainting(folder):
+        raise UsageError(
+            f"{source} is an inpainting model (9-channel UNet): --quantize-unet calibrates on "
+            "text to image only; convert it without"
+        )
+    if quantize_unet and not loras and not single and not is_latent_consistency_model(folder):
         raise UsageError(
             f"{source} is a plain Stable Diffusion model: --quantize-unet calibrates on LCM "
             "sampling, so fuse an LCM-LoRA with --lora to quantize it"
         )
     try:
         with staged_directory(out_dir, force=force) as staging:
-            if tiny:
+            if single == "a tiny VAE":
                 _export_tiny_vae(folder, staging, weights, report)
+            elif single == "a ControlNet":
+                _export_controlnet(folder, staging, weights, report)
             else:
                 _write_pipeline_files(folder, staging, report, loras)
                 text_length = _export_text_encoder(folder, staging, weights, report, loras)
@@ -156,14 +185,18 @@ def _write_pipeline_files(
 
     A plain Stable Diffusion source (no ``time_cond_proj_dim``) keeps its pipeline class and
     scheduler, as optimum-intel exports it: the runtime runs it with an LCM-LoRA. With LoRAs
-    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler.
+    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler. An
+    inpainting source (a 9-channel UNet) is a StableDiffusionInpaintPipeline.
     """
     is_lcm = is_latent_consistency_model(folder)
+    sd_class = (
+        "StableDiffusionInpaintPipeline" if is_inpainting(folder) else "StableDiffusionPipeline"
+    )
     if not is_lcm and not loras:
         source_index = read_json_object(folder / "model_index.json")
         model_index = {
             **MODEL_INDEX,
-            "_class_name": "StableDiffusionPipeline",
+            "_class_name": sd_class,
             "scheduler": source_index["scheduler"],
         }
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
@@ -175,7 +208,7 @@ def _write_pipeline_files(
         if loras:
             model_index["_lcm_lite_fused_loras"] = [f"{s}:{w:g}" for s, w in loras]
         if not is_lcm:
-            model_index["_class_name"] = "StableDiffusionPipeline"
+            model_index["_class_name"] = sd_class
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
         _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
     tokenizer = _load(CLIPTokenizer, folder, "tokenizer")
@@ -230,6 +263,16 @@ def _export_tiny_vae(folder: Path, staging: Path, weights: str, report: Progress
     """A tiny-VAE folder: the AutoencoderTiny's decoder and encoder, nothing else."""
     vae = _load(AutoencoderTiny, folder, None, dtype=torch.float32)
     _export_networks(vae_networks(vae, with_encoder=True), staging, weights, report)
+
+
+def _export_controlnet(folder: Path, staging: Path, weights: str, report: Progress) -> None:
+    """A ControlNet folder: the ControlNetModel's residuals network, nothing else. A ControlNet
+    that pools its conditions (``global_pool_conditions``, the shuffle ControlNet) is refused:
+    the runtime adds full-size residuals."""
+    controlnet = _load(ControlNetModel, folder, None, dtype=torch.float32)
+    if controlnet.config.global_pool_conditions:
+        raise ModelError(f"{folder}: ControlNets with global_pool_conditions are not supported")
+    _export_networks(controlnet_networks(controlnet), staging, weights, report)
 
 
 def _load(component: Any, folder: Path, subfolder: str | None, **options: Any) -> Any:

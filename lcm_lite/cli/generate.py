@@ -31,7 +31,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
         description="Generate images from a text prompt, or from a picture and a prompt.",
-        epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
+        epilog="other commands: lcm-lite info | bench | serve | mcp  (each with --help)",
     )
     parser.add_argument("prompt", nargs="?", help=specs(Request)["prompt"].help)
     parser.add_argument(
@@ -89,16 +89,20 @@ def generate(argv: list[str]) -> int:
 
 def _check_before_loading(request: Request, args: argparse.Namespace) -> None:
     """What can be refused before the model loads: the request's own checks, an option given
-    without the one it needs (``--strength`` without ``--image``), the picture."""
-    request.check()
+    without the one it needs (``--strength`` without ``--image``), the picture and its mask."""
     for name, field_spec in specs(Request).items():
         needed = field_spec.needs
         if needed and getattr(args, name, None) is not None and getattr(args, needed) is None:
             raise UsageError(f"{field_spec.flag} needs {specs(Request)[needed].flag}")
+    request.check()
     if request.image is not None:
         from lcm_lite.images.preprocess import load_image
 
-        load_image(request.image)
+        picture = load_image(request.image)
+        if request.mask_image is not None:
+            from lcm_lite.images.mask import check_aspect_ratio
+
+            check_aspect_ratio(load_image(request.mask_image), picture)
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.lora import Adapter
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
@@ -31,20 +32,32 @@ class StageProgress(Protocol):
 @dataclass(frozen=True)
 class Shapes:
     """What the static shapes depend on; the UNet's batch is doubled under classifier-free
-    guidance."""
+    guidance, the ControlNets' too unless in ``guess_mode``; ``text_length``: the tokens the
+    UNet reads, 77 per chunk of a long prompt."""
 
     num_prompts: int
     latent_shape: tuple[int, ...]
     guided: bool
+    text_length: int = 77
+    guess_mode: bool = False
+
+    @property
+    def unet_batch(self) -> int:
+        return self.latent_shape[0] * (2 if self.guided else 1)
+
+    @property
+    def controlnet_batch(self) -> int:
+        return self.latent_shape[0] if self.guess_mode and self.guided else self.unet_batch
 
 
-_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder, ControlNet)
 
 
 class CompiledNetworks:
     """The networks of one ``Shapes``, compiled on first use, each by its stage's compiler in
     ``compilers``; ``seconds`` says how long each compile (or cache import) took since the last
-    ``take_seconds``."""
+    ``take_seconds``. With ``controlnets``, they run on the UNet's device, and the UNet takes
+    their residuals."""
 
     def __init__(
         self,
@@ -52,20 +65,24 @@ class CompiledNetworks:
         compilers: StageCompilers,
         folder: ModelFolder,
         adapters: Sequence[Adapter],
-        text_length: int,
+        chunk_length: int,
         keep_models: bool,
+        controlnets: Sequence[ControlNetFolder] = (),
     ) -> None:
         self.shapes = shapes
+        self.controlnet_folders = list(controlnets)
         self.compilers = compilers
         self.folder = folder
         self.adapters = list(adapters)
-        self.text_length = text_length
+        self.chunk_length = chunk_length  # the text encoder's input length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
         self._held: dict[object, object] = {}
         self._seconds: dict[str, float] = {}
 
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self, clip_skip: int | None = None) -> TextEncoder:
+        """The text encoder, giving the hidden state ``clip_skip`` layers before the last (through
+        the final layer norm) if that is set."""
         shape = self.shapes.num_prompts
         return self._get(
             "text_encoder",
@@ -74,25 +91,51 @@ class CompiledNetworks:
                 self.compilers.for_stage("text_encoder"),
                 self.folder,
                 shape,
-                self.text_length,
+                self.chunk_length,
                 self.adapters,
+                clip_skip,
             ),
+            key=("text_encoder", clip_skip),
         )
 
     def preload_unet(self) -> None:
         """Start importing the UNet's cached blob in the background, so that it overlaps the
-        text encoder (``Compiler.preload``); ``unet()`` then takes it."""
-        if "unet" not in self._held:
+        text encoder (``Compiler.preload``); ``unet()`` then takes it. Not with ControlNets:
+        their residuals are inputs of the UNet that runs."""
+        if "unet" not in self._held and not self.controlnet_folders:
             UNet.preload(*self._unet_arguments())
 
-    def unet(self) -> UNet:
-        return self._get("unet", "UNet", lambda: UNet(*self._unet_arguments()))
+    def unet(self, controlnets: Sequence[ControlNet] = ()) -> UNet:
+        """The UNet (its input channels: 4, or 9 for an inpainting UNet); with ``controlnets``
+        (``self.controlnets()``), taking their residuals (at the UNet's batch)."""
+        residual_shapes = [
+            (self.shapes.unet_batch, *shape[1:])
+            for shape in (controlnets[0].residual_shapes if controlnets else [])
+        ]
+        return self._get("unet", "UNet", lambda: UNet(*self._unet_arguments(), residual_shapes))
 
-    def _unet_arguments(self) -> tuple[Compiler, ModelFolder, tuple[int, ...], int, list[Adapter]]:
-        batch, *latent_size = self.shapes.latent_shape
-        unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
+    def _unet_arguments(
+        self,
+    ) -> tuple[Compiler, ModelFolder, tuple[int, ...], int, list[Adapter]]:
+        _, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
         compiler = self.compilers.for_stage("unet")
-        return compiler, self.folder, unet_shape, self.text_length, self.adapters
+        return compiler, self.folder, unet_shape, self.shapes.text_length, self.adapters
+
+    def controlnets(self) -> list[ControlNet]:
+        """Each ControlNet, compiled for the ControlNets' batch on the UNet's device."""
+        _, *latent_size = self.shapes.latent_shape
+        shape = (self.shapes.controlnet_batch, *latent_size)
+        return [
+            self._get(
+                f"controlnet_{index}",
+                f"ControlNet {folder.source}",
+                lambda folder=folder: ControlNet(
+                    self.compilers.for_stage("unet"), folder, shape, self.shapes.text_length
+                ),
+            )
+            for index, folder in enumerate(self.controlnet_folders)
+        ]
 
     def decoder(self, vae: Vae) -> VAEDecoder:
         label = f"{vae.label} decoder"
