@@ -103,6 +103,11 @@ def specs(declared: type) -> dict[str, Spec]:
     }
 
 
+def picture_fields(declared: type) -> list[str]:
+    """The names of the fields that hold pictures (``image``, ``mask_image``)."""
+    return [name for name, field_spec in specs(declared).items() if field_spec.kind == "picture"]
+
+
 # -- text: what the metadata and the command line carry -------------------------------------------
 
 

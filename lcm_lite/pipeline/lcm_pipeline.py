@@ -7,6 +7,11 @@ and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
 ``models.vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
 
+Inpainting (a mask, or outpainting) is diffusers' ``StableDiffusionInpaintPipeline`` with
+``LCMScheduler``: the starting latents and the mask from ``pipeline.inpainting``; a 4-channel
+UNet's steps end with the area to keep put back, a 9-channel UNet takes the mask and the masked
+picture's latents with the latents.
+
 A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffusionPipeline`` with
 ``LCMScheduler``: the same loop, with classifier-free guidance instead of the guidance embedding
 (``sampling.classifier_free``). LoRA adapters are added to the networks when they compile.
@@ -42,7 +47,13 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
-from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.control import (
+    Control,
+    ControlNetChoice,
+    check_control_count,
+    conditioning_scales,
+    open_controlnets,
+)
 from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
 from lcm_lite.pipeline.plan import (
     Plan,
@@ -190,6 +201,12 @@ class LCMPipeline:
         """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""
         check_negative_prompt(negative_prompt, self.folder)
 
+    def check_control(self, request: Request) -> None:
+        """Raise UsageError when ``request``'s control pictures or scales do not go with this
+        pipeline's ControlNets (nothing decoded: for a server's submission)."""
+        if check_control_count(request, len(self.controlnets)) is not None:
+            conditioning_scales(request.controlnet_conditioning_scale, self.controlnets)
+
     def __call__(
         self,
         prompt: str | Sequence[str],
@@ -278,6 +295,7 @@ class LCMPipeline:
         generator = TorchGenerator(request.seed)
 
         # encode: diffusers' batch order under guidance is [negative prompts; prompts]
+        networks.preload_unet()  # a cached UNet imports meanwhile
         text_embeddings, negative_embeddings = self._encode(request, tokens, networks, timings)
         if negative_embeddings is not None:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
@@ -365,7 +383,12 @@ class LCMPipeline:
             ),
             picture_digests=tuple(picture_digests(request).items()),
         )
-        return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
+        control_images = [
+            picture for loaded in planned.control_pictures or [] for picture in loaded
+        ]
+        return GenerationResult(
+            images, generator.seed, timings, tokens[0].dropped_tokens, settings, control_images
+        )
 
     def _tokenize(self, request: Request) -> tuple[TokenizedText, TokenizedText | None]:
         """The prompts' and (under classifier-free guidance) negative prompts' tokens: plain, or

@@ -13,6 +13,7 @@ from PIL import Image
 
 from lcm_lite.errors import UsageError
 from lcm_lite.images.mask import MaskCrop, blur, check_aspect_ratio, load_masks, mask_pixels
+from lcm_lite.images.outpaint import extend, margins_of, outpaint_mask
 from lcm_lite.images.preprocess import (
     check_before_decoding,
     check_headers,
@@ -69,41 +70,34 @@ def plan(
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
     distillation timesteps, as diffusers. With ``controlnets``, their control pictures (whose
     first sets the size when neither width and height nor a starting picture do, as diffusers'
-    ``prepare_image``) and their scales. Inpainting: the mask read and checked (its shape, not
-    empty), and the last ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
+    ``prepare_image``) and their scales. Inpainting (a mask, or outpainting): the pictures and
+    masks of ``_inpainting_inputs`` (with ``padding_mask_crop`` the size is the request's or
+    512 x 512, not the picture's), the mask checked not to be empty, and the last
+    ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
     check_negative_prompt(request.negative_prompt_embeds, folder)
-    if folder.is_inpainting and request.mask_image is None:
+    if folder.is_inpainting and request.mask_image is None and request.outpaint is None:
         raise UsageError(
             f"{folder.root.name} is an inpainting model (its UNet takes {folder.unet_channels} "
             "channels: latents, mask, masked picture): give a picture and a mask (image= and "
             "mask_image=; --image and --mask)"
         )
-    pictures = None
+    pictures = masks = crop = None
     width, height = request.width, request.height
-    if request.padding_mask_crop is not None:  # made for the mask's box: not the picture's size
+    if request.mask_image is not None and request.padding_mask_crop is not None:
+        # made for the mask's box: not at the picture's size
         width, height = width or DEFAULT_SIZE, height or DEFAULT_SIZE
     if request.image is not None:
         check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
+        if request.mask_image is not None or request.outpaint is not None:
+            pictures, masks, crop = _inpainting_inputs(request, pictures, width, height)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
     multiple = folder.vae_scale_factor
     controls = control_pictures(request, len(controlnets), multiple, max_side)
     if controls is not None and pictures is None:
         width, height = output_size(controls[0][0], width, height, multiple, max_side)
-    masks = crop = None
-    if request.mask_image is not None:
-        check_headers(request.mask_image)
-        masks = load_masks(request.mask_image, len(pictures))
-        if request.mask_blur:
-            masks = [blur(mask, request.mask_blur) for mask in masks]
-        for index, picture in enumerate(pictures):
-            check_aspect_ratio(masks[index % len(masks)], picture)
-        if request.padding_mask_crop is not None:
-            crop = MaskCrop.of(pictures, masks, width, height, request.padding_mask_crop)
-            picture, mask = crop.cropped(width, height)
-            pictures, masks = [picture], [mask]
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
@@ -193,6 +187,36 @@ def check_prompt_options(request: Request, folder: ModelFolder) -> None:
         negatives = [negative] if isinstance(negative, str) else list(negative or [])
         for prompt in [*request.prompts, *negatives]:
             parse_attention(prompt)
+
+
+def _inpainting_inputs(
+    request: Request, pictures: list[Image.Image], width: int | None, height: int | None
+) -> tuple[list[Image.Image], list[Image.Image], MaskCrop | None]:
+    """The pictures and masks to inpaint: the masks read and checked against the pictures'
+    shape; outpainting, both on the extended canvas (``images.outpaint``); blurred if asked;
+    with ``padding_mask_crop``, cut to the mask's box (``images.mask.MaskCrop``)."""
+    masks = None
+    if request.mask_image is not None:
+        check_headers(request.mask_image)
+        masks = load_masks(request.mask_image, len(pictures))
+        for index, picture in enumerate(pictures):
+            check_aspect_ratio(masks[index % len(masks)], picture)
+    if request.outpaint is not None:
+        margins = margins_of(request.outpaint)
+        masks = [
+            outpaint_mask(picture, margins, None if masks is None else masks[index % len(masks)])
+            for index, picture in enumerate(pictures)
+        ]
+        pictures = [extend(picture, margins) for picture in pictures]
+    given = request.mask_image is not None  # mask_blur and padding_mask_crop need a mask
+    if given and request.mask_blur:
+        masks = [blur(mask, request.mask_blur) for mask in masks]
+    crop = None
+    if given and request.padding_mask_crop is not None:
+        crop = MaskCrop.of(pictures, masks, width, height, request.padding_mask_crop)
+        picture, mask = crop.cropped(width, height)
+        pictures, masks = [picture], [mask]
+    return pictures, masks, crop
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:

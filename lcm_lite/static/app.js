@@ -208,6 +208,7 @@ async function generate(event) {
     if (state.picture) {
       request.image = state.picture;
       request.strength = Number($("strength").value);
+      Object.assign(request, window.lcmMask ? window.lcmMask.fields() : {}); // mask.js
     }
     let job = await api("POST", "/api/jobs", request);
     while (job.state === "queued" || job.state === "running") {

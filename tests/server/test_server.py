@@ -111,6 +111,8 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "guidance": 8.0,
         "num_images": 1,
         "strength": 0.8,  # the page's slider starts there
+        "control_guidance_start": 0.0,
+        "control_guidance_end": 1.0,
     }
     assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
         "capacity": 2,
@@ -128,12 +130,9 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
     html = page.body.decode()
     assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(linked) == ["/app.js", "/live.js", "/style.css"]
-    for path, content_type in (
-        ("/app.js", "text/javascript"),
-        ("/live.js", "text/javascript"),
-        ("/style.css", "text/css"),
-    ):
+    assert sorted(linked) == ["/app.js", "/live.js", "/mask.css", "/mask.js", "/style.css"]
+    for path in linked:
+        content_type = "text/javascript" if path.endswith(".js") else "text/css"
         asset = call(server.url, "GET", path)
         assert asset.status == 200
         assert asset.headers["Content-Type"] == f"{content_type}; charset=utf-8"
