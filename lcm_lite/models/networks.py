@@ -180,7 +180,13 @@ class UNet:
                 fixed[ports.timestep_cond] = (latent_shape[0], folder.time_cond_proj_dim)
             return fixed
 
-        request = self.cache_request(folder, latent_shape, text_length, adapters, residual_shapes)
+        request = (
+            latent_shape,
+            text_length,
+            folder.time_cond_proj_dim,
+            adapters_request(adapters, "unet"),
+            *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
+        )
         compiled = compiler.compile(
             folder.xml("unet"),
             shapes,
@@ -197,37 +203,6 @@ class UNet:
         self.timestep_shape = timestep_shape(timestep_port)
         self.compiled = compiled  # the request needs it alive
         self.request = compiled.create_infer_request()
-
-    @staticmethod
-    def cache_request(
-        folder: ModelFolder,
-        latent_shape: tuple[int, ...],
-        text_length: int,
-        adapters: list[Adapter],
-        residual_shapes: Sequence[tuple[int, ...]] = (),
-    ) -> tuple[object, ...]:
-        """What the compiled UNet depends on besides its IR (``Compiler.compile``'s request)."""
-        return (
-            latent_shape,
-            text_length,
-            folder.time_cond_proj_dim,
-            adapters_request(adapters, "unet"),
-            *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
-        )
-
-    @classmethod
-    def preload(
-        cls,
-        compiler: Compiler,
-        folder: ModelFolder,
-        latent_shape: tuple[int, ...],
-        text_length: int,
-        adapters: list[Adapter],
-    ) -> None:
-        """Start importing this UNet's cached blob (without ControlNet residuals) in the
-        background (``Compiler.preload``)."""
-        request = cls.cache_request(folder, latent_shape, text_length, adapters)
-        compiler.preload(folder.xml("unet"), request)
 
     def __call__(
         self,

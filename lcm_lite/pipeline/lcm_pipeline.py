@@ -295,7 +295,6 @@ class LCMPipeline:
         generator = TorchGenerator(request.seed)
 
         # encode: diffusers' batch order under guidance is [negative prompts; prompts]
-        networks.preload_unet()  # a cached UNet imports meanwhile
         text_embeddings, negative_embeddings = self._encode(request, tokens, networks, timings)
         if negative_embeddings is not None:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
