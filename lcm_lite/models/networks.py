@@ -7,6 +7,7 @@ a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,7 @@ import openvino as ov
 from lcm_lite.errors import ModelError
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
-from lcm_lite.models.lora import Adapter
-from lcm_lite.models.lora_branches import adapters_request, adapters_transform
+from lcm_lite.models.lora_branches import LORA_WEIGHTS_INPUT, Branches
 from lcm_lite.runtime.compiler import Compiler
 from lcm_lite.sampling.torch_rng import TorchGenerator
 
@@ -38,6 +38,8 @@ def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
     by_role: dict[str, int] = {}
     unnamed: list[int] = []
     for index, port in enumerate(model.inputs):
+        if LORA_WEIGHTS_INPUT in port.get_names():
+            continue
         role = next((r for r in UNetPorts.__dataclass_fields__ if r in port.get_names()), None)
         if role is None:
             unnamed.append(index)
@@ -90,7 +92,22 @@ def _timestep_shape(port: ov.Output) -> tuple[int, ...]:
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
 
 
-class TextEncoder:
+class _Blended:
+    """A network that may take the LoRA adapters' weights as its ``lora_weights`` input
+    (``Branches(runtime=True)``); ``blend`` sets them for the calls that follow."""
+
+    compiled: ov.CompiledModel
+    request: ov.InferRequest
+
+    def blend(self, weights: Sequence[float]) -> None:
+        """Feed ``weights`` (one per adapter loaded, in load order) to the ``lora_weights``
+        input, if the network has one (else its weights are compiled in: nothing to do)."""
+        port = next((p for p in self.compiled.inputs if LORA_WEIGHTS_INPUT in p.get_names()), None)
+        if port is not None:
+            self.request.set_tensor(port, ov.Tensor(np.array(weights, np.float32)))
+
+
+class TextEncoder(_Blended):
     """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
 
     def __init__(
@@ -99,15 +116,15 @@ class TextEncoder:
         folder: ModelFolder,
         batch: int,
         max_length: int,
-        adapters: list[Adapter],
+        branches: Branches,
     ) -> None:
         shape = (batch, max_length)
         compiled = compiler.compile(
             folder.xml("text_encoder"),
             lambda model: {0: shape},
-            (shape, adapters_request(adapters, "text_encoder")),
+            (shape, branches.request("text_encoder")),
             "text encoder",
-            adapters_transform(adapters, "text_encoder"),
+            branches.transform("text_encoder"),
         )
         self.input_type = compiled.inputs[0].get_element_type().to_dtype()
         self.compiled = compiled  # the request needs it alive
@@ -118,7 +135,7 @@ class TextEncoder:
         return self.request.get_output_tensor(0).data.copy()
 
 
-class UNet:
+class UNet(_Blended):
     """The UNet: (sample, timestep, encoder_hidden_states[, timestep_cond]) -> model_output; an
     LCM's takes the guidance embedding as ``timestep_cond``, a plain Stable Diffusion one not."""
 
@@ -128,7 +145,7 @@ class UNet:
         folder: ModelFolder,
         latent_shape: tuple[int, ...],
         text_length: int,
-        adapters: list[Adapter],
+        branches: Branches,
     ) -> None:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
             ports = bind_unet_inputs(model)
@@ -147,10 +164,10 @@ class UNet:
             latent_shape,
             text_length,
             folder.time_cond_proj_dim,
-            adapters_request(adapters, "unet"),
+            branches.request("unet"),
         )
         compiled = compiler.compile(
-            folder.xml("unet"), shapes, request, "UNet", adapters_transform(adapters, "unet")
+            folder.xml("unet"), shapes, request, "UNet", branches.transform("unet")
         )
         self.ports = bind_unet_inputs(compiled)
         timestep_port = compiled.inputs[self.ports.timestep]

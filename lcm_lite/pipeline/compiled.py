@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from lcm_lite.models.folder import ModelFolder
-from lcm_lite.models.lora import Adapter
+from lcm_lite.models.lora_branches import Branches
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from lcm_lite.models.vae import Vae
 from lcm_lite.runtime.compiler import StageCompilers
@@ -39,26 +39,29 @@ class Shapes:
 
 
 _Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
+_Blendable = TypeVar("_Blendable", TextEncoder, UNet)
 
 
 class CompiledNetworks:
     """The networks of one ``Shapes``, compiled on first use, each by its stage's compiler in
-    ``compilers``; ``seconds`` says how long each compile (or cache import) took since the last
-    ``take_seconds``."""
+    ``compilers``, the text encoder and UNet with the LoRA ``branches``; ``seconds`` says how long
+    each compile (or cache import) took since the last ``take_seconds``. ``blend``: the adapters'
+    weights the networks are given when the weights are an input (``Branches.runtime``)."""
 
     def __init__(
         self,
         shapes: Shapes,
         compilers: StageCompilers,
         folder: ModelFolder,
-        adapters: Sequence[Adapter],
+        branches: Branches,
         text_length: int,
         keep_models: bool,
     ) -> None:
         self.shapes = shapes
         self.compilers = compilers
         self.folder = folder
-        self.adapters = list(adapters)
+        self.branches = branches
+        self.blend: Sequence[float] = ()
         self.text_length = text_length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
@@ -67,7 +70,7 @@ class CompiledNetworks:
 
     def text_encoder(self) -> TextEncoder:
         shape = self.shapes.num_prompts
-        return self._get(
+        return self._blended(
             "text_encoder",
             "text encoder",
             lambda: TextEncoder(
@@ -75,14 +78,14 @@ class CompiledNetworks:
                 self.folder,
                 shape,
                 self.text_length,
-                self.adapters,
+                self.branches,
             ),
         )
 
     def unet(self) -> UNet:
         batch, *latent_size = self.shapes.latent_shape
         unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
-        return self._get(
+        return self._blended(
             "unet",
             "UNet",
             lambda: UNet(
@@ -90,7 +93,7 @@ class CompiledNetworks:
                 self.folder,
                 unet_shape,
                 self.text_length,
-                self.adapters,
+                self.branches,
             ),
         )
 
@@ -120,6 +123,13 @@ class CompiledNetworks:
             ),
             key=vae.encoder_xml,
         )
+
+    def _blended(self, name: str, label: str, build: Callable[[], _Blendable]) -> _Blendable:
+        """The network ``_get`` gives, fed this call's ``blend`` if it takes one."""
+        network = self._get(name, label, build)
+        if self.branches.runtime:
+            network.blend(self.blend)
+        return network
 
     def take_seconds(self) -> dict[str, float]:
         """The compile times since the last call, as ``compile_<network>`` timings."""

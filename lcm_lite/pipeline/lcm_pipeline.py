@@ -39,6 +39,7 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
+from lcm_lite.pipeline.lora_blend import LoraBlend
 from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
 from lcm_lite.pipeline.prompts import PromptEncoder
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
@@ -59,7 +60,8 @@ class LCMPipeline:
 
     ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
     decoder if it is an AutoencoderTiny, else none.
-    ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks.
+    ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks,
+    their weights compiled in or an input as ``lora_mode`` says (``pipeline.lora_blend``).
     ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
     """
 
@@ -72,6 +74,7 @@ class LCMPipeline:
         hub_id: str | None = None,
         tiny_vae: Vae | None = None,
         adapters: Sequence[Adapter] = (),
+        lora_mode: str = "auto",
     ) -> None:
         folder.check_lcm(with_unet_lora=any(a.touches("unet") for a in adapters))
         self.folder = folder
@@ -82,6 +85,7 @@ class LCMPipeline:
         self.vae = Vae.of_model(folder, hub_id)
         self.tiny_vae = tiny_vae or own_tiny_vae(folder, hub_id)
         self.adapters = list(adapters)
+        self.lora_blend = LoraBlend(adapters, lora_mode)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(folder.scheduler)
         self.prompt_encoder = PromptEncoder(self.tokenizer)
@@ -101,6 +105,7 @@ class LCMPipeline:
         keep_models: bool = True,
         tiny_vae: str | Path | None = None,
         loras: Sequence[tuple[str | Path, float]] | None = None,
+        lora_mode: str = "auto",
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``models.hub``).
@@ -112,8 +117,9 @@ class LCMPipeline:
         CPU); ``cache_dir`` keeps compiled models between processes. ``tiny_vae``: a tiny-VAE
         folder or hub id (``rupeshs/taesd-ov``) for ``vae="tiny"`` and previews. ``loras``:
         ``[(file or hub id, weight), ...]`` LoRA adapters, blended as diffusers'
-        ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder. The options are
-        those of ``request.LoadOptions``."""
+        ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder; a call's
+        ``lora_weights`` blends them otherwise, with no compile in ``lora_mode="runtime"``
+        (``pipeline.lora_blend``). The options are those of ``request.LoadOptions``."""
         options = LoadOptions(
             model=model,
             revision=revision,
@@ -121,6 +127,7 @@ class LCMPipeline:
             device=device,
             precision=precision,
             loras=loras,
+            lora_mode=lora_mode,
         )
         return cls.from_options(options, cache_dir=cache_dir, keep_models=keep_models)
 
@@ -141,6 +148,7 @@ class LCMPipeline:
             hub_id=None if root == Path(model).expanduser() else str(model),
             tiny_vae=None if options.tiny_vae is None else load_tiny_vae(options.tiny_vae, folder),
             adapters=open_adapters(options.loras, folder.unet),
+            lora_mode=options.lora_mode,
         )
 
     def load_tiny_vae(self, name: str | Path) -> None:
@@ -178,10 +186,17 @@ class LCMPipeline:
         is diffusers' 9)."""
         return self.generate(Request(prompt, **fields), callback=callback, progress=progress)
 
+    def check_lora_weights(self, lora_weights: Sequence[float] | None) -> None:
+        """Raise UsageError when ``lora_weights`` does not give one weight per adapter loaded."""
+        self.lora_blend.weights(lora_weights)
+
     def plan(self, request: Request, max_side: int = MAX_SIZE) -> Plan:
-        """``request`` checked and resolved against this model (``pipeline.plan``)."""
+        """``request`` checked and resolved against this model (``pipeline.plan``), with the
+        adapters' weights the call uses (``lora_weights``, by default the load weights)."""
         self._vae(request.vae)
-        return plan(request, self.folder, self.scheduler, max_side)
+        planned = plan(request, self.folder, self.scheduler, max_side)
+        blend = self.lora_blend.weights(planned.request.lora_weights)
+        return replace(planned, request=replace(planned.request, lora_weights=blend))
 
     def generate(
         self,
@@ -216,7 +231,9 @@ class LCMPipeline:
         generator = TorchGenerator(request.seed)
 
         # tokenize -> encode: diffusers' batch order under guidance is [negative prompts; prompts]
-        encode = partial(self.prompt_encoder.encode, text_encoder=networks.text_encoder)
+        encode = partial(
+            self.prompt_encoder.encode, text_encoder=networks.text_encoder, blend=networks.blend
+        )
         tokens, text_embeddings = encode(request.prompts, timings=timings)
         if planned.guided:
             _, negative_embeddings = encode(list(request.negative_prompt), timings=timings)
@@ -319,18 +336,22 @@ class LCMPipeline:
 
     def _networks_for(self, planned: Plan) -> CompiledNetworks:
         """The networks for this batch and size: compiled on first use, compiled again (with new
-        static shapes) only when the size, the batch or classifier-free guidance changes."""
+        static shapes) only when the size, the batch or classifier-free guidance changes, or
+        when the LoRA blend does and its weights are compiled in (``LoraBlend.branches``)."""
         shapes = Shapes(len(planned.request.prompts), planned.latent_shape, planned.guided)
-        if self._networks is None or self._networks.shapes != shapes:
-            self._networks = CompiledNetworks(
+        branches = self.lora_blend.branches(planned.request.lora_weights)
+        networks = self._networks
+        if networks is None or networks.shapes != shapes or networks.branches != branches:
+            networks = self._networks = CompiledNetworks(
                 shapes,
                 self.compiler,
                 self.folder,
-                self.adapters,
+                branches,
                 self.tokenizer.model_max_length,
                 self.keep_models,
             )
-        return self._networks
+        networks.blend = planned.request.lora_weights or ()
+        return networks
 
     def _vae(self, choice: str) -> Vae:
         """The VAE ``vae=choice`` names (``Request.check`` has checked the choice); a UsageError

@@ -1,11 +1,12 @@
 """Prompts to the UNet's ``encoder_hidden_states``: tokenize, run the text encoder, and keep the
-last call's encodings, so that exploring seeds of one prompt costs no text encoding."""
+last call's encodings, so that exploring seeds of one prompt costs no text encoding (kept per
+LoRA blend: a text encoder LoRA's weights change the encodings)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -21,18 +22,19 @@ class PromptEncoder:
 
     def __init__(self, tokenizer: CLIPTokenizer) -> None:
         self.tokenizer = tokenizer
-        self._kept: dict[tuple[str, ...], tuple[TokenizedPrompts, np.ndarray]] = {}
+        self._kept: dict[tuple[object, ...], tuple[TokenizedPrompts, np.ndarray]] = {}
 
     def encode(
         self,
         prompts: list[str],
         text_encoder: Callable[[], TextEncoder],
         timings: dict[str, float],
+        blend: Sequence[float] = (),
     ) -> tuple[TokenizedPrompts, np.ndarray]:
         """The prompts' tokens and embeddings; ``text_encoder()`` gives the compiled encoder
-        (asked only when the prompts are new). Adds to ``timings["tokenize"]`` and
-        ``["text_encoder"]``; warns of each prompt CLIP truncates."""
-        key = tuple(prompts)
+        (asked only when the prompts, or the LoRA weights ``blend``, are new). Adds to
+        ``timings["tokenize"]`` and ``["text_encoder"]``; warns of each prompt CLIP truncates."""
+        key = (*prompts, tuple(blend))
         if key not in self._kept:
             self._kept[key] = self._encode(prompts, text_encoder, timings)
             if len(self._kept) > 2:

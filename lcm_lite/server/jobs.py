@@ -152,10 +152,12 @@ class JobQueue:
     def submit(self, request: Request, *, previews: bool = False) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
-        model takes none of (the pipeline's own rule, now rather than as a failed job) and for
-        a picture refused from its header: not a picture, over ``max_picture_pixels``, or
-        making an image with a side over ``max_side`` or under ``min_side``."""
+        model takes none of and for LoRA weights that are not one per adapter loaded (the
+        pipeline's own rules, now rather than as a failed job), and for a picture refused from
+        its header: not a picture, over ``max_picture_pixels``, or making an image with a side
+        over ``max_side`` or under ``min_side``."""
         self._pipe.check_negative_prompt(request.negative_prompt)
+        self._pipe.check_lora_weights(request.lora_weights)
         if request.image is not None:
             check_before_decoding(
                 request.image,

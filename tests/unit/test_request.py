@@ -149,6 +149,7 @@ EVERY_FIELD = Request(
     original_inference_steps=40,
     timesteps=[999, 499, 99],
     vae="tiny",
+    lora_weights=[0.5, 0.0],
 )
 EVERY_LOAD_OPTION = LoadOptions(
     model="someone/model", tiny_vae="taesd", loras=[("a.safetensors", 0.5), ("b/c", 1.0)]
