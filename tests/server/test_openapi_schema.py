@@ -61,7 +61,7 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     In valid requests, an upload's bytes become a real picture, a strength below the steps'
     minimum (a rule between two fields that JSON Schema cannot state; the description says it)
     the default, and a negative prompt goes (this model cannot take one; the description says
-    which models do).
+    which models do), as do LoRA weights (one per LoRA loaded, the description says: none is).
     """
     if not isinstance(body, dict):
         return body
@@ -73,6 +73,7 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
         if type(strength) in (int, float) and 0 < strength < 1 / 50:
             cheap["strength"] = 0.8
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
+        cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
     for dialect, values in CHEAPEST.items():
         if dialect in path:
             for name, value in values.items():
