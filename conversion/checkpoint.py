@@ -88,7 +88,8 @@ def checkpoint_folder(
     if config is not None and not (config / "model_index.json").is_file():
         raise UsageError(f"--config {config} has no model_index.json: not a diffusers folder")
     dtype = check_sd15_checkpoint(checkpoint)
-    report(f"{checkpoint.name}: a Stable Diffusion 1.x checkpoint ({dtype}), reading it")
+    kind = str(dtype).removeprefix("torch.")
+    report(f"{checkpoint.name}: a Stable Diffusion 1.x checkpoint ({kind}), reading it")
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".checkpoint-", dir=scratch_parent) as scratch:
         config_dir = config or _shipped_config(Path(scratch) / "config")

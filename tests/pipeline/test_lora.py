@@ -239,6 +239,21 @@ def test_the_compiled_cache_keeps_one_blob_per_adapter_weight(tiny_ov_dir, kohya
     assert len(list(cache.glob("unet-*.blob"))) == 2  # 0.5 and 1.0; the third run imported
 
 
+def test_with_runtime_weights_one_cached_blob_serves_every_blend(tiny_ov_dir, kohya_lora, tmp_path):
+    cache = tmp_path / "cache"
+    for weight in (0.5, 1.0):
+        pipe = LCMPipeline.from_pretrained(
+            tiny_ov_dir,
+            precision="f32",
+            cache_dir=cache,
+            loras=[(kohya_lora, weight)],
+            lora_mode="runtime",
+        )
+        pipe("a cat", steps=1, seed=1, lora_weights=[0.25], **SIZE)
+    assert len(list(cache.glob("unet-*.blob"))) == 1
+    assert len(list(cache.glob("text_encoder-*.blob"))) == 1
+
+
 def _damaged(tmp_path: Path, name: str, tensors: dict[str, np.ndarray]) -> Path:
     from safetensors.numpy import save_file
 
