@@ -58,7 +58,8 @@ _VAE_ATTENTION = {
 
 def write_original_checkpoint(diffusers_dir: Path, path: Path) -> Path:
     """Save the UNet, VAE and text encoder of the diffusers folder ``diffusers_dir`` as one
-    safetensors file in the original layout, at their own dtype. Returns ``path``."""
+    safetensors file in the original layout, in float32 (as ``from_pretrained`` loads them).
+    Returns ``path``."""
     unet = UNet2DConditionModel.from_pretrained(diffusers_dir, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(diffusers_dir, subfolder="vae")
     text_encoder = CLIPTextModel.from_pretrained(diffusers_dir, subfolder="text_encoder")
