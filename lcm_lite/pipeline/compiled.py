@@ -124,6 +124,14 @@ class CompiledNetworks:
             key=vae.encoder_xml,
         )
 
+    def use_branches(self, branches: Branches) -> None:
+        """Compile the text encoder and UNet with ``branches`` from now on: the held ones go if
+        they differ (the VAE's networks stay)."""
+        if branches != self.branches:
+            self.branches = branches
+            for name in ("text_encoder", "unet"):
+                self._held.pop(name, None)
+
     def _blended(self, name: str, label: str, build: Callable[[], _Blendable]) -> _Blendable:
         """The network ``_get`` gives, fed this call's ``blend`` if it takes one."""
         network = self._get(name, label, build)

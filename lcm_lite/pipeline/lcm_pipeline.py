@@ -341,7 +341,7 @@ class LCMPipeline:
         shapes = Shapes(len(planned.request.prompts), planned.latent_shape, planned.guided)
         branches = self.lora_blend.branches(planned.request.lora_weights)
         networks = self._networks
-        if networks is None or networks.shapes != shapes or networks.branches != branches:
+        if networks is None or networks.shapes != shapes:
             networks = self._networks = CompiledNetworks(
                 shapes,
                 self.compiler,
@@ -350,6 +350,7 @@ class LCMPipeline:
                 self.tokenizer.model_max_length,
                 self.keep_models,
             )
+        networks.use_branches(branches)
         networks.blend = planned.request.lora_weights or ()
         return networks
 

@@ -12,6 +12,7 @@ by default the weights given at load), and how the networks take it (``LoadOptio
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -40,7 +41,7 @@ class LoraBlend:
         adapters. A UsageError (one line) when the count is not the number of adapters."""
         if asked is None:
             return self.loaded_weights or None
-        values = [asked] if isinstance(asked, (int, float)) else list(asked)
+        values = [asked] if isinstance(asked, numbers.Real) else list(asked)
         if not self.adapters:
             raise UsageError("lora_weights needs LoRA adapters loaded (--lora); none are")
         if len(values) != len(self.adapters):
