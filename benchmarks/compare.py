@@ -4,6 +4,12 @@
     python benchmarks/compare.py --model DIR [DIR...] --scan
     python benchmarks/compare.py --quick              # smoke run on a tiny model
     python benchmarks/compare.py --work /work/bench --weights int8 --tiny-vae DIR
+    python benchmarks/compare.py --work /work/bench --quantize --calibration-samples 16
+
+With ``--quantize``: ``lcm-lite quantize`` of each folder (its time and peak memory), then the
+quantized UNet's step time against the source's, alternated in one process, the PSNR of its images
+against the source's (``quantized.py``), and its one-shot CLI (full and tiny VAE) against genai's
+one-shot on the source folder.
 
 With the tiny VAE (TAESD; a random one of its architecture is built unless ``--tiny-vae``): its
 decode against the full VAE's per size, the one-shot CLI with ``--vae tiny``, the cost of previews
@@ -40,6 +46,10 @@ TARGETS = {  # ratio name: (at most, what it compares)
     "tiny_one_shot": (0.50, "lcm-lite one-shot --vae tiny / genai one-shot (wall)"),
     "tiny_one_shot_cpu": (0.50, "the same in CPU seconds (user + system)"),
     "tiny_peak_rss": (0.60, "lcm-lite one-shot --vae tiny peak RSS / genai's"),
+    "startup_overhead": (0.30, "start-up overhead (one-shot - raw image): lcm-lite / genai"),
+    "quantized_unet_step": (0.75, "quantized UNet step / source UNet step (one process)"),
+    "quantized_one_shot": (0.70, "quantized one-shot / genai one-shot on the source (wall)"),
+    "quantized_tiny_one_shot": (0.30, "quantized one-shot --vae tiny / genai one-shot (wall)"),
 }
 HELP_TARGET = 0.3
 
@@ -123,8 +133,17 @@ def one_shot(model: Path, size: int, steps: int, out: Path, env: dict[str, str],
     return run([*command, *size_args, "--out", str(out), "-q", *extra], env)
 
 
-def compare(model: Path, size: int, steps: int, images: int, work: Path, tiny: Path | None) -> dict:
-    """All measurements for one folder, in one run; returns figures and ratios."""
+def compare(
+    model: Path,
+    size: int,
+    steps: int,
+    images: int,
+    work: Path,
+    tiny: Path | None,
+    calibration_samples: int | None = None,
+) -> dict:
+    """All measurements for one folder, in one run; returns figures and ratios. With
+    ``calibration_samples``, also those of the folder ``lcm-lite quantize`` makes of it."""
     cache = cache_env(model, work)
     python = sys.executable
     bench = bench_rows(model, [str(size)], [str(steps)], images, cache)[0]
@@ -181,8 +200,14 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path, tiny: P
         "one_shot": lcm_lite.wall / genai_one_shot.wall,
         "one_shot_cpu": lcm_lite.cpu / genai_one_shot.cpu,
         "peak_rss": lcm_lite.peak_rss / genai_one_shot.peak_rss,
+        "startup_overhead": (lcm_lite.wall - raw["image"]) / (genai_one_shot.wall - raw["image"]),
     }
     result = {"model": str(model), "precision": raw["precision"], "bench": bench}
+    if calibration_samples is not None:
+        result["quantized"] = quantized_figures(
+            model, size, steps, work, tiny, calibration_samples, genai_one_shot
+        )
+        ratios.update(result["quantized"]["ratios"])
     if tiny is not None:
         tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)]
         tiny_bench = bench_rows(model, [str(size)], [str(steps)], images, cache, *tiny_args)[0]
@@ -202,6 +227,46 @@ def compare(model: Path, size: int, steps: int, images: int, work: Path, tiny: P
         command = [python, str(HERE / "tiny_vae.py"), str(model), str(tiny), "--steps", str(steps)]
         result["tiny_vae"] = json.loads(run([*command, "--cache", cache["LCM_LITE_CACHE"]]).stdout)
     return {**result, "figures": figures, "ratios": ratios}
+
+
+def quantized_figures(
+    model: Path,
+    size: int,
+    steps: int,
+    work: Path,
+    tiny: Path | None,
+    calibration_samples: int,
+    genai_one_shot: Run,
+) -> dict:
+    """``lcm-lite quantize`` of ``model`` (timed; reused if it exists), its UNet step against the
+    source's and its images' PSNR (``quantized.py``), its one-shot CLI with each VAE."""
+    quantized = work / f"{model.name}-quantized"
+    figures: dict = {"folder": str(quantized)}
+    if not (quantized / "model_index.json").is_file():
+        command = [sys.executable, "-m", "lcm_lite", "quantize", str(model), str(quantized)]
+        options = ["--samples", str(calibration_samples), "--size", str(size), "--steps"]
+        made = run([*command, *options, str(steps), "-q"])
+        figures.update(quantize_wall=made.wall, quantize_peak_rss=made.peak_rss)
+    figures["calibration_samples"] = calibration_samples
+    command = [sys.executable, str(HERE / "quantized.py"), str(model), str(quantized)]
+    figures.update(json.loads(run([*command, "--size", str(size), "--steps", str(steps)]).stdout))
+    cache = cache_env(quantized, work)
+    out = work / f"lcm-lite-{quantized.name}.png"
+    bench_rows(quantized, [str(size)], [str(steps)], 1, cache)  # fills the compiled cache
+    figures["one_shot_wall"] = one_shot(quantized, size, steps, out, cache).wall
+    ratios = {
+        "quantized_unet_step": figures["unet_step_ratio"],
+        "quantized_one_shot": figures["one_shot_wall"] / genai_one_shot.wall,
+    }
+    if tiny is not None:
+        tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)]
+        bench_rows(quantized, [str(size)], [str(steps)], 1, cache, *tiny_args)
+        out = work / f"lcm-lite-tiny-{quantized.name}.png"
+        figures["tiny_one_shot_wall"] = one_shot(
+            quantized, size, steps, out, cache, *tiny_args
+        ).wall
+        ratios["quantized_tiny_one_shot"] = figures["tiny_one_shot_wall"] / genai_one_shot.wall
+    return {"figures": figures, "ratios": ratios}
 
 
 def scan(model: Path, work: Path) -> list[dict]:
@@ -264,6 +329,8 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
         ]
         if "tiny_vae" in result:
             lines += tiny_vae_lines(f, result["tiny_vae"])
+        if "quantized" in result:
+            lines += quantized_lines(result["quantized"]["figures"])
         lines.append(f"  {'ratio':<58} {'value':>6} {'target':>7}")
         for name, value in result["ratios"].items():
             limit, label = TARGETS[name]
@@ -283,6 +350,22 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
                 f"{row['peak_rss'] / 2**30:>8.2f} {row['peak_anon_rss'] / 2**30:>8.2f}"
             )
     return "\n".join(lines)
+
+
+def quantized_lines(q: dict) -> list[str]:
+    made = (
+        f"made in {q['quantize_wall']:.0f} s, peak RSS {q['quantize_peak_rss'] / 2**30:.2f} GiB"
+        if "quantize_wall" in q
+        else "reused"
+    )
+    tiny = f", --vae tiny {q['tiny_one_shot_wall']:.2f} s" if "tiny_one_shot_wall" in q else ""
+    psnr = ", ".join(f"{value:.1f}" for value in q["psnr"])
+    return [
+        f"  quantized         {q['folder']} ({q['calibration_samples']} samples; {made})",
+        f"    UNet step {q['unet_step']['quantized']:.3f} s vs source "
+        f"{q['unet_step']['source']:.3f} s (alternated); PSNR vs source {psnr} dB",
+        f"    one-shot {q['one_shot_wall']:.2f} s wall{tiny}",
+    ]
 
 
 def tiny_vae_lines(f: dict, tiny: dict) -> list[str]:
@@ -326,6 +409,12 @@ def main() -> None:
         "--tiny-vae", type=Path, help="tiny-VAE folder (default: build a random TAESD)"
     )
     parser.add_argument("--no-tiny-vae", action="store_true", help="skip the tiny-VAE figures")
+    parser.add_argument(
+        "--quantize", action="store_true", help="also quantize each folder and compare it"
+    )
+    parser.add_argument(
+        "--calibration-samples", type=int, default=64, help="lcm-lite quantize --samples"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="lcm-lite-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -338,7 +427,10 @@ def main() -> None:
     if not args.no_tiny_vae:
         tiny = args.tiny_vae or build_tiny_vae(work, "tiny" if args.quick else "full", "fp16")
     help_time = help_seconds()
-    results = [compare(m, args.size, args.steps, max(args.images, 2), work, tiny) for m in models]
+    samples = args.calibration_samples if args.quantize else None
+    results = [
+        compare(m, args.size, args.steps, max(args.images, 2), work, tiny, samples) for m in models
+    ]
     scans = scan(models[0], work) if args.scan and not args.quick else []
     print(format_report(results, help_time, scans))
     if args.json:

@@ -13,7 +13,8 @@ The folder that ``openvino_genai.Text2ImagePipeline`` and optimum-intel's
     vae_encoder/    the same (image to image's), unless ``with_vae_encoder=False``
 
 A tiny autoencoder (diffusers' ``AutoencoderTiny``, TAESD) becomes the tiny-VAE folder FastSD CPU
-reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``).
+reads: ``vae_decoder/`` and ``vae_encoder/`` alone (``lcm_lite.tiny_vae``). A ``ControlNetModel``
+becomes a ControlNet folder: ``controlnet/`` alone (``lcm_lite.models.controlnet``).
 
 Each network is traced from float32 torch weights and freed before the next is loaded, so the
 full-size model converts within a few GiB.
@@ -32,23 +33,41 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
-import numpy as np
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, LCMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    ControlNetModel,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from conversion import WEIGHT_FORMATS
 from conversion.checkpoint import checkpoint_folder, is_checkpoint_file
 from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
-from conversion.networks import Network, text_encoder_networks, unet_networks, vae_networks
-from conversion.quantize import collect_unet_inputs, quantize_unet
-from conversion.source import is_latent_consistency_model, is_tiny_vae, open_source
-from conversion.staging import check_destination, staged_directory
+from conversion.networks import (
+    Network,
+    controlnet_networks,
+    text_encoder_networks,
+    unet_networks,
+    vae_networks,
+)
+from conversion.source import (
+    is_controlnet,
+    is_inpainting,
+    is_latent_consistency_model,
+    is_tiny_vae,
+    open_source,
+)
 from conversion.tokenizer import openvino_tokenizer_models, save_clip_tokenizer
 from lcm_lite.errors import ModelError, OutputError, UsageError
 from lcm_lite.models.configs import read_json_object
+from lcm_lite.models.staging import check_destination, staged_directory
+from lcm_lite.quantization import DEFAULT_SAMPLES, DEFAULT_SIZE
+from lcm_lite.quantization.folder import write_quantized_unet
 
 Progress = Callable[[str], None]
 
@@ -76,7 +95,8 @@ def convert(
     with_vae_encoder: bool = True,
     force: bool = False,
     quantize_unet: bool = False,
-    calibration_size: int = 512,
+    calibration_size: int = DEFAULT_SIZE,
+    calibration_samples: int = DEFAULT_SAMPLES,
     loras: Sequence[tuple[str | Path, float]] = (),
     progress: Progress | None = None,
     config: Path | None = None,
@@ -84,15 +104,18 @@ def convert(
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
     a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder); a
-    single-file SD 1.5 checkpoint (``.safetensors``; a pickled ``.ckpt`` with ``allow_pickle``)
-    as the diffusers folder ``conversion.checkpoint`` makes of it with the configs in ``config``
-    (default: SD 1.5's, shipped).
+    ``ControlNetModel`` ``source`` to a ControlNet folder; a single-file SD 1.5 checkpoint
+    (``.safetensors``; a pickled ``.ckpt`` with ``allow_pickle``) as the diffusers folder
+    ``conversion.checkpoint`` makes of it with the configs in ``config`` (default: SD 1.5's,
+    shipped).
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
-    non-empty one is replaced only with ``force``. ``quantize_unet`` quantizes the UNet to int8
-    weights and activations (``conversion.quantize``), calibrated at ``calibration_size`` pixels
-    on what is exported (``loras`` fused, LCM sampling: a plain Stable Diffusion source needs them).
+    non-empty one is replaced only with ``force``. ``quantize_unet`` quantizes the exported UNet to
+    int8 weights and activations as ``lcm-lite quantize`` does (``lcm_lite.quantization``: no
+    torch), on ``calibration_samples`` UNet calls that lcm-lite makes with the exported folder at
+    ``calibration_size`` pixels (``loras`` fused; a plain Stable Diffusion source needs its
+    LCM-LoRA).
     ``loras`` ([(file or hub id, weight)]) are fused into the text encoder and UNet
     (``fuse_lora``); a plain Stable Diffusion source with an LCM-LoRA fused gets an LCMScheduler.
     ``progress`` receives one line per step.
@@ -124,39 +147,59 @@ def convert(
     folder = open_source(source).resolve()
     if out_dir.resolve() in (folder, *folder.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")
-    tiny = is_tiny_vae(folder)
-    if tiny and quantize_unet:
-        raise UsageError(f"{source} is a tiny VAE: it has no UNet to quantize")
-    if quantize_unet and not loras and not tiny and not is_latent_consistency_model(folder):
+    single = (
+        "a tiny VAE" if is_tiny_vae(folder) else "a ControlNet" if is_controlnet(folder) else None
+    )
+    if single and (quantize_unet or loras):
+        raise UsageError(f"{source} is {single}: it has no UNet to quantize or fuse a LoRA into")
+    if quantize_unet and not single and is_inpainting(folder):
+        raise UsageError(
+            f"{source} is an inpainting model (9-channel UNet): --quantize-unet calibrates on "
+            "text to image only; convert it without"
+        )
+    if quantize_unet and not loras and not single and not is_latent_consistency_model(folder):
         raise UsageError(
             f"{source} is a plain Stable Diffusion model: --quantize-unet calibrates on LCM "
             "sampling, so fuse an LCM-LoRA with --lora to quantize it"
         )
     try:
         with staged_directory(out_dir, force=force) as staging:
-            if tiny:
+            if single == "a tiny VAE":
                 _export_tiny_vae(folder, staging, weights, report)
+            elif single == "a ControlNet":
+                _export_controlnet(folder, staging, weights, report)
             else:
                 _write_pipeline_files(folder, staging, report, loras)
                 text_length = _export_text_encoder(folder, staging, weights, report, loras)
-                samples = None
-                if quantize_unet:
-                    report(f"unet: recording calibration inputs at {calibration_size} px")
-                    samples = collect_unet_inputs(folder, size=calibration_size, loras=loras)
+                # int8 weights cannot be quantized again (lcm_lite.quantization.unet): the
+                # UNet to quantize is exported fp16, and quantizing makes its weights int8
+                unet_weights = "fp16" if quantize_unet and weights == "int8" else weights
                 _export_unet(
-                    folder,
-                    staging,
-                    weights,
-                    report,
-                    text_length=text_length,
-                    calibration=samples,
-                    loras=loras,
+                    folder, staging, unet_weights, report, text_length=text_length, loras=loras
                 )
                 _export_vae(folder, staging, weights, report, with_encoder=with_vae_encoder)
+                if quantize_unet:
+                    write_quantized_unet(
+                        staging,
+                        staging,
+                        size=calibration_size,
+                        samples=calibration_samples,
+                        progress=_stage_lines(report, "unet"),
+                    )
     except OSError as error:
         raise OutputError(f"cannot write {out_dir}: {error}") from None
     report(f"wrote {out_dir}")
     return out_dir
+
+
+def _stage_lines(report: Progress, network: str) -> Callable[[str, int, int], None]:
+    """A ``StageProgress`` that reports one line as each stage starts."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done == 0:
+            report(f"{network}: {stage}")
+
+    return progress
 
 
 def _write_pipeline_files(
@@ -166,14 +209,18 @@ def _write_pipeline_files(
 
     A plain Stable Diffusion source (no ``time_cond_proj_dim``) keeps its pipeline class and
     scheduler, as optimum-intel exports it: the runtime runs it with an LCM-LoRA. With LoRAs
-    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler.
+    fused (an LCM-LoRA, as diffusers' recipe), its scheduler becomes an LCMScheduler. An
+    inpainting source (a 9-channel UNet) is a StableDiffusionInpaintPipeline.
     """
     is_lcm = is_latent_consistency_model(folder)
+    sd_class = (
+        "StableDiffusionInpaintPipeline" if is_inpainting(folder) else "StableDiffusionPipeline"
+    )
     if not is_lcm and not loras:
         source_index = read_json_object(folder / "model_index.json")
         model_index = {
             **MODEL_INDEX,
-            "_class_name": "StableDiffusionPipeline",
+            "_class_name": sd_class,
             "scheduler": source_index["scheduler"],
         }
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
@@ -185,7 +232,7 @@ def _write_pipeline_files(
         if loras:
             model_index["_lcm_lite_fused_loras"] = [f"{s}:{w:g}" for s, w in loras]
         if not is_lcm:
-            model_index["_class_name"] = "StableDiffusionPipeline"
+            model_index["_class_name"] = sd_class
         (staging / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
         _load(LCMScheduler, folder, "scheduler").save_pretrained(staging / "scheduler")
     tokenizer = _load(CLIPTokenizer, folder, "tokenizer")
@@ -219,16 +266,14 @@ def _export_unet(
     report: Progress,
     *,
     text_length: int,
-    calibration: list[dict[str, np.ndarray]] | None,
     loras: Sequence[tuple[str | Path, float]],
 ) -> None:
-    """Export the UNet, with ``loras`` fused; with ``calibration`` samples, quantized to int8
-    (see ``quantize``)."""
+    """Export the UNet, with ``loras`` fused."""
     unet = _load(UNet2DConditionModel, folder, "unet", dtype=torch.float32)
     if loras:
         fuse_loras(loras, _load(CLIPTextModel, folder, "text_encoder", dtype=torch.float32), unet)
     networks = unet_networks(unet, text_length=text_length)
-    _export_networks(networks, staging, weights, report, calibration=calibration)
+    _export_networks(networks, staging, weights, report)
 
 
 def _export_vae(
@@ -242,6 +287,16 @@ def _export_tiny_vae(folder: Path, staging: Path, weights: str, report: Progress
     """A tiny-VAE folder: the AutoencoderTiny's decoder and encoder, nothing else."""
     vae = _load(AutoencoderTiny, folder, None, dtype=torch.float32)
     _export_networks(vae_networks(vae, with_encoder=True), staging, weights, report)
+
+
+def _export_controlnet(folder: Path, staging: Path, weights: str, report: Progress) -> None:
+    """A ControlNet folder: the ControlNetModel's residuals network, nothing else. A ControlNet
+    that pools its conditions (``global_pool_conditions``, the shuffle ControlNet) is refused:
+    the runtime adds full-size residuals."""
+    controlnet = _load(ControlNetModel, folder, None, dtype=torch.float32)
+    if controlnet.config.global_pool_conditions:
+        raise ModelError(f"{folder}: ControlNets with global_pool_conditions are not supported")
+    _export_networks(controlnet_networks(controlnet), staging, weights, report)
 
 
 def _load(component: Any, folder: Path, subfolder: str | None, **options: Any) -> Any:
@@ -259,20 +314,14 @@ def _export_networks(
     staging: Path,
     weights: str,
     report: Progress,
-    *,
-    calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> None:
-    """Convert each network and write ``openvino_model.xml/.bin`` and ``config.json``; with
-    ``calibration`` samples, post-training quantize it on them first."""
+    """Convert each network and write ``openvino_model.xml/.bin`` and ``config.json``."""
     for network in networks:
         started = time.monotonic()
         report(f"{network.folder}: converting")
         directory = staging / network.folder
         directory.mkdir()
         model = _to_openvino(network, weights)
-        if calibration is not None:
-            report(f"{network.folder}: quantizing on {len(calibration)} samples")
-            model = quantize_unet(model, calibration)
         _save_ir(model, directory / "openvino_model.xml", compress_to_fp16=weights != "fp32")
         network.write_config(directory)
         report(f"{network.folder}: {weights} IR written in {time.monotonic() - started:.0f} s")

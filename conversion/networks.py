@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openvino as ov
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 DYNAMIC = -1
@@ -72,6 +72,27 @@ class _PlainUNetNoise(_UNetNoise):
         self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
     ) -> torch.Tensor:
         return self.unet(sample, timestep, encoder_hidden_states).sample
+
+
+class _ControlNetResiduals(torch.nn.Module):
+    """ControlNetModel returning its down-block residuals and its mid-block residual, unscaled
+    (``conditioning_scale`` 1: the runtime scales them, as diffusers' ``conditioning_scale``)."""
+
+    def __init__(self, controlnet: ControlNetModel) -> None:
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        controlnet_cond: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        down, mid = self.controlnet(
+            sample, timestep, encoder_hidden_states, controlnet_cond, return_dict=False
+        )
+        return (*down, mid)
 
 
 class _VaeDecoder(torch.nn.Module):
@@ -153,6 +174,43 @@ def unet_networks(unet: UNet2DConditionModel, *, text_length: int) -> list[Netwo
             example=example,
             outputs=("out_sample",),
             write_config=unet.save_config,
+        )
+    ]
+
+
+def controlnet_networks(controlnet: ControlNetModel) -> list[Network]:
+    """``sample``, ``timestep``, ``encoder_hidden_states``, ``controlnet_cond`` (the control
+    picture, RGB in [0, 1] at 8x the latent size) -> ``down_block_res_sample_<i>`` (one per skip
+    connection of the UNet: 12 for SD 1.5) and ``mid_block_res_sample``. The example latent has
+    odd sides, as the UNet's."""
+    config = controlnet.config
+    side = 4 * 2 ** (len(config.block_out_channels) - 1) - 1
+    scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # pixels per latent
+    conditioning = config.conditioning_channels
+    inputs = {
+        "sample": ([DYNAMIC, config.in_channels, DYNAMIC, DYNAMIC], ov.Type.f32),
+        "timestep": ([DYNAMIC], ov.Type.i64),
+        "encoder_hidden_states": ([DYNAMIC, DYNAMIC, config.cross_attention_dim], ov.Type.f32),
+        "controlnet_cond": ([DYNAMIC, conditioning, DYNAMIC, DYNAMIC], ov.Type.f32),
+    }
+    example = {
+        "sample": torch.zeros((1, config.in_channels, side, side)),
+        "timestep": torch.tensor([999], dtype=torch.int64),
+        "encoder_hidden_states": torch.zeros((1, 77, config.cross_attention_dim)),
+        "controlnet_cond": torch.zeros((1, conditioning, side * scale, side * scale)),
+    }
+    residuals = len(controlnet.controlnet_down_blocks)
+    return [
+        Network(
+            folder="controlnet",
+            module=_ControlNetResiduals(controlnet),
+            inputs=inputs,
+            example=example,
+            outputs=(
+                *(f"down_block_res_sample_{i}" for i in range(residuals)),
+                "mid_block_res_sample",
+            ),
+            write_config=controlnet.save_config,
         )
     ]
 

@@ -10,12 +10,16 @@ which the original (LDM) checkpoint layout's key names need (``original_layout``
 (madebyollin/taesd), "tiny" a few thousand parameters.
 
 ``build_random_sd`` saves the plain Stable Diffusion twin (no ``time_cond_proj_dim``, PNDM
-scheduler), the model an LCM-LoRA turns into a few-step one; ``build_random_lora`` a random LoRA
-for a saved model, in kohya or PEFT format.
+scheduler), the model an LCM-LoRA turns into a few-step one, or with ``inpaint`` its inpainting
+fine-tune's architecture (a 9-channel UNet: latents, mask, masked picture's latents, as
+stable-diffusion-v1-5/stable-diffusion-inpainting); ``build_random_lora`` a random LoRA for a saved
+model, in kohya or PEFT format; ``build_random_controlnet`` a random ControlNet for a saved model,
+whose "zero convolutions" are not zero.
 
     python -m conversion.random_model OUT_DIR --size tiny|small|full [--vocab DIR] [--seed N]
-        [--plain-sd [--checkpoint FILE.safetensors] | --taesd]
+        [--plain-sd [--checkpoint FILE.safetensors] | --inpaint | --taesd]
     python -m conversion.random_model OUT.safetensors --lora-for MODEL_DIR [--rank R] [--seed N]
+    python -m conversion.random_model OUT_DIR --controlnet-for MODEL_DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderTiny,
+    ControlNetModel,
     LatentConsistencyModelPipeline,
     LCMScheduler,
     PNDMScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -196,13 +202,27 @@ def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed:
     return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=True)
 
 
-def build_random_sd(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
+def build_random_sd(
+    out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0, inpaint: bool = False
+) -> Path:
     """``build_random_lcm``'s plain Stable Diffusion twin: a StableDiffusionPipeline whose UNet
-    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config."""
-    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False)
+    has no ``time_cond_proj_dim``, with SD 1.5's PNDM scheduler config; with ``inpaint`` a
+    StableDiffusionInpaintPipeline whose UNet takes 9 channels (``in_channels=9``)."""
+    return _build(out_dir, size=size, vocab_dir=vocab_dir, seed=seed, lcm=False, inpaint=inpaint)
 
 
-def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm: bool) -> Path:
+INPAINTING_UNET_CHANNELS = 9  # latents (4), mask (1), masked picture's latents (4)
+
+
+def _build(
+    out_dir: Path,
+    *,
+    size: Size,
+    vocab_dir: Path | None,
+    seed: int,
+    lcm: bool,
+    inpaint: bool = False,
+) -> Path:
     architecture = ARCHITECTURES[size]
     with tempfile.TemporaryDirectory() as scratch:
         source = vocab_dir or write_synthetic_clip_vocab(Path(scratch))
@@ -210,8 +230,17 @@ def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm:
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), **architecture.text_encoder})
     unet_config = {**architecture.unet, **({} if lcm else {"time_cond_proj_dim": None})}
+    if inpaint:
+        unet_config["in_channels"] = INPAINTING_UNET_CHANNELS
     scheduler_config = {k: v for k, v in SCHEDULER_CONFIG.items() if k in _PNDM_KEYS}
-    pipeline = (LatentConsistencyModelPipeline if lcm else StableDiffusionPipeline)(
+    pipeline_class = (
+        LatentConsistencyModelPipeline
+        if lcm
+        else StableDiffusionInpaintPipeline
+        if inpaint
+        else StableDiffusionPipeline
+    )
+    pipeline = pipeline_class(
         vae=AutoencoderKL(**architecture.vae),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
@@ -223,10 +252,23 @@ def _build(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int, lcm:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    _spread_final_layer_norm(pipeline.text_encoder, seed)
     pipeline.to(architecture.save_dtype)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     save_clip_tokenizer(tokenizer, out_dir / "tokenizer")
     return out_dir
+
+
+def _spread_final_layer_norm(text_encoder: CLIPTextModel, seed: int) -> None:
+    """Give the text encoder's final LayerNorm random weights and a bias of mean 0.5, as a trained
+    CLIP's has. Default-initialised (weight 1, bias 0), every token's embedding has mean 0: the
+    long-prompt weighting's rescale to the unweighted mean would divide noise by noise. Drawn from
+    a generator of its own, so the other weights stay those of ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm  # transformers < 5
+    with torch.no_grad():
+        norm.weight.copy_(1.0 + 0.3 * torch.randn(norm.weight.shape, generator=generator))
+        norm.bias.copy_(0.5 + 0.5 * torch.randn(norm.bias.shape, generator=generator))
 
 
 # AutoencoderTiny's defaults are madebyollin/taesd's config; "tiny" keeps its 4 blocks (8x).
@@ -349,9 +391,45 @@ def _lora_targets(model_dir: Path, text_encoder: bool) -> list[tuple[str, str, t
     return targets
 
 
+def build_random_controlnet(model_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
+    """Save a seeded random ControlNetModel for the diffusers model ``model_dir`` (as diffusers'
+    ``ControlNetModel.from_unet``: its encoder copied from the UNet) to ``out_dir``.
+
+    A fresh ControlNet adds nothing: its "zero convolutions" (the residual projections and the
+    conditioning embedding's last convolution) start at zero. Here they get random weights of
+    a convolution's default scale, so that the control picture and the conditioning scale move
+    the image. SD 1.5-size models get diffusers' conditioning embedding (16, 32, 96, 256
+    channels); smaller ones a tiny one. Saved in the UNet's dtype. Returns ``out_dir``.
+    """
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    dtype = unet.dtype
+    full_size = unet.config.block_out_channels[0] >= 320
+    torch.manual_seed(seed)
+    unet.to(torch.float32)
+    controlnet = ControlNetModel.from_unet(
+        unet,
+        conditioning_embedding_out_channels=(16, 32, 96, 256) if full_size else (8, 8, 16, 16),
+        load_weights_from_unet=False,
+    )
+    for name in ("conv_in", "time_embedding", "down_blocks", "mid_block"):
+        # strict=False: an LCM's time embedding has a guidance projection a ControlNet lacks
+        getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict(), strict=False)
+    zero_convolutions = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for convolution in zero_convolutions:
+            convolution.reset_parameters()  # PyTorch's default (Kaiming-uniform) initialisation
+    controlnet.to(dtype).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m conversion.random_model OUT --size tiny|full`` (a model) or
-    ``OUT.safetensors --lora-for MODEL_DIR`` (a random LoRA for that model)."""
+    """Command line: ``python -m conversion.random_model OUT --size tiny|full`` (a model),
+    ``OUT.safetensors --lora-for MODEL_DIR`` (a random LoRA for that model) or ``OUT
+    --controlnet-for MODEL_DIR`` (a random ControlNet for it)."""
     parser = argparse.ArgumentParser(
         prog="python -m conversion.random_model", description=__doc__.split("\n\n")[0]
     )
@@ -364,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--plain-sd", action="store_true", help="a plain Stable Diffusion model")
     parser.add_argument(
+        "--inpaint",
+        action="store_true",
+        help="a plain Stable Diffusion inpainting model (9-channel UNet)",
+    )
+    parser.add_argument(
         "--checkpoint",
         type=Path,
         metavar="FILE",
@@ -371,16 +454,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
     parser.add_argument("--rank", type=int, default=64, help="float16 LoRA's rank (default 64)")
+    parser.add_argument(
+        "--controlnet-for", type=Path, metavar="MODEL_DIR", help="write a random ControlNet"
+    )
     args = parser.parse_args(argv)
     if args.vocab is not None and not (args.vocab / "vocab.json").is_file():
         parser.error(f"--vocab {args.vocab} has no vocab.json")
-    if (args.size is None) == (args.lora_for is None):
-        parser.error("give --size (a model) or --lora-for MODEL_DIR (a LoRA)")
+    given = [args.size, args.lora_for, args.controlnet_for]
+    if sum(value is not None for value in given) != 1:
+        parser.error(
+            "give one of --size (a model), --lora-for MODEL_DIR (a LoRA) or --controlnet-for "
+            "MODEL_DIR (a ControlNet)"
+        )
     silence_libraries()
     if args.checkpoint is not None and not args.plain_sd:
         parser.error("--checkpoint needs --plain-sd (single-file checkpoints are SD 1.5 models)")
     if args.taesd and args.size not in TINY_VAE_ARCHITECTURES:
         parser.error(f"a tiny VAE is {' or '.join(TINY_VAE_ARCHITECTURES)}, not {args.size}")
+    if args.controlnet_for is not None:
+        build_random_controlnet(args.controlnet_for, args.out, seed=args.seed)
+        return 0
     if args.taesd:
         build_random_tiny_vae(args.out, size=args.size, seed=args.seed)
         return 0
@@ -394,8 +487,12 @@ def main(argv: list[str] | None = None) -> int:
             dtype=np.float16,
         )
         return 0
-    build = build_random_sd if args.plain_sd else build_random_lcm
-    build(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    if args.plain_sd or args.inpaint:
+        build_random_sd(
+            args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed, inpaint=args.inpaint
+        )
+    else:
+        build_random_lcm(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
     if args.checkpoint is not None:
         write_original_checkpoint(args.out, args.checkpoint)
     return 0

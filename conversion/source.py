@@ -1,5 +1,6 @@
 """Find the diffusers folder to convert (local, or fetched from the hub); check it is an LCM
-pipeline or a tiny autoencoder (``AutoencoderTiny``, e.g. madebyollin/taesd)."""
+pipeline, a tiny autoencoder (``AutoencoderTiny``, e.g. madebyollin/taesd) or a ControlNet
+(``ControlNetModel``, e.g. lllyasviel/control_v11p_sd15_canny)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ _MODEL_FILES = [
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
 ]
-_TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+_SINGLE_MODEL_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+_SINGLE_MODELS = ("AutoencoderTiny", "ControlNetModel")  # a folder of one diffusers model
 
 
 def open_source(source: str | Path) -> Path:
@@ -48,13 +50,25 @@ def open_source(source: str | Path) -> Path:
         raise ModelError(f"{source}: no such folder") from None
     folder = _download(str(source), _CONFIG_FILES)
     check_source_folder(folder, str(source))
-    return _download(str(source), _TINY_VAE_FILES if is_tiny_vae(folder) else _MODEL_FILES)
+    single = model_class(folder) in _SINGLE_MODELS
+    return _download(str(source), _SINGLE_MODEL_FILES if single else _MODEL_FILES)
+
+
+def model_class(folder: Path) -> str | None:
+    """The diffusers class a single-model folder's ``config.json`` names (``_class_name``), or
+    None (a pipeline folder has a ``model_index.json`` instead)."""
+    config = folder / "config.json"
+    return read_json_object(config).get("_class_name") if config.is_file() else None
 
 
 def is_tiny_vae(folder: Path) -> bool:
     """Whether ``folder`` is a diffusers ``AutoencoderTiny`` (its ``config.json`` says so)."""
-    config = folder / "config.json"
-    return config.is_file() and read_json_object(config).get("_class_name") == "AutoencoderTiny"
+    return model_class(folder) == "AutoencoderTiny"
+
+
+def is_controlnet(folder: Path) -> bool:
+    """Whether ``folder`` is a diffusers ``ControlNetModel`` (its ``config.json`` says so)."""
+    return model_class(folder) == "ControlNetModel"
 
 
 def is_latent_consistency_model(folder: Path) -> bool:
@@ -64,14 +78,22 @@ def is_latent_consistency_model(folder: Path) -> bool:
     return bool(config.get("time_cond_proj_dim"))
 
 
+def is_inpainting(folder: Path) -> bool:
+    """Whether the diffusers ``folder``'s UNet is an inpainting one: 9 input channels (latents,
+    mask and the masked picture's latents), as stable-diffusion-v1-5/stable-diffusion-inpainting."""
+    config = read_json_object(folder / "unet" / "config.json")
+    return config.get("in_channels", 4) == 9
+
+
 def check_source_folder(folder: Path, name: str) -> None:
-    """Refuse a folder that is neither a tiny VAE nor an LCM pipeline (``check_lcm_folder``)."""
-    if is_tiny_vae(folder):
+    """Refuse a folder that is neither a tiny VAE, a ControlNet nor an LCM pipeline
+    (``check_lcm_folder``)."""
+    if model_class(folder) in _SINGLE_MODELS:
         return
     if not (folder / "model_index.json").is_file():
         raise ModelError(
-            f"{name} is neither a diffusers pipeline (no model_index.json) nor a tiny VAE "
-            "(no config.json naming AutoencoderTiny)"
+            f"{name} is neither a diffusers pipeline (no model_index.json) nor a tiny VAE or "
+            "ControlNet (no config.json naming AutoencoderTiny or ControlNetModel)"
         )
     check_lcm_folder(folder, name)
 

@@ -20,6 +20,11 @@ def require_extra(extra: str, modules: Sequence[str], feature: str) -> None:
         )
 
 
+def installed(modules: Sequence[str]) -> bool:
+    """Whether every one of ``modules`` (import names) can be imported: an extra is there."""
+    return all(_importable(name) for name in modules)
+
+
 def _importable(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None

@@ -9,6 +9,7 @@ these, generic code checks values (``check_value``), reads and writes them as te
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -77,6 +78,7 @@ class Spec:
     served_over_http: bool = True
     default_help: str | None = None  # the default, when the field's own (None, ...) says little
     fallback: Any = None  # what None becomes when nothing else decides (width: 512)
+    repeatable: bool = False  # on the command line: given once per item (--control-image)
 
     @property
     def flag(self) -> str | None:
@@ -181,6 +183,35 @@ def picture_name(image: object) -> str:
     if isinstance(image, (str, Path)):
         return Path(image).name
     return Path(getattr(image, "filename", "") or "").name
+
+
+DIGEST_HEX_DIGITS = 16
+
+
+def picture_digest(image: object) -> str:
+    """The first ``DIGEST_HEX_DIGITS`` hex digits of the SHA-256 of a starting picture's file
+    (as ``sha256sum`` prints it) or bytes, for the metadata; "" for a picture held in memory
+    (a PIL image, an array). A list's, joined by ", "."""
+    if isinstance(image, (list, tuple)):
+        return ", ".join(picture_digest(item) for item in image)
+    if isinstance(image, (str, Path)) and Path(image).is_file():
+        image = Path(image).read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(image).hexdigest()[:DIGEST_HEX_DIGITS]
+    return ""
+
+
+def picture_digests(request: Any) -> dict[str, str]:
+    """``{"<key>_sha256": digest}`` of each picture field of ``request`` that came from a file
+    or bytes: the metadata says which picture (``picture_name``) and that it is that one."""
+    digests = {}
+    for name, field_spec in specs(type(request)).items():
+        value = getattr(request, name)
+        if field_spec.kind == "picture" and field_spec.key and value is not None:
+            digest = picture_digest(value)
+            if digest.strip(", "):
+                digests[f"{field_spec.key}_sha256"] = digest
+    return digests
 
 
 def integer(text: str) -> int:
@@ -387,8 +418,13 @@ def from_metadata(
         for name, field_spec in specs(declared).items():
             if field_spec.key in metadata and field_spec.kind in PARSERS:
                 text = metadata[field_spec.key]
+                parse = PARSERS[field_spec.kind]
                 try:
-                    read[name] = PARSERS[field_spec.kind](text)
+                    read[name] = (
+                        [parse(item) for item in text.split(", ")]
+                        if field_spec.repeatable
+                        else parse(text)
+                    )
                 except ValueError as error:
                     raise UsageError(
                         f"the metadata's {field_spec.key} is not valid: {error}"

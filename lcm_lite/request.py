@@ -92,10 +92,44 @@ class Request:
             metavar="FILE",
         )
     )
+    mask_image: Picture | Sequence[Picture] | None = spec(
+        Spec(
+            "inpainting: repaint the picture only where this mask is white (black: keep), a "
+            "picture of the picture's shape, binarized at half gray as diffusers",
+            "picture",
+            key="mask",
+            metavar="FILE",
+            needs="image",
+        )
+    )
+    mask_blur: int | None = spec(
+        Spec(
+            "inpainting: blur the mask by this Gaussian radius in pixels before it is resized and "
+            "binarized (diffusers' VaeImageProcessor.blur: it rounds the mask's shape)",
+            "integer",
+            key="mask_blur",
+            metavar="PIXELS",
+            limits=Range(0, 1024),
+            needs="mask_image",
+        )
+    )
+    padding_mask_crop: int | None = spec(
+        Spec(
+            "inpainting a small area of a big picture: make the image for the box around the "
+            "mask, grown by this many pixels and to the width:height shape, then paste it back "
+            "into the picture, which keeps its size (diffusers' padding_mask_crop)",
+            "integer",
+            key="padding_mask_crop",
+            metavar="PIXELS",
+            limits=Range(0, MAX_SIZE),
+            needs="mask_image",
+        )
+    )
     strength: float = spec(
         Spec(
             "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "
-            "(the steps come from the last int(50 * strength) of the 50 distillation timesteps)",
+            "(the steps come from the last int(50 * strength) of the 50 distillation timesteps); "
+            "inpainting (--mask): int(steps * strength) of the steps run, as diffusers'",
             "number",
             key="strength",
             limits=Range(0.0, 1.0, low_exclusive=True),
@@ -191,6 +225,81 @@ class Request:
             default_help="the weights given with --lora",
         )
     )
+    prompt_weighting: bool = spec(
+        Spec(
+            "read the prompts as AUTOMATIC1111 does: (word:1.4), (word) x1.1, [word] /1.1, \\( "
+            "for a bracket; and up to 225 tokens instead of 77 (diffusers' community "
+            "long-prompt-weighting encoding)",
+            "flag",
+            key="prompt_weighting",
+            openai="prompt_weighting",
+        ),
+        False,
+    )
+    clip_skip: int | None = spec(
+        Spec(
+            "condition on the text encoder's hidden state this many layers before the last "
+            "(diffusers' clip_skip: 1 is AUTOMATIC1111's 'Clip skip: 2')",
+            "integer",
+            key="clip_skip",
+            limits=Range(0),
+            default_help="none",
+        )
+    )
+    control_image: Picture | Sequence[Picture] | None = spec(
+        Spec(
+            "ControlNet: the control picture (edges, pose, depth... as the ControlNet was trained "
+            "on), one per ControlNet (in Python: a list of them for several ControlNets)",
+            "picture",
+            key="control_image",
+            metavar="FILE",
+            repeatable=True,
+        )
+    )
+    controlnet_conditioning_scale: float | Sequence[float] | None = spec(
+        Spec(
+            "ControlNet: how strongly the residuals steer, one number or one per ControlNet",
+            "numbers",
+            key="controlnet_conditioning_scale",
+            option="--control-scale",
+            limits=Range(0.0, 5.0),
+            served=Range(0.0, 2.0),
+            needs="control_image",
+            default_help="each ControlNet's own (--controlnet DIR:SCALE), 1.0",
+        )
+    )
+    control_guidance_start: float = spec(
+        Spec(
+            "ControlNet: the fraction of the steps after which it starts steering",
+            "number",
+            key="control_guidance_start",
+            option="--control-start",
+            limits=Range(0.0, 1.0),
+            needs="control_image",
+        ),
+        0.0,
+    )
+    control_guidance_end: float = spec(
+        Spec(
+            "ControlNet: the fraction of the steps after which it stops steering",
+            "number",
+            key="control_guidance_end",
+            option="--control-end",
+            limits=Range(0.0, 1.0),
+            needs="control_image",
+        ),
+        1.0,
+    )
+    guess_mode: bool = spec(
+        Spec(
+            "ControlNet: steer the conditional half only under classifier-free guidance, the "
+            "residuals scaled from 0.1 (shallow) to 1 (deep), as diffusers' guess_mode",
+            "flag",
+            key="guess_mode",
+            needs="control_image",
+        ),
+        False,
+    )
     latents: np.ndarray | None = spec(
         Spec("the starting latents (batch, 4, height / 8, width / 8) instead of noise", "array")
     )
@@ -212,6 +321,8 @@ class Request:
             check_prompts(list(self.negative_prompt))
         elif isinstance(self.negative_prompt, str):
             check_prompts([self.negative_prompt])
+        if self.mask_image is not None and self.image is None:
+            raise UsageError("mask_image needs image: the picture whose masked area to repaint")
         defaults = {item.name: item.default for item in fields(self)}
         for name, field_spec in specs(type(self)).items():
             value = getattr(self, name)
@@ -219,6 +330,14 @@ class Request:
                 continue
             optional = defaults[name] is None
             check_value(name, field_spec, value, field_spec.limits, optional)
+        if (
+            self.control_image is not None
+            and self.control_guidance_start >= self.control_guidance_end
+        ):
+            raise UsageError(
+                f"control_guidance_start ({self.control_guidance_start}) must be below "
+                f"control_guidance_end ({self.control_guidance_end})"
+            )
 
 
 def from_metadata(
@@ -232,7 +351,8 @@ def from_metadata(
 @dataclass(frozen=True)
 class LoadOptions:
     """What loading a model takes (``LCMPipeline.from_pretrained``'s keywords) beside the cache
-    and memory policy; ``model``, ``tiny_vae`` and ``loras`` are recorded in the metadata."""
+    and memory policy; ``model``, ``tiny_vae``, ``controlnet`` and ``loras`` are recorded in the
+    metadata."""
 
     model: str | Path | None = spec(
         Spec(
@@ -274,6 +394,16 @@ class LoadOptions:
             option="--precision",
             choices=("f32", "bf16", "f16"),
             default_help="the device's",
+        )
+    )
+    controlnet: str | Path | Sequence[str | Path | tuple[str | Path, float]] | None = spec(
+        Spec(
+            "a ControlNet (converted with lcm-lite-convert) and its conditioning scale (default "
+            "1.0); repeat for several, whose residuals add up. Each needs a --control-image",
+            "loras",
+            key="controlnets",
+            option="--controlnet",
+            metavar="DIR|HUB_ID[:SCALE]",
         )
     )
     loras: Sequence[tuple[str | Path, float]] | None = spec(

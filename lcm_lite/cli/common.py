@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -76,7 +77,7 @@ def add_options(
             type=argparse_type(PARSERS[field_spec.kind]),
             choices=field_spec.choices or None,
             metavar=field_spec.metavar or _metavar(field_spec),
-            action="append" if field_spec.kind == "loras" else "store",
+            action="append" if field_spec.kind == "loras" or field_spec.repeatable else "store",
             help=(help or {}).get(name, field_spec.help)
             + ("" if shown is None else f" (default: {shown})"),
         )
@@ -128,6 +129,33 @@ def model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no warnings")
 
 
+def model_label(model: str | None) -> str:
+    """The model's name for /api/info and the PNG metadata: a hub id, or a folder's own name
+    (its full path stays private)."""
+    from lcm_lite.models.hub import DEFAULT_MODEL
+
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model).expanduser()
+    return path.resolve().name if path.is_dir() else model
+
+
+def queue_size_option(parser: argparse.ArgumentParser, overflow: str) -> None:
+    """``--queue-size``: how many requests may wait while one runs (``overflow``: what happens to
+    more); check it with :func:`check_queue_size`."""
+    parser.add_argument(
+        "--queue-size",
+        type=integer,
+        default=4,
+        help=f"requests that may wait while one runs; more {overflow} (default 4)",
+    )
+
+
+def check_queue_size(size: int) -> None:
+    if size < 1:
+        raise UsageError(f"--queue-size must be at least 1, got {size}")
+
+
 def open_pipeline(args: argparse.Namespace, *, keep_models: bool):
     """Load the model the options name (the default model if none); ``--vae tiny`` without
     ``--tiny-vae`` takes the model's own tiny decoder if it has one, else the default tiny VAE."""
@@ -153,3 +181,30 @@ def configure_logging(quiet: bool) -> None:
     )
     if quiet or not sys.stderr.isatty():  # huggingface_hub's download bars, likewise
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class StageBars:
+    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
+    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
+
+        if done == 0:
+            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
+        else:
+            self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
+
+
+class StageLines:
+    """Where stderr is not a terminal (a log): one line as each stage starts, no bars."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if done == 0:
+            print(f"{PROG}: {stage}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from lcm_lite.cli.common import (
     PROG,
     Parser,
+    StageBars,
     add_options,
     configure_logging,
     given,
@@ -30,7 +31,7 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = Parser(
         prog=prog,
         description="Generate images from a text prompt, or from a picture and a prompt.",
-        epilog="other commands: lcm-lite info | bench | serve  (each with --help)",
+        epilog="other commands: lcm-lite info | bench | serve | mcp  (each with --help)",
     )
     parser.add_argument("prompt", nargs="?", help=specs(Request)["prompt"].help)
     parser.add_argument(
@@ -66,7 +67,7 @@ def generate(argv: list[str]) -> int:
     for request in requests:
         _check_before_loading(request, args)
     pipe = open_pipeline(args, keep_models=len(prompts) > 1)
-    progress = _StageBars() if not args.quiet and sys.stderr.isatty() else None
+    progress = StageBars() if not args.quiet and sys.stderr.isatty() else None
     for request in requests:
         result = pipe.generate(request, progress=progress)
         for index, image in enumerate(result):
@@ -88,16 +89,20 @@ def generate(argv: list[str]) -> int:
 
 def _check_before_loading(request: Request, args: argparse.Namespace) -> None:
     """What can be refused before the model loads: the request's own checks, an option given
-    without the one it needs (``--strength`` without ``--image``), the picture."""
-    request.check()
+    without the one it needs (``--strength`` without ``--image``), the picture and its mask."""
     for name, field_spec in specs(Request).items():
         needed = field_spec.needs
         if needed and getattr(args, name, None) is not None and getattr(args, needed) is None:
             raise UsageError(f"{field_spec.flag} needs {specs(Request)[needed].flag}")
+    request.check()
     if request.image is not None:
         from lcm_lite.images.preprocess import load_image
 
-        load_image(request.image)
+        picture = load_image(request.image)
+        if request.mask_image is not None:
+            from lcm_lite.images.mask import check_aspect_ratio
+
+            check_aspect_ratio(load_image(request.mask_image), picture)
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -165,22 +170,3 @@ def _save_unique(
         except OutputError:
             if not candidate.exists():
                 raise  # a real write failure, not a name taken in the meantime
-
-
-class _StageBars:
-    """One tqdm bar on stderr per stage of a call (compile <network>, steps, decode): elapsed time
-    and, from the second step on, an estimate of what is left (``pipeline.StageProgress``)."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm  # huggingface_hub's dependency: no new requirement
-
-        if done == 0:
-            unit = "step" if stage == "steps" else "it"  # updates are seconds apart: show each
-            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, unit=unit, mininterval=0)
-        else:
-            self.bar.update(done - self.bar.n)
-        if done == total:
-            self.bar.close()

@@ -1,4 +1,5 @@
-"""``lcm-lite`` / ``python -m lcm_lite``: generate (the default), info, bench, serve.
+"""``lcm-lite`` / ``python -m lcm_lite``: generate (the default), info, bench, quantize, serve,
+mcp.
 
 Heavy modules (numpy, openvino) are imported inside the commands, so ``--help`` is instant.
 Every failure is one line on stderr and an exit code (docs: "Exit codes").
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from lcm_lite.cli.common import EXIT_TERMINATED, PROG, Terminated, raise_on_sigterm
 from lcm_lite.errors import Cancelled, LcmLiteError
 
-COMMANDS = ("generate", "info", "bench", "serve")
+COMMANDS = ("generate", "info", "bench", "quantize", "serve", "mcp")
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
@@ -67,9 +68,18 @@ def _command(name: str) -> Callable[[list[str]], int]:
         from lcm_lite.cli.bench import main as bench
 
         return bench
-    from lcm_lite.extras import require_extra
-    from lcm_lite.server import EXTRA_MODULES
+    if name == "quantize":
+        from lcm_lite.cli.quantize import main as quantize
 
+        return quantize
+    from lcm_lite.extras import require_extra
+    from lcm_lite.server import EXTRA_MODULES, MCP_EXTRA_MODULES
+
+    if name == "mcp":
+        require_extra("mcp", MCP_EXTRA_MODULES, "lcm-lite mcp")
+        from lcm_lite.cli.mcp import main as mcp
+
+        return mcp
     require_extra("serve", EXTRA_MODULES, "lcm-lite serve")
     from lcm_lite.cli.serve import main as serve
 

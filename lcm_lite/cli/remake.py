@@ -35,6 +35,8 @@ def remake_argv(
                 continue
             if field_spec.kind == "loras":  # repeatable: --lora A:1 --lora B:0.5
                 words = [as_text("loras", [lora]) for lora in values[name]]
+            elif field_spec.repeatable:  # --control-image A --control-image B
+                words = [str(as_text(field_spec.kind, item)) for item in values[name]]
             else:
                 words = [str(as_text(field_spec.kind, values[name]))]
             argv += [f"{field_spec.flag}={word}" for word in words]  # "=": a value may start with -

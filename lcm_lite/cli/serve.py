@@ -7,16 +7,18 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from types import FrameType
 
 from lcm_lite.cli.common import (
     PROG,
     Parser,
+    check_queue_size,
     configure_logging,
     integer,
+    model_label,
     model_options,
     open_pipeline,
+    queue_size_option,
 )
 from lcm_lite.errors import UsageError
 from lcm_lite.server.jobs import JobQueue
@@ -59,12 +61,7 @@ def serve_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LCM_LITE_TOKEN"),
         help="bearer token every API client must send (default: $LCM_LITE_TOKEN)",
     )
-    parser.add_argument(
-        "--queue-size",
-        type=integer,
-        default=4,
-        help="requests that may wait while one runs; more get 503 (default 4)",
-    )
+    queue_size_option(parser, "get 503")
     model_options(parser)
     return parser
 
@@ -75,8 +72,7 @@ def main(argv: list[str]) -> int:
     check_bind(args.host, args.token)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
-    if args.queue_size < 1:
-        raise UsageError(f"--queue-size must be at least 1, got {args.queue_size}")
+    check_queue_size(args.queue_size)
     configure_logging(args.quiet)
     pipe = open_pipeline(args, keep_models=True)
     server = Server(
@@ -85,7 +81,7 @@ def main(argv: list[str]) -> int:
         port=args.port,
         token=args.token,
         capacity=args.queue_size,
-        model=_model_label(args.model),
+        model=model_label(args.model),
     )
     stop = _StopOnSignal(server.jobs)
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -107,14 +103,3 @@ def main(argv: list[str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
-
-
-def _model_label(model: str | None) -> str:
-    """The model's name for /api/info and the PNG metadata: a hub id, or a folder's own name
-    (its full path stays private)."""
-    from lcm_lite.models.hub import DEFAULT_MODEL
-
-    if model is None:
-        return DEFAULT_MODEL
-    path = Path(model).expanduser()
-    return path.resolve().name if path.is_dir() else model

@@ -106,6 +106,22 @@ def header_sizes(image: Picture | Sequence[Picture]) -> list[tuple[int, int]]:
     return sizes
 
 
+def check_headers(
+    image: Picture | Sequence[Picture], max_pixels: int = MAX_PICTURE_PIXELS
+) -> list[tuple[int, int]]:
+    """Each picture's stored size (``header_sizes``), refused from the header alone when
+    ``load_images`` would refuse it once decoded: more than ``max_pixels`` pixels, or a side under
+    ``MIN_PICTURE_SIDE``."""
+    sizes = header_sizes(image)
+    for picture_width, picture_height in sizes:
+        if picture_width * picture_height > max_pixels:
+            name = f"the picture ({picture_width}x{picture_height})"
+            raise UsageError(_too_many_pixels(name, max_pixels))
+        if min(picture_width, picture_height) < MIN_PICTURE_SIDE:
+            raise UsageError(_too_small(picture_width, picture_height))
+    return sizes
+
+
 def check_before_decoding(
     image: Picture | Sequence[Picture],
     width: int | None,
@@ -121,13 +137,7 @@ def check_before_decoding(
     ``MIN_PICTURE_SIDE``, or an image to make (the first picture's size where ``width`` or
     ``height`` is None) with a side over ``max_side`` or under ``min_side``. EXIF orientation,
     unknown before decoding, may turn a picture: its size is refused only if it fails both ways."""
-    sizes = header_sizes(image)
-    for picture_width, picture_height in sizes:
-        if picture_width * picture_height > max_pixels:
-            name = f"the picture ({picture_width}x{picture_height})"
-            raise UsageError(_too_many_pixels(name, max_pixels))
-        if min(picture_width, picture_height) < MIN_PICTURE_SIDE:
-            raise UsageError(_too_small(picture_width, picture_height))
+    sizes = check_headers(image, max_pixels)
     if sizes and (width is None or height is None):
         try:
             output_size(sizes[0], width, height, multiple, max_side, min_side)
@@ -214,14 +224,19 @@ def output_size(
     return width, height
 
 
-def preprocess(pictures: list[Image.Image], width: int, height: int) -> np.ndarray:
+def preprocess(
+    pictures: list[Image.Image], width: int, height: int, *, normalize: bool = True
+) -> np.ndarray:
     """diffusers' ``VaeImageProcessor.preprocess`` of RGB pictures: each resized to
-    ``width x height`` with Lanczos, then ``x / 255`` and ``2 x - 1``: float32 (n, 3, H, W)."""
+    ``width x height`` with Lanczos, then ``x / 255`` and (``normalize``, as the VAE's processor;
+    a ControlNet's control pictures are not) ``2 x - 1``: float32 (n, 3, H, W)."""
     resized = [
         picture.resize((width, height), resample=Image.Resampling.LANCZOS) for picture in pictures
     ]
     pixels = np.stack([np.array(picture).astype(np.float32) / 255.0 for picture in resized])
-    return (2.0 * pixels - 1.0).transpose(0, 3, 1, 2).copy()
+    if normalize:
+        pixels = 2.0 * pixels - 1.0
+    return pixels.transpose(0, 3, 1, 2).copy()
 
 
 def check_picture_count(count: int, batch_size: int) -> None:

@@ -52,10 +52,33 @@ class UNetConfig:
     sample_size: int = 64
     layers_per_block: int = 2
     time_cond_proj_dim: int | None = None
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    cross_attention_dim: int = 1280
 
     @classmethod
     def read(cls, path: Path) -> UNetConfig:
         return read_config(cls, path, "UNet config")
+
+
+@dataclass(frozen=True)
+class ControlNetConfig:
+    """The fields of a ControlNetModel's ``config.json`` that must match the UNet's, with
+    diffusers' defaults; ``conditioning_embedding_out_channels`` sets how many pixels make a
+    latent cell (2 ** (its length - 1): 8)."""
+
+    _class_name: str = ""
+    in_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    cross_attention_dim: int = 1280
+    conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+
+    @classmethod
+    def read(cls, path: Path) -> ControlNetConfig:
+        return read_config(cls, path, "ControlNet config")
+
+    @property
+    def pixels_per_latent(self) -> int:
+        return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
 
 
 # diffusers' defaults for what a VAE's config.json may leave out, per class.

@@ -92,6 +92,14 @@ class ModelFolder:
     def xml(self, component: str) -> Path:
         return component_files(self.root, component).xml
 
+    def text_encoder_layers(self) -> int:
+        """The text encoder's ``num_hidden_layers`` (its config.json; CLIP ViT-L's 12 without)."""
+        config = component_files(self.root, "text_encoder").config
+        layers = read_json_object(config).get("num_hidden_layers", 12) if config.is_file() else 12
+        if type(layers) is not int or layers < 1:
+            raise ModelError(f"{config}: num_hidden_layers must be a positive integer")
+        return layers
+
     @property
     def time_cond_proj_dim(self) -> int | None:
         """The guidance-embedding width of an LCM UNet; None for a plain Stable Diffusion UNet."""
@@ -99,7 +107,19 @@ class ModelFolder:
 
     @property
     def latent_channels(self) -> int:
+        """The latents' channels: the VAE's (4 for SD 1.5)."""
+        return self.vae.latent_channels
+
+    @property
+    def unet_channels(self) -> int:
+        """The UNet's input channels: the latents' (4), or 9 for an inpainting UNet (latents,
+        mask and masked picture's latents)."""
         return self.unet.in_channels
+
+    @property
+    def is_inpainting(self) -> bool:
+        """A 9-channel inpainting UNet (SD 1.5 inpainting fine-tunes): it needs a mask."""
+        return self.unet_channels != self.latent_channels
 
     @property
     def vae_scale_factor(self) -> int:

@@ -7,7 +7,7 @@ a UNet whose ``timestep`` input lost its name, e.g. ``57``, or is int64 rather t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +15,15 @@ import numpy as np
 import openvino as ov
 
 from lcm_lite.errors import ModelError
+from lcm_lite.models.clip_skip import output_hidden_state
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
 from lcm_lite.models.lora_branches import LORA_WEIGHTS_INPUT, Branches
+from lcm_lite.models.unet_residuals import (
+    add_residual_inputs,
+    is_residual_input,
+    residual_names,
+)
 from lcm_lite.runtime.compiler import Compiler
 from lcm_lite.sampling.torch_rng import TorchGenerator
 
@@ -34,11 +40,12 @@ class UNetPorts:
 
 def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
     """Find each UNet input by its name, else by its rank: sample 4-D, encoder_hidden_states 3-D,
-    timestep_cond 2-D, timestep 0-D or 1-D (the one optimum-intel sometimes leaves unnamed)."""
+    timestep_cond 2-D, timestep 0-D or 1-D (the one optimum-intel sometimes leaves unnamed).
+    ControlNet residual inputs (``unet_residuals``) and the LoRA weights have no role here."""
     by_role: dict[str, int] = {}
     unnamed: list[int] = []
     for index, port in enumerate(model.inputs):
-        if LORA_WEIGHTS_INPUT in port.get_names():
+        if is_residual_input(port) or LORA_WEIGHTS_INPUT in port.get_names():
             continue
         role = next((r for r in UNetPorts.__dataclass_fields__ if r in port.get_names()), None)
         if role is None:
@@ -87,7 +94,18 @@ def _check_guidance_dim(model: ov.Model, ports: UNetPorts, folder: ModelFolder) 
         )
 
 
-def _timestep_shape(port: ov.Output) -> tuple[int, ...]:
+def _check_channels(model: ov.Model, ports: UNetPorts, folder: ModelFolder) -> None:
+    """The IR's sample takes the config's ``in_channels`` (4, or 9 for an inpainting UNet)."""
+    channels = model.inputs[ports.sample].get_partial_shape()[1]
+    if channels.is_static and channels.get_length() != folder.unet_channels:
+        config = component_files(folder.root, "unet").config
+        raise ModelError(
+            f"{config} does not match the UNet IR: it says in_channels {folder.unet_channels}, "
+            f"the IR takes {channels.get_length()}"
+        )
+
+
+def timestep_shape(port: ov.Output) -> tuple[int, ...]:
     """A scalar input stays a scalar; a 1-D input takes one timestep that the graph broadcasts."""
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
 
@@ -108,7 +126,9 @@ class _Blended:
 
 
 class TextEncoder(_Blended):
-    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden)."""
+    """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden), or
+    with ``clip_skip`` the hidden state that many layers before the last through the final layer
+    norm (``clip_skip.output_hidden_state``)."""
 
     def __init__(
         self,
@@ -117,14 +137,23 @@ class TextEncoder(_Blended):
         batch: int,
         max_length: int,
         branches: Branches,
+        clip_skip: int | None = None,
     ) -> None:
         shape = (batch, max_length)
+        add_adapters = branches.transform("text_encoder")
+
+        def transform(model: ov.Model) -> None:
+            if add_adapters is not None:
+                add_adapters(model)
+            if clip_skip is not None:
+                output_hidden_state(model, clip_skip, folder.text_encoder_layers())
+
         compiled = compiler.compile(
             folder.xml("text_encoder"),
             lambda model: {0: shape},
-            (shape, branches.request("text_encoder")),
+            (shape, branches.request("text_encoder"), clip_skip),
             "text encoder",
-            branches.transform("text_encoder"),
+            transform if add_adapters is not None or clip_skip is not None else None,
         )
         self.input_type = compiled.inputs[0].get_element_type().to_dtype()
         self.compiled = compiled  # the request needs it alive
@@ -137,7 +166,10 @@ class TextEncoder(_Blended):
 
 class UNet(_Blended):
     """The UNet: (sample, timestep, encoder_hidden_states[, timestep_cond]) -> model_output; an
-    LCM's takes the guidance embedding as ``timestep_cond``, a plain Stable Diffusion one not."""
+    LCM's takes the guidance embedding as ``timestep_cond``, a plain Stable Diffusion one not.
+    With ``residual_shapes`` (a ControlNet's outputs), it also takes the residuals diffusers
+    calls ``down_block_additional_residuals`` and ``mid_block_additional_residual``
+    (``unet_residuals``); without, it is the IR as it is."""
 
     def __init__(
         self,
@@ -146,14 +178,16 @@ class UNet(_Blended):
         latent_shape: tuple[int, ...],
         text_length: int,
         branches: Branches,
+        residual_shapes: Sequence[tuple[int, ...]] = (),
     ) -> None:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
             ports = bind_unet_inputs(model)
             _check_guidance_dim(model, ports, folder)
+            _check_channels(model, ports, folder)
             hidden_size = model.inputs[ports.encoder_hidden_states].get_partial_shape()[2]
             fixed = {
                 ports.sample: latent_shape,
-                ports.timestep: _timestep_shape(model.inputs[ports.timestep]),
+                ports.timestep: timestep_shape(model.inputs[ports.timestep]),
                 ports.encoder_hidden_states: (latent_shape[0], text_length, hidden_size),
             }
             if ports.timestep_cond is not None:
@@ -165,14 +199,22 @@ class UNet(_Blended):
             text_length,
             folder.time_cond_proj_dim,
             branches.request("unet"),
+            *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
         )
         compiled = compiler.compile(
-            folder.xml("unet"), shapes, request, "UNet", branches.transform("unet")
+            folder.xml("unet"),
+            shapes,
+            request,
+            "UNet",
+            _unet_transform(branches.transform("unet"), residual_shapes),
         )
         self.ports = bind_unet_inputs(compiled)
+        self.residual_ports = [
+            compiled.input(name) for name in residual_names(len(residual_shapes))
+        ]
         timestep_port = compiled.inputs[self.ports.timestep]
         self.timestep_type = timestep_port.get_element_type().to_dtype()
-        self.timestep_shape = _timestep_shape(timestep_port)
+        self.timestep_shape = timestep_shape(timestep_port)
         self.compiled = compiled  # the request needs it alive
         self.request = compiled.create_infer_request()
 
@@ -182,18 +224,49 @@ class UNet(_Blended):
         timestep: int,
         encoder_hidden_states: np.ndarray,
         timestep_cond: np.ndarray | None,
+        residuals: Sequence[np.ndarray] = (),
     ) -> np.ndarray:
-        """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet); the
-        returned array is a view valid until the next call."""
-        inputs = {
+        """One UNet evaluation (``timestep_cond`` None for a plain Stable Diffusion UNet;
+        ``residuals`` those of its ControlNets, when compiled to take them); the returned array
+        is a view valid until the next call."""
+        inputs = self.inputs(sample, timestep, encoder_hidden_states, timestep_cond, residuals)
+        self.request.infer(inputs, share_inputs=True)
+        return self.request.get_output_tensor(0).data
+
+    def inputs(
+        self,
+        sample: np.ndarray,
+        timestep: int,
+        encoder_hidden_states: np.ndarray,
+        timestep_cond: np.ndarray | None,
+        residuals: Sequence[np.ndarray] = (),
+    ) -> dict[object, np.ndarray]:
+        """The IR's inputs of one evaluation, by input index (the IR's order) or port."""
+        inputs: dict[object, np.ndarray] = {
             self.ports.sample: sample,
             self.ports.timestep: np.full(self.timestep_shape, timestep, self.timestep_type),
             self.ports.encoder_hidden_states: encoder_hidden_states,
         }
         if self.ports.timestep_cond is not None:
             inputs[self.ports.timestep_cond] = timestep_cond
-        self.request.infer(inputs, share_inputs=True)
-        return self.request.get_output_tensor(0).data
+        inputs.update(zip(self.residual_ports, residuals, strict=True))
+        return inputs
+
+
+def _unet_transform(
+    adapters: Callable[[ov.Model], None] | None, residual_shapes: Sequence[tuple[int, ...]]
+) -> Callable[[ov.Model], None] | None:
+    """The UNet's graph edits: the LoRA adapters' branches, then the ControlNet residual inputs;
+    None when there are neither (the IR as it is)."""
+    if not residual_shapes:
+        return adapters
+
+    def transform(model: ov.Model) -> None:
+        if adapters is not None:
+            adapters(model)
+        add_residual_inputs(model, residual_shapes)
+
+    return transform
 
 
 class VAEDecoder:

@@ -48,10 +48,19 @@ class TokenizedPrompts:
 class CLIPTokenizer:
     """The CLIP tokenizer of a model's ``tokenizer/`` folder."""
 
-    def __init__(self, tokenizer: Tokenizer, model_max_length: int, pad_token_id: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        model_max_length: int,
+        pad_token_id: int,
+        bos_token_id: int,
+        eos_token_id: int,
+    ) -> None:
         self._tokenizer = tokenizer
         self.model_max_length = model_max_length
         self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
         # room for the prompt's own tokens once bos and eos are added
         self._room = model_max_length - tokenizer.post_processor.num_special_tokens_to_add(False)
 
@@ -79,7 +88,9 @@ class CLIPTokenizer:
             if token not in vocab:
                 raise ModelError(f"the vocabulary in {folder} has no {key} {token!r}")
         return cls(
-            _clip_tokenizer(vocab, merges, tokens), model_max_length, vocab[tokens["pad_token"]]
+            _clip_tokenizer(vocab, merges, tokens),
+            model_max_length,
+            *(vocab[tokens[key]] for key in ("pad_token", "bos_token", "eos_token")),
         )
 
     def __call__(self, prompts: Sequence[str]) -> TokenizedPrompts:
@@ -98,6 +109,12 @@ class CLIPTokenizer:
             ids = self._tokenizer.post_process(encoding).ids  # adds bos and eos
             input_ids[row, : len(ids)] = ids
         return TokenizedPrompts(input_ids, dropped_tokens)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's tokens, untruncated, without start and end tokens (as transformers'
+        ``tokenizer(text).input_ids[1:-1]``)."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
 
 
 def _clip_tokenizer(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.lora_branches import Branches
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
@@ -31,21 +32,33 @@ class StageProgress(Protocol):
 @dataclass(frozen=True)
 class Shapes:
     """What the static shapes depend on; the UNet's batch is doubled under classifier-free
-    guidance."""
+    guidance, the ControlNets' too unless in ``guess_mode``; ``text_length``: the tokens the
+    UNet reads, 77 per chunk of a long prompt."""
 
     num_prompts: int
     latent_shape: tuple[int, ...]
     guided: bool
+    text_length: int = 77
+    guess_mode: bool = False
+
+    @property
+    def unet_batch(self) -> int:
+        return self.latent_shape[0] * (2 if self.guided else 1)
+
+    @property
+    def controlnet_batch(self) -> int:
+        return self.latent_shape[0] if self.guess_mode and self.guided else self.unet_batch
 
 
-_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder)
+_Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder, ControlNet)
 _Blendable = TypeVar("_Blendable", TextEncoder, UNet)
 
 
 class CompiledNetworks:
     """The networks of one ``Shapes``, compiled on first use, each by its stage's compiler in
     ``compilers``, the text encoder and UNet with the LoRA ``branches``; ``seconds`` says how long
-    each compile (or cache import) took since the last ``take_seconds``. ``blend``: the adapters'
+    each compile (or cache import) took since the last ``take_seconds``. With ``controlnets``,
+    they run on the UNet's device, and the UNet takes their residuals. ``blend``: the adapters'
     weights the networks are given when the weights are an input (``Branches.runtime``)."""
 
     def __init__(
@@ -54,21 +67,25 @@ class CompiledNetworks:
         compilers: StageCompilers,
         folder: ModelFolder,
         branches: Branches,
-        text_length: int,
+        chunk_length: int,
         keep_models: bool,
+        controlnets: Sequence[ControlNetFolder] = (),
     ) -> None:
         self.shapes = shapes
+        self.controlnet_folders = list(controlnets)
         self.compilers = compilers
         self.folder = folder
         self.branches = branches
         self.blend: Sequence[float] = ()
-        self.text_length = text_length
+        self.chunk_length = chunk_length  # the text encoder's input length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
         self._held: dict[object, object] = {}
         self._seconds: dict[str, float] = {}
 
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self, clip_skip: int | None = None) -> TextEncoder:
+        """The text encoder, giving the hidden state ``clip_skip`` layers before the last (through
+        the final layer norm) if that is set."""
         shape = self.shapes.num_prompts
         return self._blended(
             "text_encoder",
@@ -77,14 +94,22 @@ class CompiledNetworks:
                 self.compilers.for_stage("text_encoder"),
                 self.folder,
                 shape,
-                self.text_length,
+                self.chunk_length,
                 self.branches,
+                clip_skip,
             ),
+            key=("text_encoder", clip_skip),
         )
 
-    def unet(self) -> UNet:
-        batch, *latent_size = self.shapes.latent_shape
-        unet_shape = (batch * (2 if self.shapes.guided else 1), *latent_size)
+    def unet(self, controlnets: Sequence[ControlNet] = ()) -> UNet:
+        """The UNet (its input channels: 4, or 9 for an inpainting UNet); with ``controlnets``
+        (``self.controlnets()``), taking their residuals (at the UNet's batch)."""
+        _, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
+        residual_shapes = [
+            (self.shapes.unet_batch, *shape[1:])
+            for shape in (controlnets[0].residual_shapes if controlnets else [])
+        ]
         return self._blended(
             "unet",
             "UNet",
@@ -92,10 +117,26 @@ class CompiledNetworks:
                 self.compilers.for_stage("unet"),
                 self.folder,
                 unet_shape,
-                self.text_length,
+                self.shapes.text_length,
                 self.branches,
+                residual_shapes,
             ),
         )
+
+    def controlnets(self) -> list[ControlNet]:
+        """Each ControlNet, compiled for the ControlNets' batch on the UNet's device."""
+        _, *latent_size = self.shapes.latent_shape
+        shape = (self.shapes.controlnet_batch, *latent_size)
+        return [
+            self._get(
+                f"controlnet_{index}",
+                f"ControlNet {folder.source}",
+                lambda folder=folder: ControlNet(
+                    self.compilers.for_stage("unet"), folder, shape, self.shapes.text_length
+                ),
+            )
+            for index, folder in enumerate(self.controlnet_folders)
+        ]
 
     def decoder(self, vae: Vae) -> VAEDecoder:
         label = f"{vae.label} decoder"
@@ -124,25 +165,28 @@ class CompiledNetworks:
             key=vae.encoder_xml,
         )
 
-    def use_branches(self, branches: Branches) -> None:
-        """Compile the text encoder and UNet with ``branches`` from now on: the held ones go if
-        they differ (the VAE's networks stay)."""
-        if branches != self.branches:
-            self.branches = branches
-            for name in ("text_encoder", "unet"):
-                self._held.pop(name, None)
-
-    def _blended(self, name: str, label: str, build: Callable[[], _Blendable]) -> _Blendable:
-        """The network ``_get`` gives, fed this call's ``blend`` if it takes one."""
-        network = self._get(name, label, build)
-        if self.branches.runtime:
-            network.blend(self.blend)
-        return network
-
     def take_seconds(self) -> dict[str, float]:
         """The compile times since the last call, as ``compile_<network>`` timings."""
         seconds, self._seconds = self._seconds, {}
         return seconds
+
+    def use_branches(self, branches: Branches) -> None:
+        """Compile the text encoder and UNet with ``branches`` from now on: the held ones go if
+        they differ (the VAE's networks and the ControlNets stay)."""
+        if branches != self.branches:
+            self.branches = branches
+            for key in list(self._held):
+                if key == "unet" or (isinstance(key, tuple) and key[0] == "text_encoder"):
+                    del self._held[key]
+
+    def _blended(
+        self, name: str, label: str, build: Callable[[], _Blendable], key: object = None
+    ) -> _Blendable:
+        """The network ``_get`` gives, fed this call's ``blend`` if it takes one."""
+        network = self._get(name, label, build, key=key)
+        if self.branches.runtime:
+            network.blend(self.blend)
+        return network
 
     def _get(
         self,

@@ -11,6 +11,9 @@ A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffu
 ``LCMScheduler``: the same loop, with classifier-free guidance instead of the guidance embedding
 (``sampling.classifier_free``). LoRA adapters are added to the networks when they compile.
 
+With ControlNets, the loop's UNet is ``unet(+controlnet)`` as diffusers'
+``StableDiffusionControlNetPipeline`` runs them (``pipeline.control``).
+
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (``sampling.torch_rng``).
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import Cancelled, UsageError
-from lcm_lite.fields import Devices, picture_name
+from lcm_lite.fields import Devices, picture_digests, picture_name
 from lcm_lite.images.postprocess import to_pil
 from lcm_lite.images.preprocess import preprocess, repeat_for_batch
 from lcm_lite.models.folder import ModelFolder
@@ -39,9 +42,11 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
+from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
 from lcm_lite.pipeline.lora_blend import LoraBlend
 from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
-from lcm_lite.pipeline.prompts import PromptEncoder
+from lcm_lite.pipeline.prompts import PromptEncoder, TokenizedText
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
 from lcm_lite.request import MAX_SIZE, LoadOptions, Request
 from lcm_lite.runtime.compiler import Compiler, StageCompilers
@@ -63,7 +68,12 @@ class LCMPipeline:
     ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks,
     their weights compiled in or an input as ``lora_mode`` says (``pipeline.lora_blend``).
     ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
+    ``controlnets``: the ControlNets (``pipeline.control.open_controlnets``) calls steer with.
+    ``networks_class``: what compiles the networks of one shape (a subclass may watch them, as
+    ``lcm-lite quantize`` records the UNet's inputs).
     """
+
+    networks_class: Callable[..., CompiledNetworks] = CompiledNetworks
 
     def __init__(
         self,
@@ -75,6 +85,7 @@ class LCMPipeline:
         tiny_vae: Vae | None = None,
         adapters: Sequence[Adapter] = (),
         lora_mode: str = "auto",
+        controlnets: Sequence[ControlNetChoice] = (),
     ) -> None:
         folder.check_lcm(with_unet_lora=any(a.touches("unet") for a in adapters))
         self.folder = folder
@@ -86,6 +97,7 @@ class LCMPipeline:
         self.tiny_vae = tiny_vae or own_tiny_vae(folder, hub_id)
         self.adapters = list(adapters)
         self.lora_blend = LoraBlend(adapters, lora_mode)
+        self.controlnets = list(controlnets)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(folder.scheduler)
         self.prompt_encoder = PromptEncoder(self.tokenizer)
@@ -106,6 +118,7 @@ class LCMPipeline:
         tiny_vae: str | Path | None = None,
         loras: Sequence[tuple[str | Path, float]] | None = None,
         lora_mode: str = "auto",
+        controlnet: str | Path | Sequence[str | Path | tuple[str | Path, float]] | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
         ``OpenVINO/LCM_Dreamshaper_v7-int8-ov`` (downloaded once; see ``models.hub``).
@@ -119,7 +132,9 @@ class LCMPipeline:
         ``[(file or hub id, weight), ...]`` LoRA adapters, blended as diffusers'
         ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder; a call's
         ``lora_weights`` blends them otherwise, with no compile in ``lora_mode="runtime"``
-        (``pipeline.lora_blend``). The options are those of ``request.LoadOptions``."""
+        (``pipeline.lora_blend``). ``controlnet``: a converted ControlNet (folder or hub id), a
+        ``(source, scale)`` pair, or a list of them, which calls steer with their
+        ``control_image``. The options are those of ``request.LoadOptions``."""
         options = LoadOptions(
             model=model,
             revision=revision,
@@ -128,6 +143,7 @@ class LCMPipeline:
             precision=precision,
             loras=loras,
             lora_mode=lora_mode,
+            controlnet=controlnet,
         )
         return cls.from_options(options, cache_dir=cache_dir, keep_models=keep_models)
 
@@ -149,6 +165,7 @@ class LCMPipeline:
             tiny_vae=None if options.tiny_vae is None else load_tiny_vae(options.tiny_vae, folder),
             adapters=open_adapters(options.loras, folder.unet),
             lora_mode=options.lora_mode,
+            controlnets=open_controlnets(options.controlnet, folder),
         )
 
     def load_tiny_vae(self, name: str | Path) -> None:
@@ -194,7 +211,7 @@ class LCMPipeline:
         """``request`` checked and resolved against this model (``pipeline.plan``), with the
         adapters' weights the call uses (``lora_weights``, by default the load weights)."""
         self._vae(request.vae)
-        planned = plan(request, self.folder, self.scheduler, max_side)
+        planned = plan(request, self.folder, self.scheduler, max_side, self.controlnets)
         blend = self.lora_blend.weights(planned.request.lora_weights)
         return replace(planned, request=replace(planned.request, lora_weights=blend))
 
@@ -209,40 +226,73 @@ class LCMPipeline:
         snapshot's VAE encoder fetched, before the lock is taken and anything compiles."""
         planned = request if isinstance(request, Plan) else self.plan(request)
         vae = self._vae(planned.request.vae)
-        if planned.pictures is not None and planned.request.latents is None:
+        if planned.pictures is not None and (
+            planned.request.latents is None or planned.mask is not None
+        ):
             vae.fetch_encoder()
         with self._lock:
-            networks = self._networks_for(planned)
+            clock = time.perf_counter()
+            tokens = self._tokenize(planned.request)
+            timings = {"tokenize": time.perf_counter() - clock}
+            networks = self._networks_for(planned, tokens[0].text_length)
             networks.progress = progress
             try:
-                return self._run(planned, networks, vae, callback)
+                return self._run(planned, tokens, networks, vae, callback, timings)
             finally:
                 networks.progress = None
+
+    def encode_prompt(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        prompt_weighting: bool = False,
+        clip_skip: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(prompt_embeds, negative_prompt_embeds)``: what the UNet is fed for these prompts,
+        one row per prompt (not repeated per image), float32 (batch, 77 * chunks, hidden); the
+        negative prompts' only when given (a model that takes them; under classifier-free
+        guidance they are padded to the prompts' chunks). As diffusers' ``encode_prompt``, or
+        with ``prompt_weighting`` its community long-prompt-weighting pipeline's
+        ``get_weighted_text_embeddings``."""
+        request = Request(
+            prompt,
+            negative_prompt=negative_prompt,
+            prompt_weighting=prompt_weighting,
+            clip_skip=clip_skip,
+        )
+        planned = self.plan(request)
+        with self._lock:
+            tokens = self._tokenize(planned.request)
+            networks = self._networks_for(planned, tokens[0].text_length)
+            prompt_embeds, negative_embeds = self._encode(planned.request, tokens, networks, {})
+        return prompt_embeds.copy(), None if negative_prompt is None else negative_embeds.copy()
 
     def _run(
         self,
         planned: Plan,
+        tokens: tuple[TokenizedText, TokenizedText | None],
         networks: CompiledNetworks,
         vae: Vae,
         callback: StepCallback | None,
+        timings: dict[str, float],
     ) -> GenerationResult:
+        """The algorithm, from the prompts' ``tokens`` (``_tokenize``) on."""
         request, schedule, latent_shape = planned.request, planned.schedule, planned.latent_shape
-        timings: dict[str, float] = {}
         generator = TorchGenerator(request.seed)
 
-        # tokenize -> encode: diffusers' batch order under guidance is [negative prompts; prompts]
-        encode = partial(
-            self.prompt_encoder.encode, text_encoder=networks.text_encoder, blend=networks.blend
-        )
-        tokens, text_embeddings = encode(request.prompts, timings=timings)
-        if planned.guided:
-            _, negative_embeddings = encode(list(request.negative_prompt), timings=timings)
+        # encode: diffusers' batch order under guidance is [negative prompts; prompts]
+        text_embeddings, negative_embeddings = self._encode(request, tokens, networks, timings)
+        if negative_embeddings is not None:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
         prompt_embeds = np.repeat(text_embeddings, request.num_images, axis=0)
 
-        # latents: pure noise, or the pictures encoded and noised to the first timestep
-        latents = request.latents
-        if latents is None and planned.pictures is None:
+        # latents: pure noise, or the pictures encoded and noised to the first timestep;
+        # inpainting, as diffusers' (pipeline.inpainting), with the mask at the latents' size
+        latents, inpainting = request.latents, None
+        if planned.mask is not None:
+            latents, inpainting = self._inpainting(planned, networks, vae, generator, timings)
+        elif latents is None and planned.pictures is None:
             latents = generator.randn(latent_shape)
         elif latents is None:
             pixels = preprocess(planned.pictures, request.width, request.height)
@@ -256,42 +306,132 @@ class LCMPipeline:
                 request.guidance_scale, latent_shape[0], self.folder.time_cond_proj_dim
             )
 
-        # the loop: the UNet's prediction, then the LCM step (which draws the next noise)
-        unet = networks.unet()
+        # the loop: the UNet's prediction (+ the ControlNets'), then the LCM step (which draws the
+        # next noise)
+        controlnets = networks.controlnets()
+        unet = networks.unet(controlnets)
+        control = Control.none()
+        if planned.control_pictures is not None:
+            control = Control.prepare(
+                request, planned.control_pictures, controlnets, len(schedule), planned.guided
+            )
         preview = None if self.tiny_vae is None else partial(self._decode, networks, self.tiny_vae)
         denoised = latents
         networks.report("steps", 0, len(schedule))
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
+            sample = latents if inpainting is None else inpainting.unet_input(latents)
+            denoise = control.steered(unet, i)  # unet(+controlnet)
             if planned.guided:
                 model_output = classifier_free.guided_noise(
-                    unet(np.concatenate([latents, latents]), int(t), prompt_embeds, None),
+                    denoise(np.concatenate([sample, sample]), int(t), prompt_embeds, None),
                     request.guidance_scale,
                 )
             else:
-                model_output = unet(latents, int(t), prompt_embeds, guidance_embedding)
+                model_output = denoise(sample, int(t), prompt_embeds, guidance_embedding)
             last = i == len(schedule) - 1
             noise = None if last else generator.randn(latent_shape)
+            next_timestep = None if last else int(schedule[i + 1])
             latents, denoised = self.scheduler.step(
-                model_output, int(t), None if last else int(schedule[i + 1]), latents, noise
+                model_output, int(t), next_timestep, latents, noise
             )
+            if inpainting is not None:  # a 4-channel UNet: the area to keep put back
+                latents, denoised = inpainting.after_step(latents, denoised, next_timestep)
             timings[f"unet_step_{i + 1}"] = time.perf_counter() - clock
             networks.report("steps", i + 1, len(schedule))
             info = StepInfo(i + 1, len(schedule), int(t), latents, denoised, preview)
             if callback is not None and callback(info) is False:
                 raise Cancelled(f"cancelled by the step callback after step {i + 1}")
-        del unet  # without keep_models, this frees the UNet before the VAE decoder is compiled
+        # without keep_models, this frees the UNet (and ControlNets) before the VAE decoder compiles
+        del unet, controlnets, control, denoise
 
-        # decode
+        # decode (with padding_mask_crop: pasted back into the picture)
         images = self._decode(networks, vae, denoised, timings)
+        if planned.crop is not None:
+            images = planned.crop.paste_back(images)
         timings.update(networks.take_seconds())
         settings = Settings(
-            replace(request, latents=None, image=_picture_names(request.image)),
+            replace(
+                request,
+                latents=None,
+                image=_picture_names(request.image),
+                control_image=_picture_names(request.control_image),
+                mask_image=_picture_names(request.mask_image),
+            ),
             tuple(int(t) for t in schedule),
             tuple((adapter.source, adapter.weight) for adapter in self.adapters),
             self._tiny_vae_source(vae),
+            tuple(
+                (choice.folder.source, scale)
+                for choice, scale in zip(
+                    self.controlnets, request.controlnet_conditioning_scale or (), strict=False
+                )
+            ),
+            picture_digests=tuple(picture_digests(request).items()),
         )
-        return GenerationResult(images, generator.seed, timings, tokens.dropped_tokens, settings)
+        return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
+
+    def _tokenize(self, request: Request) -> tuple[TokenizedText, TokenizedText | None]:
+        """The prompts' and (under classifier-free guidance) negative prompts' tokens: plain, or
+        with ``prompt_weighting`` weighted and cut into as many chunks as the longest needs."""
+        negative_prompts = (
+            None if request.negative_prompt is None else list(request.negative_prompt)
+        )
+        return self.prompt_encoder.tokenize(
+            request.prompts, negative_prompts, weighting=request.prompt_weighting
+        )
+
+    def _encode(
+        self,
+        request: Request,
+        tokens: tuple[TokenizedText, TokenizedText | None],
+        networks: CompiledNetworks,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The prompts' embeddings, and the negative prompts' (None without guidance)."""
+        encode = partial(
+            self.prompt_encoder.encode,
+            clip_skip=request.clip_skip,
+            text_encoder=networks.text_encoder,
+            timings=timings,
+            blend=networks.blend,
+        )
+        prompt_tokens, negative_tokens = tokens
+        return encode(prompt_tokens), None if negative_tokens is None else encode(negative_tokens)
+
+    def _inpainting(
+        self,
+        planned: Plan,
+        networks: CompiledNetworks,
+        vae: Vae,
+        generator: TorchGenerator,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, Inpainting]:
+        """diffusers' inpainting ``prepare_latents`` and ``prepare_mask_latents``
+        (``pipeline.inpainting``): the starting latents and what each step needs."""
+        request = planned.request
+        encoder = networks.encoder(vae)
+
+        def encode(name: str, pixels: np.ndarray) -> np.ndarray:
+            clock = time.perf_counter()
+            latents = encoder(pixels, generator)
+            timings[name] = time.perf_counter() - clock
+            return latents
+
+        return prepare_inpainting(
+            preprocess(planned.pictures, request.width, request.height),
+            planned.mask,
+            latent_shape=planned.latent_shape,
+            unet_channels=self.folder.unet_channels,
+            strength=request.strength,
+            first_timestep=int(planned.schedule[0]),
+            latents=request.latents,
+            encode=encode,
+            encoder_draws=not vae.encoder_config().is_tiny,
+            generator=generator,
+            scheduler=self.scheduler,
+            scale=self.folder.vae_scale_factor,
+        )
 
     def _picture_latents(
         self,
@@ -334,21 +474,29 @@ class LCMPipeline:
             networks.report("decode", 1, 1)
             return images
 
-    def _networks_for(self, planned: Plan) -> CompiledNetworks:
+    def _networks_for(self, planned: Plan, text_length: int) -> CompiledNetworks:
         """The networks for this batch and size: compiled on first use, compiled again (with new
-        static shapes) only when the size, the batch or classifier-free guidance changes, or
-        when the LoRA blend does and its weights are compiled in (``LoraBlend.branches``)."""
-        shapes = Shapes(len(planned.request.prompts), planned.latent_shape, planned.guided)
+        static shapes) only when the size, the batch, classifier-free guidance, guess mode or the
+        text length (chunks of a long prompt) changes, or when the LoRA blend does and its
+        weights are compiled in (``LoraBlend.branches``)."""
+        shapes = Shapes(
+            len(planned.request.prompts),
+            planned.latent_shape,
+            planned.guided,
+            text_length,
+            planned.request.guess_mode,
+        )
         branches = self.lora_blend.branches(planned.request.lora_weights)
         networks = self._networks
         if networks is None or networks.shapes != shapes:
-            networks = self._networks = CompiledNetworks(
+            networks = self._networks = self.networks_class(
                 shapes,
                 self.compiler,
                 self.folder,
                 branches,
                 self.tokenizer.model_max_length,
                 self.keep_models,
+                [choice.folder for choice in self.controlnets],
             )
         networks.use_branches(branches)
         networks.blend = planned.request.lora_weights or ()

@@ -5,21 +5,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
+from lcm_lite.images.mask import MaskCrop, blur, check_aspect_ratio, load_masks, mask_pixels
 from lcm_lite.images.preprocess import (
     check_before_decoding,
+    check_headers,
     check_picture_count,
     load_images,
     output_size,
 )
 from lcm_lite.models.folder import ModelFolder
+from lcm_lite.pipeline.control import ControlNetChoice, conditioning_scales, control_pictures
 from lcm_lite.request import DEFAULT_SIZE, MAX_SIZE, Request
 from lcm_lite.sampling import classifier_free
+from lcm_lite.sampling.inpainting import cut_by_strength
 from lcm_lite.sampling.scheduler import LCMScheduler
 from lcm_lite.sampling.torch_rng import random_seed
 
@@ -30,12 +35,18 @@ log = logging.getLogger("lcm_lite")
 class Plan:
     """A resolved request: ``request`` with every field the images depend on made concrete
     (``prompt`` a list, ``negative_prompt`` the list classifier-free guidance uses or None,
-    ``steps`` the count sampled), the ``schedule``, the latents' shape and the decoded pictures."""
+    ``steps`` the count sampled, ``controlnet_conditioning_scale`` one per ControlNet), the
+    ``schedule``, the latents' shape, the decoded pictures (starting ones, and each ControlNet's
+    control pictures) and, inpainting, the binary ``mask`` (1 or one per picture, 1, height,
+    width)."""
 
     request: Request
     schedule: np.ndarray
     latent_shape: tuple[int, int, int, int]
     pictures: list[Image.Image] | None
+    control_pictures: list[list[Image.Image]] | None = None
+    mask: np.ndarray | None = None
+    crop: MaskCrop | None = None  # padding_mask_crop: the image is pasted back into the picture
 
     @property
     def guided(self) -> bool:
@@ -44,36 +55,70 @@ class Plan:
 
 
 def plan(
-    request: Request, folder: ModelFolder, scheduler: LCMScheduler, max_side: int = MAX_SIZE
+    request: Request,
+    folder: ModelFolder,
+    scheduler: LCMScheduler,
+    max_side: int = MAX_SIZE,
+    controlnets: Sequence[ControlNetChoice] = (),
 ) -> Plan:
     """Check ``request`` (``Request.check``, then what needs the model: a negative prompt for an
     LCM, the picture count, the latents' shape) and resolve it. Image to image: the picture,
     resized to width x height (default: its own size rounded down to a multiple of 8, at most
     ``max_side``; a picture that would make a larger image is refused from its header, before it
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
-    distillation timesteps, as diffusers."""
+    distillation timesteps, as diffusers. With ``controlnets``, their control pictures (whose
+    first sets the size when neither width and height nor a starting picture do, as diffusers'
+    ``prepare_image``) and their scales. Inpainting: the mask read and checked (its shape, not
+    empty), and the last ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
     request.check()
     check_negative_prompt(request.negative_prompt, folder)
+    if folder.is_inpainting and request.mask_image is None:
+        raise UsageError(
+            f"{folder.root.name} is an inpainting model (its UNet takes {folder.unet_channels} "
+            "channels: latents, mask, masked picture): give a picture and a mask (image= and "
+            "mask_image=; --image and --mask)"
+        )
     pictures = None
     width, height = request.width, request.height
+    if request.padding_mask_crop is not None:  # made for the mask's box: not the picture's size
+        width, height = width or DEFAULT_SIZE, height or DEFAULT_SIZE
     if request.image is not None:
         check_before_decoding(request.image, width, height, folder.vae_scale_factor, max_side)
         pictures = load_images(request.image)
         width, height = output_size(pictures[0], width, height, folder.vae_scale_factor, max_side)
+    multiple = folder.vae_scale_factor
+    controls = control_pictures(request, len(controlnets), multiple, max_side)
+    if controls is not None and pictures is None:
+        width, height = output_size(controls[0][0], width, height, multiple, max_side)
+    masks = crop = None
+    if request.mask_image is not None:
+        check_headers(request.mask_image)
+        masks = load_masks(request.mask_image, len(pictures))
+        if request.mask_blur:
+            masks = [blur(mask, request.mask_blur) for mask in masks]
+        for index, picture in enumerate(pictures):
+            check_aspect_ratio(masks[index % len(masks)], picture)
+        if request.padding_mask_crop is not None:
+            crop = MaskCrop.of(pictures, masks, width, height, request.padding_mask_crop)
+            picture, mask = crop.cropped(width, height)
+            pictures, masks = [picture], [mask]
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(
         None if request.timesteps is not None else request.steps,
         original_inference_steps=request.original_inference_steps,
         timesteps=request.timesteps,
-        strength=1.0 if pictures is None else request.strength,
+        strength=1.0 if pictures is None or masks is not None else request.strength,
     )
+    steps = len(schedule)
+    if masks is not None:
+        schedule = cut_by_strength(schedule, request.strength)
     prompts = request.prompts
     resolved = replace(
         request,
         prompt=prompts,
         negative_prompt=_negative_prompts(request, len(prompts), folder),
-        steps=len(schedule),
+        steps=steps,
         guidance_scale=float(request.guidance_scale),
         width=width,
         height=height,
@@ -84,8 +129,12 @@ def plan(
         ),
         timesteps=None if request.timesteps is None else tuple(map(int, request.timesteps)),
         strength=request.strength if pictures is None else float(request.strength),
+        controlnet_conditioning_scale=None
+        if controls is None
+        else conditioning_scales(request.controlnet_conditioning_scale, controlnets),
     )
     resolved.check()  # the size taken from a picture, too
+    check_clip_skip(request.clip_skip, folder)
     latent_shape = (
         len(prompts) * resolved.num_images,
         folder.latent_channels,
@@ -94,9 +143,22 @@ def plan(
     )
     if request.latents is not None and request.latents.shape != latent_shape:
         raise UsageError(f"latents must have shape {latent_shape}, got {request.latents.shape}")
-    if pictures is not None and request.latents is None:
+    if pictures is not None and (request.latents is None or masks is not None):
         check_picture_count(len(pictures), latent_shape[0])
-    return Plan(resolved, schedule, latent_shape, pictures)
+    mask = None if masks is None else mask_pixels(masks, width, height)
+    return Plan(
+        resolved, schedule, latent_shape, pictures, control_pictures=controls, mask=mask, crop=crop
+    )
+
+
+def check_clip_skip(clip_skip: int | None, folder: ModelFolder) -> None:
+    """diffusers' ``clip_skip`` indexes ``hidden_states``, the embeddings and each layer's
+    output: at most the text encoder's number of layers."""
+    layers = folder.text_encoder_layers()
+    if clip_skip is not None and clip_skip > layers:
+        raise UsageError(
+            f"clip_skip must be from 0 to {layers} (this text encoder's layers), got {clip_skip}"
+        )
 
 
 def takes_negative_prompts(folder: ModelFolder) -> bool:

@@ -45,13 +45,16 @@ StepCallback = Callable[[StepInfo], "bool | None"]
 @dataclass(frozen=True)
 class Settings:
     """What one call ran: the ``request`` with everything resolved (seed, size, steps taken,
-    negative prompts, original_inference_steps), the ``timesteps`` sampled, and the LoRA adapters
-    and tiny VAE in use. With them, its images can be made again."""
+    negative prompts, original_inference_steps), the ``timesteps`` sampled, and the LoRA adapters,
+    tiny VAE and ControlNets (with the scales they steered with) in use. With them, its images
+    can be made again."""
 
     request: Request
     timesteps: tuple[int, ...]
     loras: tuple[tuple[str, float], ...] = ()
     tiny_vae: str | None = None  # with vae="tiny": the tiny VAE's folder, unless the model's own
+    controlnets: tuple[tuple[str, float], ...] = ()
+    picture_digests: tuple[tuple[str, str], ...] = ()  # ("mask_sha256", hex digits), ...
 
     @property
     def steps(self) -> int:
@@ -87,13 +90,20 @@ class GenerationResult(list[Image.Image]):
     def metadata(self, index: int, model: str) -> dict[str, object]:
         """How image ``index`` was made, as lcm-lite stores it in PNG text chunks: the request's
         recorded fields (``fields.metadata_of``), the timesteps that ran, which image of the
-        call it is, and the model, LoRAs and tiny VAE (``LoadOptions``)."""
+        call it is, the SHA-256 (prefix) of each picture file (``image_sha256``, ``mask_sha256``),
+        and the model, LoRAs and tiny VAE (``LoadOptions``)."""
         settings = self.settings
         num_images = settings.request.num_images
-        loading = LoadOptions(model=model, tiny_vae=settings.tiny_vae, loras=settings.loras or None)
+        loading = LoadOptions(
+            model=model,
+            tiny_vae=settings.tiny_vae,
+            loras=settings.loras or None,
+            controlnet=settings.controlnets or None,
+        )
         return {
             **metadata_of(settings.request, index // num_images),
             "timesteps": as_text("integers", settings.timesteps),
             "index": index % num_images,
+            **dict(settings.picture_digests),
             **metadata_of(loading, 0),
         }

@@ -1,5 +1,5 @@
 """What the HTTP API answers, as pydantic models (the OpenAPI document's responses), and the
-error bodies of both dialects."""
+error bodies of each dialect."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 OPENAI_PATHS = ("/v1/", "/v3/")
+A1111_PATHS = ("/sdapi/",)
 _OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -20,11 +21,15 @@ _OPENAI_ERROR_TYPES = {
 
 
 def error_json(path: str, status: int, message: str) -> dict[str, object]:
-    """An error answer: ``{"error": "<one line>"}``, or OpenAI's error object under the OpenAI
-    paths (which the ``openai`` client reads into ``APIError.message``, ``.type``)."""
+    """An error answer: ``{"error": "<one line>"}``; OpenAI's error object under the OpenAI
+    paths (which the ``openai`` client reads into ``APIError.message``, ``.type``); and under
+    ``/sdapi/`` AUTOMATIC1111's (its modules/api/api.py ``handle_exception``: the exception's
+    type name, its detail, its body, and the message as ``errors``)."""
     if path.startswith(OPENAI_PATHS):
         kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    if path.startswith(A1111_PATHS):
+        return {"error": "HTTPException", "detail": message, "body": "", "errors": message}
     return {"error": message}
 
 
@@ -32,6 +37,15 @@ class ErrorAnswer(BaseModel):
     """Every error of ``/api/...`` and of the page: one line."""
 
     error: str
+
+
+class A1111ErrorAnswer(BaseModel):
+    """Every error of ``/sdapi/...``, in AUTOMATIC1111's shape."""
+
+    error: str
+    detail: str
+    body: str
+    errors: str
 
 
 class OpenAIError(BaseModel):

@@ -1,10 +1,12 @@
 """The HTTP app: the middleware (security headers, Host check, cross-site refusal, token and
-body limits), the error answers, the page, and the two APIs' routers (``own_api``,
-``openai_api``), which only translate between HTTP and the job queue.
+body limits), the error answers, the page, and the APIs' routers (``own_api``, ``openai_api``,
+``a1111_api``), which only translate between HTTP and the job queue.
 
-    GET  /                          the page (and /app.js, /style.css beside it)
+    GET  /                          the page (and /app.js, /live.js, /style.css beside it)
     /api/...                        lcm-lite's own API (``own_api``)
     /v1/..., /v3/...                the OpenAI / OVMS images API (``openai_api``)
+    /sdapi/v1/...                   the AUTOMATIC1111 API (``a1111_api``)
+    /mcp                            MCP's streamable HTTP (``mcp_tools``), with the [mcp] extra
     GET  /openapi.json              all of the above, described
 """
 
@@ -24,6 +26,9 @@ from starlette.types import Scope
 
 from lcm_lite import __version__
 from lcm_lite.errors import UsageError
+from lcm_lite.extras import installed
+from lcm_lite.server import MCP_EXTRA_MODULES
+from lcm_lite.server.a1111_api import a1111_router
 from lcm_lite.server.answers import error_json
 from lcm_lite.server.jobs import JobQueue
 from lcm_lite.server.openai_api import openai_router
@@ -35,8 +40,16 @@ from lcm_lite.server.security import Guard, SecurityHeaders, document_token
 
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
 MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture
-PICTURE_PATHS = ("/api/generate", "/api/jobs", "/v1/images/edits", "/v3/images/edits")
-PAGE_PATHS = ("/", "/app.js", "/style.css")  # lcm_lite/static: index.html and what it loads
+PICTURE_PATHS = (
+    "/api/generate",
+    "/api/jobs",
+    "/v1/images/edits",
+    "/v3/images/edits",
+    "/sdapi/v1/img2img",
+    "/mcp",
+)
+MCP_PATH = "/mcp"
+PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css")  # lcm_lite/static: the page, its files
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -47,7 +60,9 @@ CONTENT_TYPES = {
 def needs_token(path: str) -> bool:
     """Whether a path needs the token (when there is one): every API path but the health check;
     not the page, nor the OpenAPI document."""
-    return path.startswith(("/api/", "/v1/", "/v3/")) and path != "/api/health"
+    return (
+        path.startswith(("/api/", "/v1/", "/v3/", "/sdapi/")) or path == MCP_PATH
+    ) and path != "/api/health"
 
 
 def body_limit(path: str) -> int:
@@ -72,8 +87,8 @@ def create_app(
         title="lcm-lite",
         version=__version__,
         description="Text-to-image with a latent consistency model on OpenVINO: lcm-lite's own "
-        "JSON API under /api and the OpenAI / OpenVINO Model Server images API under /v1 and "
-        "/v3.",
+        "JSON API under /api, the OpenAI / OpenVINO Model Server images API under /v1 and "
+        "/v3, and the AUTOMATIC1111 API under /sdapi/v1.",
         docs_url=None,  # the interactive docs load scripts from a CDN: not offline, not our CSP
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -108,6 +123,12 @@ def create_app(
             prefix=f"/{version}",
             tags=[f"OpenAI images API ({'OVMS paths' if version == 'v3' else 'OpenAI paths'})"],
         )
+    app.include_router(a1111_router(jobs, served))
+    if installed(MCP_EXTRA_MODULES):
+        from lcm_lite.server.mcp_tools import McpEndpoint, create_mcp_server
+
+        mcp = McpEndpoint(create_mcp_server(jobs, local_files=False))
+        app.add_route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     return app
 
 

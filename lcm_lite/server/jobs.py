@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -60,10 +61,13 @@ class Job:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     step: int = 0
     seconds: float = 0.0
+    started: float = 0.0  # when it began to run (time.time()); 0 while it waits
     timings: dict[str, float] = field(default_factory=dict)
     preview: bytes | None = None  # PNG of the first image's latest preview, while it runs
     outcome: Future[list[bytes]] = field(default_factory=Future, repr=False)
     cancelled: bool = False  # asked to stop: a running job stops after its current step
+    # told after each step, in the worker thread: (step, steps, the preview if kept)
+    on_step: Callable[[int, int, bytes | None], None] | None = field(default=None, repr=False)
     has_picture: bool = field(init=False)  # image to image (its bytes go once the job is over)
 
     def __post_init__(self) -> None:
@@ -149,13 +153,20 @@ class JobQueue:
     def waiting(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, request: Request, *, previews: bool = False) -> Job:
+    def submit(
+        self,
+        request: Request,
+        *,
+        previews: bool = False,
+        on_step: Callable[[int, int, bytes | None], None] | None = None,
+    ) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
         model takes none of and for LoRA weights that are not one per adapter loaded (the
         pipeline's own rules, now rather than as a failed job), and for a picture refused from
         its header: not a picture, over ``max_picture_pixels``, or making an image with a side
-        over ``max_side`` or under ``min_side``."""
+        over ``max_side`` or under ``min_side``. ``on_step`` is told each step (in the worker
+        thread: it must be quick)."""
         self._pipe.check_negative_prompt(request.negative_prompt)
         self._pipe.check_lora_weights(request.lora_weights)
         if request.image is not None:
@@ -168,7 +179,7 @@ class JobQueue:
                 max_pixels=self.max_picture_pixels,
                 min_side=self._min_side,
             )
-        job = Job(request, previews)
+        job = Job(request, previews, on_step=on_step)
         with self._lock:
             if self._closed:
                 raise Cancelled("the server is shutting down")
@@ -236,6 +247,7 @@ class JobQueue:
         server's largest side), show the resolved request (without the picture's bytes),
         generate."""
         clock = time.perf_counter()
+        job.started = time.time()
         plan = self._pipe.plan(job.request, self._max_side)
         job.request = replace(plan.request, image=None)
         result = self._pipe.generate(plan, callback=lambda info: self._progress(job, info))
@@ -251,6 +263,8 @@ class JobQueue:
         if job.previews and not job.cancelled:
             job.preview = _png_bytes(info.preview()[0], {})
         job.step = info.step
+        if job.on_step is not None:
+            job.on_step(info.step, info.num_steps, job.preview)
         return not job.cancelled
 
 

@@ -4,6 +4,7 @@ without blocking the event loop, and the JSON-only rule for bodies."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -29,7 +30,13 @@ class Served:
     takes_negative_prompts: bool
 
 
-def submit(jobs: JobQueue, served: Served, request: Request, previews: bool = False) -> Job:
+def submit(
+    jobs: JobQueue,
+    served: Served,
+    request: Request,
+    previews: bool = False,
+    on_step: Callable[[int, int, bytes | None], None] | None = None,
+) -> Job:
     """Queue ``request``: a 400 for what the served model cannot make, a 503 when full."""
     if (previews or request.vae == "tiny") and not served.has_previews:
         raise HTTPException(
@@ -38,7 +45,7 @@ def submit(jobs: JobQueue, served: Served, request: Request, previews: bool = Fa
             "(a folder or hub id, e.g. rupeshs/taesd-ov)",
         )
     try:
-        return jobs.submit(request, previews=previews)
+        return jobs.submit(request, previews=previews, on_step=on_step)
     except QueueFull as error:
         raise HTTPException(503, str(error), {"Retry-After": str(error.retry_after)}) from None
     except Cancelled as error:

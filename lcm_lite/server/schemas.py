@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Interval, Len, MultipleOf
 from pydantic import (
-    AfterValidator,
     AllowInfNan,
     BaseModel,
     BeforeValidator,
@@ -238,15 +237,7 @@ _SIDE = INTEGER_LIMITS["width"]
 _SIDES = "|".join(map(str, range(_SIDE[0], _SIDE[1] + 1, _SIDE[2])))  # as a JSON Schema
 
 
-def _not_streamed(stream: bool) -> bool:
-    if stream:
-        raise ValueError("stream: answers are not streamed, stream must be false")
-    return stream
-
-
-# false only, as a boolean: JSON's 0 or 0.0 is no boolean (``Literal[False]`` took them); a form's
-# "false" is
-NotStreamed = Annotated[bool, AfterValidator(_not_streamed), WithJsonSchema({"const": False})]
+MAX_PARTIAL_IMAGES = 3  # OpenAI's most
 
 
 class _OpenAIRequest(BaseModel):
@@ -271,7 +262,19 @@ class _OpenAIRequest(BaseModel):
         None, description="the same as n"
     )
     output_format: Literal["png"] | None = Field(None, description="PNG only")
-    stream: NotStreamed | None = Field(None, description="answers are not streamed")
+    stream: bool | None = Field(
+        None,
+        description="answer with server-sent events: partial_images previews of the steps "
+        "(``image_generation.partial_image``, ``image_edit.partial_image``), then each image "
+        "(``...completed``)",
+    )
+    partial_images: (
+        Annotated[int, Interval(ge=0, le=MAX_PARTIAL_IMAGES), BeforeValidator(_whole_number)] | None
+    ) = Field(
+        None,
+        description="when streamed: at most this many previews of the steps, decoded by the "
+        "tiny VAE (needs --tiny-vae); fewer when there are fewer steps (default 0)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> _OpenAIRequest:

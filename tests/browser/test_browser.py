@@ -4,6 +4,7 @@ driven by Selenium, against the real server with the tiny model."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,11 +55,12 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     driver.quit()
 
 
-def rendered_pixel_spread(browser: webdriver.Chrome) -> float:
-    """The range of the colour values of the first result image as the browser drew it onto a
-    canvas (0 for a blank image)."""
-    return browser.execute_script("""
-        const img = document.querySelector('#results img');
+def rendered_pixel_spread(browser: webdriver.Chrome, image: str = "#results img") -> float:
+    """The range of the colour values of the first ``image`` (a CSS selector) as the browser drew
+    it onto a canvas (0 for a blank image)."""
+    return browser.execute_script(
+        """
+        const img = document.querySelector(arguments[0]);
         const canvas = document.createElement('canvas');
         canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
         const context = canvas.getContext('2d');
@@ -68,7 +70,9 @@ def rendered_pixel_spread(browser: webdriver.Chrome) -> float:
         data.forEach((value, i) => {
           if (i % 4 !== 3) { low = Math.min(low, value); high = Math.max(high, value); }
         });
-        return high - low;""")
+        return high - low;""",
+        image,
+    )
 
 
 def generate_from_the_page(browser: webdriver.Chrome, prompt: str) -> None:
@@ -264,3 +268,47 @@ def test_a_negative_prompt_typed_on_the_page_guides_an_lcm_lora_model(
         details = browser.find_element(By.CSS_SELECTOR, "#results .details").text
         assert "not “blurry”" in details
         assert served.jobs.outcomes["done"] == 1
+
+
+@contextlib.contextmanager
+def worker_held(pipe: LCMPipeline) -> Iterator[None]:
+    """The server's worker waits for the pipeline's own lock while the block runs: a job it takes
+    stays running until then, whatever the machine's speed."""
+    with pipe._lock:
+        yield
+
+
+def test_live_mode_regenerates_as_one_types_and_cancels_the_stale_job(
+    previews_pipe: LCMPipeline, browser: webdriver.Chrome
+) -> None:
+    with Server(previews_pipe, port=0, model="tiny") as served:
+        browser.get(served.url)
+        WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.ID, "model-info").text.startswith("tiny on CPU")
+        )
+        browser.find_element(By.ID, "live-mode").click()
+        prompt = browser.find_element(By.ID, "prompt")
+        with worker_held(previews_pipe):
+            prompt.send_keys("a red")
+            WebDriverWait(browser, 20).until(lambda b: served.jobs.running is not None)
+            stale = served.jobs.running
+            assert stale.request.prompt == ["a red"]  # resolved: a list of prompts
+            prompt.send_keys(" cube")
+            # the page aborts the stale request; the server sees the client go and cancels it
+            WebDriverWait(browser, 20).until(lambda b: stale.cancelled and served.jobs.waiting)
+        WebDriverWait(browser, 60).until(
+            lambda b: b.execute_script(
+                "const img = document.getElementById('live-image');"
+                "return img.complete && img.naturalWidth > 0 && window.liveLatencies.length > 0;"
+            )
+        )
+        image = browser.find_element(By.ID, "live-image")
+        assert image.get_attribute("alt") == "a red cube"
+        assert browser.execute_script("return arguments[0].naturalWidth", image) == 256
+        caption = browser.find_element(By.ID, "live-status").text
+        assert caption.startswith("“a red cube” · 256×256 · 1 step · ")
+        assert caption.endswith(" s after the last keystroke")
+        assert stale.state == "failed" and "cancelled" in str(stale.error)
+        assert served.jobs.outcomes["cancelled"] == 1
+        assert served.jobs.outcomes["done"] == 1
+        assert rendered_pixel_spread(browser, "#live-image") > 0

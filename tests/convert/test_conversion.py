@@ -25,8 +25,8 @@ from conversion.random_model import (  # noqa: E402
     SCHEDULER_CONFIG,
     build_random_lcm,
 )
-from conversion.staging import staged_directory  # noqa: E402
 from lcm_lite.errors import UsageError  # noqa: E402
+from lcm_lite.models.staging import staged_directory  # noqa: E402
 
 NETWORK_FOLDERS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 

@@ -1,5 +1,6 @@
-"""``lcm-lite-convert --quantize-unet``: an int8 UNet calibrated on the built-in prompts, with
-what is exported (fused LoRAs, LCM sampling)."""
+"""``lcm-lite-convert --quantize-unet``: the exported folder's UNet quantized by ``lcm-lite
+quantize``'s code (``lcm_lite.quantization``), calibrated on what is exported (fused LoRAs, LCM
+sampling)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ def quantized_dir(tiny_diffusers_dir, tmp_path_factory):
 
     out_dir = tmp_path_factory.mktemp("quantized") / "openvino"
     return convert(
-        tiny_diffusers_dir, out_dir, weights="fp32", quantize_unet=True, calibration_size=64
+        tiny_diffusers_dir,
+        out_dir,
+        weights="int8",
+        quantize_unet=True,
+        calibration_size=64,
+        calibration_samples=16,
     )
 
 
@@ -25,6 +31,7 @@ def _op_types(xml):
 
 
 def test_the_unet_is_quantized_and_the_other_networks_are_not(quantized_dir):
+    """With ``--weights int8`` the other networks' weights are compressed, the UNet quantized."""
     assert "FakeQuantize" in _op_types(quantized_dir / "unet" / "openvino_model.xml")
     assert "FakeQuantize" not in _op_types(quantized_dir / "text_encoder" / "openvino_model.xml")
     assert "FakeQuantize" not in _op_types(quantized_dir / "vae_decoder" / "openvino_model.xml")
@@ -44,25 +51,23 @@ def test_a_quantized_model_generates_nearer_the_float_image_than_another_seed(
     assert 0 < moved < np.abs(other_seed - reference).mean()
 
 
-def test_calibration_samples_a_plain_sd_model_as_lcm_with_the_lora_fused(
-    tiny_sd_diffusers_dir, tiny_sd_ov_dir, lcm_lora
-):
-    """diffusers' LCM-LoRA recipe: the LCM scheduler's timesteps, no guidance embedding (the
-    exported UNet's inputs), and the fused LoRA moves the latents the UNet sees."""
-    from diffusers import LCMScheduler
+def test_calibration_records_the_unet_inputs_of_lcm_lite_s_own_generations(tiny_ov_dir):
+    """Each step of each prompt: the seeded noise first, the schedule's timesteps, the prompt's
+    embeddings, keyed by the IR's input index."""
+    from lcm_lite.models.networks import bind_unet_inputs
+    from lcm_lite.quantization.calibration import record_unet_inputs
+    from lcm_lite.sampling.torch_rng import TorchGenerator
 
-    from conversion.quantize import CALIBRATION_PROMPTS, collect_unet_inputs
-
-    fused = collect_unet_inputs(tiny_sd_diffusers_dir, size=64, loras=[(lcm_lora, 1.0)])
-    plain = collect_unet_inputs(tiny_sd_diffusers_dir, size=64)
-    unet = ov.Core().read_model(tiny_sd_ov_dir / "unet" / "openvino_model.xml")
-    assert len(fused) == 4 * len(CALIBRATION_PROMPTS)
-    assert all(set(s) == {i.get_any_name() for i in unet.inputs} for s in fused)
-    scheduler = LCMScheduler.from_pretrained(tiny_sd_diffusers_dir, subfolder="scheduler")
-    scheduler.set_timesteps(4)
-    assert [int(s["timestep"][0]) for s in fused[:4]] == scheduler.timesteps.tolist()
-    assert np.array_equal(fused[0]["sample"], plain[0]["sample"])  # the same seeded noise
-    assert np.abs(fused[1]["sample"] - plain[1]["sample"]).mean() > 1e-3
+    samples = record_unet_inputs(tiny_ov_dir, size=64, steps=2, samples=3)
+    ports = bind_unet_inputs(ov.Core().read_model(tiny_ov_dir / "unet" / "openvino_model.xml"))
+    assert len(samples) == 3
+    assert all(set(s) == {0, 1, 2, 3} for s in samples)
+    first_noise = TorchGenerator(0).randn(samples[0][ports.sample].shape)
+    assert np.array_equal(samples[0][ports.sample], first_noise)
+    timesteps = [int(s[ports.timestep][0]) for s in samples]
+    assert timesteps[0] == timesteps[2] > timesteps[1]  # 2 steps, then the next prompt's first
+    texts = [s[ports.encoder_hidden_states] for s in samples]
+    assert np.array_equal(texts[0], texts[1]) and not np.array_equal(texts[0], texts[2])
 
 
 @pytest.mark.slow
@@ -78,6 +83,7 @@ def test_a_plain_sd_model_quantized_with_a_fused_lcm_lora_keeps_near_its_float_i
         weights="fp32",
         quantize_unet=True,
         calibration_size=64,
+        calibration_samples=16,
         loras=[(lcm_lora, 1.0)],
     )
     assert "FakeQuantize" in _op_types(out_dir / "unet" / "openvino_model.xml")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -190,7 +189,7 @@ def test_a_small_picture_with_a_size_given_is_edited_at_that_size(server: Server
     assert decoded(answer.data[0].b64_json).size == (64, 64)
 
 
-def test_stream_false_is_taken_as_a_form_field(server: Server) -> None:
+def test_stream_is_taken_as_a_form_field(server: Server) -> None:
     answer = client(server).images.edit(
         image=("start.png", a_picture(), "image/png"),
         prompt="x",
@@ -199,7 +198,8 @@ def test_stream_false_is_taken_as_a_form_field(server: Server) -> None:
         extra_body={"num_inference_steps": 1},
     )
     assert len(answer.data) == 1
-    for value, status in (("false", 200), ("true", 400)):  # as a raw form, to be sure it is sent
+    for value, answered in (("false", "application/json"), ("true", "text/event-stream")):
+        # as a raw form, to be sure it is sent: true streams (no previews: no tiny VAE needed)
         boundary = "lcm-lite-test-boundary"
         fields = {"prompt": "x", "size": "64x64", "num_inference_steps": "1", "stream": value}
         body = b"".join(
@@ -221,15 +221,10 @@ def test_stream_false_is_taken_as_a_form_field(server: Server) -> None:
                 "Authorization": f"Bearer {TOKEN}",
             },
         )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                answered, message = reply.status, ""
-        except urllib.error.HTTPError as refused:
-            with refused:
-                answered, message = refused.code, json.loads(refused.read())["error"]["message"]
-        assert answered == status, message
-        if status == 400:
-            assert "stream must be false" in message
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert reply.status == 200
+            assert reply.headers["Content-Type"].split(";")[0] == answered
+            reply.read()
 
 
 def test_a_negative_prompt_on_a_latent_consistency_model_is_a_bad_request(server: Server) -> None:
@@ -309,3 +304,87 @@ def test_an_unknown_vae_is_a_bad_request(server: Server) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client(server).images.generate(prompt="x", size="64x64", extra_body={"vae": "huge"})
     assert "vae: Input should be 'full' or 'tiny'" in refused.value.message
+
+
+def pipeline_previews(pipe: LCMPipeline, **fields: object) -> dict[int, np.ndarray]:
+    """Each step's tiny-VAE preview of the first image, as the pipeline makes it."""
+    previews = {}
+
+    def keep(info) -> None:
+        previews[info.step] = np.asarray(info.preview()[0])
+
+    pipe("a red cube", callback=keep, **fields)
+    return previews
+
+
+@pytest.fixture(scope="module")
+def previewing(previews_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(previews_pipe, port=0, token=TOKEN, model="tiny") as server:
+        yield server
+
+
+def test_a_streamed_generation_sends_step_previews_then_the_image(
+    previewing: Server, previews_pipe: LCMPipeline
+) -> None:
+    stream = client(previewing).images.generate(
+        prompt="a red cube",
+        size="64x96",
+        stream=True,
+        partial_images=2,
+        extra_body={"rng_seed": 5, "num_inference_steps": 4},
+    )
+    events = list(stream)
+    assert [event.type for event in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    assert {(event.size, event.output_format) for event in events} == {("64x96", "png")}
+    # the previews of steps 2 and 3 of 4 (spread over the steps before the last), as the
+    # pipeline's own step callback decodes them
+    steps = pipeline_previews(previews_pipe, seed=5, steps=4, width=64, height=96)
+    for event, step in zip(events[:2], (2, 3), strict=True):
+        assert np.array_equal(np.asarray(decoded(event.b64_json).convert("RGB")), steps[step])
+    assert not np.array_equal(steps[2], steps[3])
+    final = decoded(events[2].b64_json)
+    alone = previews_pipe("a red cube", seed=5, steps=4, width=64, height=96)[0]
+    assert np.array_equal(np.asarray(final), np.asarray(alone))
+    assert final.text["lcm-lite:seed"] == "5"
+
+
+def test_a_streamed_edit_sends_image_edit_events(previewing: Server) -> None:
+    events = list(
+        client(previewing).images.edit(
+            image=("start.png", a_picture(), "image/png"),
+            prompt="a watercolour",
+            n=2,
+            stream=True,
+            partial_images=1,
+            extra_body={"num_inference_steps": 2, "strength": 1.0},
+        )
+    )
+    assert [event.type for event in events] == [
+        "image_edit.partial_image",
+        "image_edit.completed",
+        "image_edit.completed",
+    ]
+    assert decoded(events[0].b64_json).size == decoded(events[1].b64_json).size
+
+
+def test_streaming_without_previews_needs_no_tiny_vae_and_partial_images_do(
+    server: Server,
+) -> None:
+    events = list(
+        client(server).images.generate(
+            prompt="x", size="64x64", stream=True, extra_body={"num_inference_steps": 1}
+        )
+    )
+    assert [event.type for event in events] == ["image_generation.completed"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.generate(prompt="x", size="64x64", stream=True, partial_images=2)
+    assert "partial_images needs a tiny VAE" in refused.value.message
+    assert "--tiny-vae" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).images.generate(prompt="x", stream=True, partial_images=4)
+    assert "partial_images: Input should be less than or equal to 3" in refused.value.message

@@ -128,8 +128,12 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
     html = page.body.decode()
     assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(linked) == ["/app.js", "/style.css"]
-    for path, content_type in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+    assert sorted(linked) == ["/app.js", "/live.js", "/style.css"]
+    for path, content_type in (
+        ("/app.js", "text/javascript"),
+        ("/live.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ):
         asset = call(server.url, "GET", path)
         assert asset.status == 200
         assert asset.headers["Content-Type"] == f"{content_type}; charset=utf-8"

@@ -60,3 +60,17 @@ def test_a_lora_without_the_lora_extra_names_it(tmp_path, tiny_ov_dir):
         'pip install "lcm-lite[lora]"'
     ]
     assert list(tmp_path.glob("*.png")) == []
+
+
+def test_lcm_lite_quantize_without_the_quantize_extra_names_it(tmp_path, tiny_ov_dir):
+    run = _run_hiding(
+        ["nncf"],
+        f"from lcm_lite.cli import main; sys.exit(main(['quantize', {str(tiny_ov_dir)!r}, 'q']))",
+        tmp_path,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "lcm-lite: error: lcm-lite quantize needs the [quantize] extra (nncf missing): "
+        'pip install "lcm-lite[quantize]"'
+    ]
+    assert not (tmp_path / "q").exists()

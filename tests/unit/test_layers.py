@@ -17,12 +17,12 @@ LAYERS = [  # bottom up
         "lcm_lite.fields",
         "lcm_lite.json_config",
     ],
-    ["lcm_lite.sampling", "lcm_lite.images"],  # NumPy and Pillow
+    ["lcm_lite.sampling", "lcm_lite.images", "lcm_lite.prompting"],  # NumPy and Pillow
     ["lcm_lite.request"],
     ["lcm_lite.runtime"],  # OpenVINO
     ["lcm_lite.models"],
     ["lcm_lite.pipeline"],
-    ["lcm_lite.server"],
+    ["lcm_lite.server", "lcm_lite.quantization"],
     ["lcm_lite.cli", "lcm_lite.__main__"],
 ]
 

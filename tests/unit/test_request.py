@@ -139,6 +139,9 @@ EVERY_FIELD = Request(
     "a red fox",
     negative_prompt="blurry",
     image=Path("cat.png"),
+    mask_image=Path("mask.png"),
+    mask_blur=3,
+    padding_mask_crop=16,
     strength=0.5,
     steps=3,
     guidance_scale=7.5,
@@ -150,9 +153,19 @@ EVERY_FIELD = Request(
     timesteps=[999, 499, 99],
     vae="tiny",
     lora_weights=[0.5, 0.0],
+    prompt_weighting=True,
+    clip_skip=1,
+    control_image=[Path("edges.png"), Path("depth.png")],
+    controlnet_conditioning_scale=[0.5, 1.0],
+    control_guidance_start=0.1,
+    control_guidance_end=0.9,
+    guess_mode=True,
 )
 EVERY_LOAD_OPTION = LoadOptions(
-    model="someone/model", tiny_vae="taesd", loras=[("a.safetensors", 0.5), ("b/c", 1.0)]
+    model="someone/model",
+    tiny_vae="taesd",
+    loras=[("a.safetensors", 0.5), ("b/c", 1.0)],
+    controlnet=[("edges-controlnet", 0.8), ("depth-controlnet", 1.0)],
 )
 
 
@@ -185,7 +198,7 @@ def test_every_field_round_trips_from_metadata_to_the_command_line_and_back():
         if name in ("latents",):  # Python only: no key, no option
             continue
         expected = getattr(EVERY_FIELD, name)
-        if name == "image":
+        if name in ("image", "mask_image"):
             expected = Path(expected.name)
         if name == "timesteps":
             expected = list(expected)
