@@ -1,7 +1,9 @@
 """What a LoRA adapter costs per UNet step, by how its weight enters the network (prints JSON).
 
 One process, one model folder, one LoRA file. Four variants generate the same image (same prompt,
-seed and size) in turn, round after round, so that a shared machine's load falls on all alike:
+seed and size) in turn, round after round, so that a shared machine's load falls on all alike;
+one pipeline is held at a time (a full-size model's three would take about 10 GiB), each loaded
+from the compiled-blob cache ``--cache`` (compiled in round 0):
 
 - ``none``: no adapter;
 - ``fixed``: the adapter at weight 1, compiled in (``lora_mode="fixed"``, the path before
@@ -9,17 +11,19 @@ seed and size) in turn, round after round, so that a shared machine's load falls
 - ``runtime``: the adapter with its weight an input (``lora_mode="runtime"``), at weight 1;
 - ``runtime_off``: the same compiled network, at weight 0 (loaded but off).
 
-``runtime`` and ``runtime_off`` share one pipeline (one compile). Per variant: the median UNet step
-over all rounds (``unet_step_*`` timings, wall seconds) and the first call's UNet compile seconds.
+``runtime`` and ``runtime_off`` share one compiled network. Per variant: the median UNet step over
+all rounds (``unet_step_*`` timings, wall seconds) and round 0's UNet compile seconds (cold).
 Also the CPU, its vector flags, OpenVINO's version and the UNet's inference precision as
 compiled.
 
-    python benchmarks/lora_weights.py --model FULL_OV_DIR --lora r64.safetensors --rounds 3
+    python benchmarks/lora_weights.py --model FULL_OV_DIR --lora r64.safetensors --rounds 2 \
+        --cache /tmp/lora-bench-cache
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -56,34 +60,42 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default=None, help="OpenVINO's hint (default: device's)")
+    parser.add_argument("--cache", type=Path, required=True, help="compiled-blob cache folder")
     args = parser.parse_args()
 
     def load(mode: str | None) -> LCMPipeline:
         loras = None if mode is None else [(args.lora, 1.0)]
         return LCMPipeline.from_pretrained(
-            args.model, precision=args.precision, loras=loras, lora_mode=mode or "auto"
+            args.model,
+            precision=args.precision,
+            cache_dir=args.cache,
+            loras=loras,
+            lora_mode=mode or "auto",
         )
 
-    pipes = {"none": load(None), "fixed": load("fixed"), "runtime": load("runtime")}
-    variants = {
-        "none": (pipes["none"], None),
-        "fixed": (pipes["fixed"], None),
-        "runtime": (pipes["runtime"], [1.0]),
-        "runtime_off": (pipes["runtime"], [0.0]),
+    variants = {  # the pipeline's lora_mode (None: no LoRA) and the call's lora_weights
+        "none": (None, None),
+        "fixed": ("fixed", None),
+        "runtime": ("runtime", [1.0]),
+        "runtime_off": ("runtime", [0.0]),
     }
     steps: dict[str, list[float]] = {name: [] for name in variants}
     compile_seconds: dict[str, float] = {}
     fields = {"steps": args.steps, "seed": 1, "width": args.size, "height": args.size}
+    precision = None
     for round_index in range(args.rounds + 1):  # round 0 compiles and warms up
-        for name, (pipe, weights) in variants.items():
+        for name, (mode, weights) in variants.items():
+            pipe = load(mode)
             extra = {} if weights is None else {"lora_weights": weights}
             result = pipe(PROMPT, **fields, **extra)
+            unet = pipe._networks._held["unet"].compiled
+            precision = unet.get_property("INFERENCE_PRECISION_HINT")
+            del pipe, unet
+            gc.collect()
             if round_index == 0:
-                compile_seconds[name] = result.timings.get("compile_unet", 0.0)
+                compile_seconds.setdefault(name, result.timings.get("compile_unet", 0.0))
                 continue
             steps[name] += [v for k, v in result.timings.items() if k.startswith("unet_step_")]
-    unet = pipes["none"]._networks._held["unet"].compiled
-    precision = unet.get_property("INFERENCE_PRECISION_HINT")
     cpu, flags = cpu_description()
     print(
         json.dumps(
