@@ -521,9 +521,9 @@ def runtime_pipe(tiny_ov_dir, kohya_lora, peft_lora):
     )
 
 
-def _compiled_objects(pipe) -> tuple[object, object]:
+def _compiled_objects(pipe) -> tuple[object, object, object]:
     networks = pipe._networks
-    return networks, networks._held["unet"], networks._held["text_encoder"]
+    return networks, networks._held["unet"], networks._held[("text_encoder", None)]
 
 
 @pytest.mark.parity
