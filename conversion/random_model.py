@@ -397,8 +397,11 @@ def build_random_controlnet(model_dir: Path, out_dir: Path, *, seed: int = 0) ->
 
     A fresh ControlNet adds nothing: its "zero convolutions" (the residual projections and the
     conditioning embedding's last convolution) start at zero. Here they get random weights of
-    a convolution's default scale, so that the control picture and the conditioning scale move
-    the image. SD 1.5-size models get diffusers' conditioning embedding (16, 32, 96, 256
+    a convolution's default scale; the conditioning embedding's convolutions get He's
+    initialisation without biases and its last one is rescaled to give features of std 1 from
+    pictures in [0, 1] (by default its eight convolutions pass on little of the picture, and
+    mostly the zero padding's border pattern), so that the control picture and the conditioning
+    scale move the image. SD 1.5-size models get diffusers' conditioning embedding (16, 32, 96, 256
     channels); smaller ones a tiny one. Saved in the UNet's dtype. Returns ``out_dir``.
     """
     unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
@@ -422,6 +425,13 @@ def build_random_controlnet(model_dir: Path, out_dir: Path, *, seed: int = 0) ->
     with torch.no_grad():
         for convolution in zero_convolutions:
             convolution.reset_parameters()  # PyTorch's default (Kaiming-uniform) initialisation
+        embedding = controlnet.controlnet_cond_embedding
+        for convolution in embedding.modules():
+            if isinstance(convolution, torch.nn.Conv2d):  # He's gain, no bias: the picture goes
+                torch.nn.init.kaiming_normal_(convolution.weight)  # through, not the padding
+                torch.nn.init.zeros_(convolution.bias)
+        scale = 2 ** (len(controlnet.config.conditioning_embedding_out_channels) - 1)
+        _spread_last_conv(embedding, torch.rand(2, 3, 16 * scale, 16 * scale), mean=0.0, std=1.0)
     controlnet.to(dtype).save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 

@@ -82,7 +82,10 @@ class Spec:
 
     @property
     def flag(self) -> str | None:
-        """The command-line option, e.g. ``--num-images``; None if it has none."""
+        """The command-line option, e.g. ``--num-images``; None if it has none (an array has
+        none: it is given in Python)."""
+        if self.kind == "array":
+            return None
         if self.option is not None or self.key is None:
             return self.option
         return "--" + self.key.replace("_", "-")
@@ -98,6 +101,11 @@ def specs(declared: type) -> dict[str, Spec]:
     return {
         item.name: item.metadata["spec"] for item in fields(declared) if "spec" in item.metadata
     }
+
+
+def picture_fields(declared: type) -> list[str]:
+    """The names of the fields that hold pictures (``image``, ``mask_image``)."""
+    return [name for name, field_spec in specs(declared).items() if field_spec.kind == "picture"]
 
 
 # -- text: what the metadata and the command line carry -------------------------------------------
@@ -371,8 +379,8 @@ PARSERS: dict[Kind, Callable[[str], Any]] = {
 
 def as_text(kind: Kind, value: Any) -> Any:
     """A value as the metadata stores it: numbers and flags as they are, text as a string,
-    pictures by file name, lists of numbers, integers and LoRAs joined, a device map as its text
-    form."""
+    pictures by file name, an array as "given", lists of numbers, integers and LoRAs joined, a
+    device map as its text form."""
     if kind == "picture":
         return picture_name(value)
     if kind == "integers":
@@ -386,6 +394,8 @@ def as_text(kind: Kind, value: Any) -> Any:
         return Devices.of(value).text
     if kind == "text":
         return str(value)  # a model folder given as a Path, too
+    if kind == "array":
+        return "given"  # that it was, not its numbers
     return value
 
 

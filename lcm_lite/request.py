@@ -125,6 +125,17 @@ class Request:
             needs="mask_image",
         )
     )
+    outpaint: Sequence[int] | None = spec(
+        Spec(
+            "outpainting: extend the picture by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new "
+            "margins (edge pixels repeated for the encoder; a --mask paints inside too); best "
+            "at --strength 1",
+            "integers",
+            key="outpaint",
+            metavar="LEFT,TOP,RIGHT,BOTTOM",
+            needs="image",
+        )
+    )
     strength: float = spec(
         Spec(
             "image to image: how much to change the picture, 0 < X <= 1; at least steps / 50 "
@@ -242,18 +253,64 @@ class Request:
             "(diffusers' clip_skip: 1 is AUTOMATIC1111's 'Clip skip: 2')",
             "integer",
             key="clip_skip",
-            limits=Range(0),
+            limits=Range(0, described="an integer from 0 to the text encoder's layers"),
             default_help="none",
+        )
+    )
+    prompt_embeds: np.ndarray | None = spec(
+        Spec(
+            "the text embeddings (batch, 77 * chunks, hidden) instead of the prompts (then ''), "
+            "as diffusers' prompt_embeds; the metadata says they were given",
+            "array",
+            key="prompt_embeds",
+            served_over_http=False,
+        )
+    )
+    negative_prompt_embeds: np.ndarray | None = spec(
+        Spec(
+            "with prompt_embeds under classifier-free guidance: the negative prompts' "
+            "embeddings, of prompt_embeds' shape",
+            "array",
+            key="negative_prompt_embeds",
+            served_over_http=False,
+            needs="prompt_embeds",
         )
     )
     control_image: Picture | Sequence[Picture] | None = spec(
         Spec(
             "ControlNet: the control picture (edges, pose, depth... as the ControlNet was trained "
-            "on), one per ControlNet (in Python: a list of them for several ControlNets)",
+            "on), one per ControlNet loaded (--controlnet; a server: serve --controlnet)",
             "picture",
             key="control_image",
             metavar="FILE",
             repeatable=True,
+        )
+    )
+    # the ControlNet fields' openai names: lcm-lite's extension of images/edits (with control_image
+    # files in its form)
+    control_preprocess: Literal["canny", "gray", "invert"] | None = spec(
+        Spec(
+            "ControlNet: make the control picture from a photo: canny (edges, for a Canny "
+            "ControlNet), gray, invert (a black-on-white sketch to white lines on black)",
+            "choice",
+            key="control_preprocess",
+            openai="control_preprocess",
+            choices=("canny", "gray", "invert"),  # images.annotators.ANNOTATORS (not imported:
+            # it needs NumPy and Pillow, which the request's users may not load)
+            needs="control_image",
+            default_help="none: the picture is the control picture",
+        )
+    )
+    canny_thresholds: Sequence[float] | None = spec(
+        Spec(
+            "ControlNet: Canny's low,high thresholds on the 3x3 Sobel gradient |Gx|+|Gy|, as "
+            "OpenCV's cv2.Canny(image, low, high)",
+            "numbers",
+            key="canny_thresholds",
+            openai="canny_thresholds",
+            limits=Range(0.0, 2040.0),
+            needs="control_preprocess",
+            default_help="100,200",
         )
     )
     controlnet_conditioning_scale: float | Sequence[float] | None = spec(
@@ -261,6 +318,7 @@ class Request:
             "ControlNet: how strongly the residuals steer, one number or one per ControlNet",
             "numbers",
             key="controlnet_conditioning_scale",
+            openai="controlnet_conditioning_scale",
             option="--control-scale",
             limits=Range(0.0, 5.0),
             served=Range(0.0, 2.0),
@@ -273,6 +331,7 @@ class Request:
             "ControlNet: the fraction of the steps after which it starts steering",
             "number",
             key="control_guidance_start",
+            openai="control_guidance_start",
             option="--control-start",
             limits=Range(0.0, 1.0),
             needs="control_image",
@@ -284,6 +343,7 @@ class Request:
             "ControlNet: the fraction of the steps after which it stops steering",
             "number",
             key="control_guidance_end",
+            openai="control_guidance_end",
             option="--control-end",
             limits=Range(0.0, 1.0),
             needs="control_image",
@@ -296,6 +356,7 @@ class Request:
             "residuals scaled from 0.1 (shallow) to 1 (deep), as diffusers' guess_mode",
             "flag",
             key="guess_mode",
+            openai="guess_mode",
             needs="control_image",
         ),
         False,
@@ -323,6 +384,8 @@ class Request:
             check_prompts([self.negative_prompt])
         if self.mask_image is not None and self.image is None:
             raise UsageError("mask_image needs image: the picture whose masked area to repaint")
+        if self.outpaint is not None and self.image is None:
+            raise UsageError("outpaint needs image: the picture to extend")
         defaults = {item.name: item.default for item in fields(self)}
         for name, field_spec in specs(type(self)).items():
             value = getattr(self, name)

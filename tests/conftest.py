@@ -191,3 +191,43 @@ def peft_lora(tiny_diffusers_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return build_random_lora(
         tiny_diffusers_dir, path, rank=8, alpha=4.0, lora_format="peft", seed=2
     )
+
+
+def _random_controlnet(tmp_path_factory, model_dir: Path, seed: int) -> tuple[Path, Path]:
+    """A random ControlNet for ``model_dir`` (non-zero zero convolutions), as a diffusers folder
+    and converted to an fp32 ControlNet folder."""
+    pytest.importorskip("diffusers")
+    from conversion.export import convert
+    from conversion.random_model import build_random_controlnet
+
+    root = tmp_path_factory.mktemp(f"controlnet-{seed}")
+    source = build_random_controlnet(model_dir, root / "diffusers", seed=seed)
+    return source, convert(source, root / "openvino", weights="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(tmp_path_factory, tiny_diffusers_dir) -> tuple[Path, Path]:
+    """A random ControlNet for the tiny LCM: (diffusers folder, converted folder)."""
+    return _random_controlnet(tmp_path_factory, tiny_diffusers_dir, seed=1)
+
+
+@pytest.fixture(scope="session")
+def second_tiny_controlnet(tmp_path_factory, tiny_diffusers_dir) -> tuple[Path, Path]:
+    """Another random ControlNet for the tiny LCM, for two at once."""
+    return _random_controlnet(tmp_path_factory, tiny_diffusers_dir, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_controlnet(tmp_path_factory, tiny_sd_diffusers_dir) -> tuple[Path, Path]:
+    """A random ControlNet for the tiny plain Stable Diffusion model."""
+    return _random_controlnet(tmp_path_factory, tiny_sd_diffusers_dir, seed=3)
+
+
+@pytest.fixture(scope="session")
+def controlnet_pipe(tiny_ov_dir: Path, tiny_controlnet, tiny_taesd_ov_dir: Path):
+    """``f32_pipe`` with the tiny ControlNet (and the tiny VAE, for vae="tiny")."""
+    from lcm_lite import LCMPipeline
+
+    return LCMPipeline.from_pretrained(
+        tiny_ov_dir, precision="f32", controlnet=tiny_controlnet[1], tiny_vae=tiny_taesd_ov_dir
+    )

@@ -48,6 +48,12 @@ def generate_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="a .png file or a folder (default: here); never overwrites",
     )
     parser.add_argument(
+        "--save-control",
+        action="store_true",
+        help="also save the control picture each ControlNet saw (after --control-preprocess) "
+        "next to the image, as <image>-control.png",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print one JSON line per image (path, seed, prompt, timings)",
@@ -79,6 +85,8 @@ def generate(argv: list[str]) -> int:
                 _output_path(args, name, result.seed, index, request.num_images),
                 metadata,
             )
+            if args.save_control:
+                _save_control_pictures(path, result.control_images)
             if args.json:
                 timings = {k: round(v, 4) for k, v in result.timings.items()}
                 print(json.dumps({"path": str(path), **metadata, "timings": timings}), flush=True)
@@ -95,14 +103,36 @@ def _check_before_loading(request: Request, args: argparse.Namespace) -> None:
         if needed and getattr(args, name, None) is not None and getattr(args, needed) is None:
             raise UsageError(f"{field_spec.flag} needs {specs(Request)[needed].flag}")
     request.check()
-    if request.image is not None:
-        from lcm_lite.images.preprocess import load_image
+    controlnets, control_images = len(args.controlnet or []), len(args.control_image or [])
+    if control_images and control_images != controlnets:
+        raise UsageError(
+            f"--control-image given {control_images} time(s) for {controlnets} --controlnet: "
+            "give one control picture per ControlNet"
+        )
+    if args.save_control and not control_images:
+        raise UsageError("--save-control needs --control-image")
+    from lcm_lite.images.preprocess import load_image
 
+    for control in args.control_image or []:
+        load_image(control)
+    if request.image is not None:
         picture = load_image(request.image)
         if request.mask_image is not None:
             from lcm_lite.images.mask import check_aspect_ratio
 
             check_aspect_ratio(load_image(request.mask_image), picture)
+
+
+def _save_control_pictures(image_path: Path, pictures: list[object]) -> None:
+    """Each control picture as ``<image>-control.png`` (``-control-2.png``, ... for several),
+    never overwriting."""
+    from lcm_lite.images.png import save_png
+
+    for number, picture in enumerate(pictures, start=1):
+        suffix = "" if number == 1 else f"-{number}"
+        _save_unique(
+            save_png, picture, image_path.with_name(f"{image_path.stem}-control{suffix}.png"), {}
+        )
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:

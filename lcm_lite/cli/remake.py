@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
+from lcm_lite.errors import UsageError
 from lcm_lite.fields import as_text, specs
 from lcm_lite.request import LoadOptions, Request, from_metadata
 
@@ -22,6 +23,12 @@ def remake_argv(
     """The words of the command that generates the image of ``metadata`` again: the call it
     came from (with ``num_images`` > 1, its image number ``index`` among them). ``declared``:
     the request's dataclass."""
+    for field_spec in specs(declared).values():
+        if field_spec.kind == "array" and field_spec.key in metadata:
+            raise UsageError(
+                f"the image was made from {field_spec.key} given in Python, which the metadata "
+                "does not hold"
+            )
     request, loading = from_metadata(metadata, declared)
     argv = [prog, "generate"]
     for fields_of, values in ((declared, vars(request)), (LoadOptions, loading)):

@@ -12,6 +12,7 @@ repaint set to 0 (mid-gray in [-1, 1]); the latent mask is the pixel mask sample
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from lcm_lite.errors import UsageError
-from lcm_lite.images.preprocess import Picture, load_images
+from lcm_lite.images.preprocess import MAX_PICTURE_PIXELS, Picture, check_headers, load_images
 
 BINARIZE_AT = 0.5
 ASPECT_TOLERANCE = 0.01  # the mask's shape may differ from the picture's by 1 % (rounding)
@@ -210,3 +211,20 @@ class MaskCrop:
 
     def paste_back(self, images: list[Image.Image]) -> list[Image.Image]:
         return [paste_back(image, self.picture, self.mask, self.region) for image in images]
+
+
+def openai_mask(data: bytes, max_pixels: int = MAX_PICTURE_PIXELS) -> bytes:
+    """A mask uploaded to the OpenAI images API, as white-is-repaint: one with an alpha channel
+    follows OpenAI (its fully transparent pixels are the area to edit), returned as a PNG of
+    white there on black; one without alpha is returned as it is (white is the area to edit, as
+    OpenVINO Model Server, GenAI and diffusers). Checked from its header before it is decoded."""
+    check_headers(data, max_pixels)
+    with Image.open(io.BytesIO(data)) as opened:
+        has_alpha = opened.mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        if not has_alpha and "transparency" not in opened.info:
+            return data
+        alpha = ImageOps.exif_transpose(opened).convert("RGBA").getchannel("A")
+    repaint = alpha.point(lambda value: 255 if value == 0 else 0)
+    out = io.BytesIO()
+    repaint.save(out, format="PNG")
+    return out.getvalue()

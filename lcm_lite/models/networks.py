@@ -194,13 +194,7 @@ class UNet(_Blended):
                 fixed[ports.timestep_cond] = (latent_shape[0], folder.time_cond_proj_dim)
             return fixed
 
-        request = (
-            latent_shape,
-            text_length,
-            folder.time_cond_proj_dim,
-            branches.request("unet"),
-            *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
-        )
+        request = self.cache_request(folder, latent_shape, text_length, branches, residual_shapes)
         compiled = compiler.compile(
             folder.xml("unet"),
             shapes,
@@ -217,6 +211,37 @@ class UNet(_Blended):
         self.timestep_shape = timestep_shape(timestep_port)
         self.compiled = compiled  # the request needs it alive
         self.request = compiled.create_infer_request()
+
+    @staticmethod
+    def cache_request(
+        folder: ModelFolder,
+        latent_shape: tuple[int, ...],
+        text_length: int,
+        branches: Branches,
+        residual_shapes: Sequence[tuple[int, ...]] = (),
+    ) -> tuple[object, ...]:
+        """What the compiled UNet depends on besides its IR (``Compiler.compile``'s request)."""
+        return (
+            latent_shape,
+            text_length,
+            folder.time_cond_proj_dim,
+            branches.request("unet"),
+            *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
+        )
+
+    @classmethod
+    def preload(
+        cls,
+        compiler: Compiler,
+        folder: ModelFolder,
+        latent_shape: tuple[int, ...],
+        text_length: int,
+        branches: Branches,
+    ) -> None:
+        """Start importing this UNet's cached blob (without ControlNet residuals) in the
+        background (``Compiler.preload``)."""
+        request = cls.cache_request(folder, latent_shape, text_length, branches)
+        compiler.preload(folder.xml("unet"), request)
 
     def __call__(
         self,

@@ -17,7 +17,7 @@ from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.lora_branches import Branches
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from lcm_lite.models.vae import Vae
-from lcm_lite.runtime.compiler import StageCompilers
+from lcm_lite.runtime.compiler import Compiler, StageCompilers
 
 log = logging.getLogger("lcm_lite")
 
@@ -101,27 +101,29 @@ class CompiledNetworks:
             key=("text_encoder", clip_skip),
         )
 
+    def preload_unet(self) -> None:
+        """Start importing the UNet's cached blob in the background, so that it overlaps the
+        text encoder (``Compiler.preload``); ``unet()`` then takes it. Not with ControlNets:
+        their residuals are inputs of the UNet that runs."""
+        if "unet" not in self._held and not self.controlnet_folders:
+            UNet.preload(*self._unet_arguments())
+
     def unet(self, controlnets: Sequence[ControlNet] = ()) -> UNet:
         """The UNet (its input channels: 4, or 9 for an inpainting UNet); with ``controlnets``
         (``self.controlnets()``), taking their residuals (at the UNet's batch)."""
-        _, _, *latent_size = self.shapes.latent_shape
-        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
         residual_shapes = [
             (self.shapes.unet_batch, *shape[1:])
             for shape in (controlnets[0].residual_shapes if controlnets else [])
         ]
-        return self._blended(
-            "unet",
-            "UNet",
-            lambda: UNet(
-                self.compilers.for_stage("unet"),
-                self.folder,
-                unet_shape,
-                self.shapes.text_length,
-                self.branches,
-                residual_shapes,
-            ),
-        )
+        return self._blended("unet", "UNet", lambda: UNet(*self._unet_arguments(), residual_shapes))
+
+    def _unet_arguments(
+        self,
+    ) -> tuple[Compiler, ModelFolder, tuple[int, ...], int, Branches]:
+        _, _, *latent_size = self.shapes.latent_shape
+        unet_shape = (self.shapes.unet_batch, self.folder.unet_channels, *latent_size)
+        compiler = self.compilers.for_stage("unet")
+        return compiler, self.folder, unet_shape, self.shapes.text_length, self.branches
 
     def controlnets(self) -> list[ControlNet]:
         """Each ControlNet, compiled for the ControlNets' batch on the UNet's device."""

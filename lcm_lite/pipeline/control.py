@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lcm_lite.errors import UsageError
+from lcm_lite.images.annotators import annotate
 from lcm_lite.images.preprocess import check_before_decoding, load_images, preprocess
 from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
 from lcm_lite.models.folder import ModelFolder
@@ -74,13 +75,37 @@ def control_pictures(
     request: Request, count: int, multiple: int, max_side: int
 ) -> list[list[Image.Image]] | None:
     """The control pictures of each of ``count`` ControlNets, checked from their headers, then
-    decoded: ``control_image`` is one picture (or a list, one per prompt) for one ControlNet, a
-    list with one such entry per ControlNet for several (diffusers' convention)."""
+    decoded (and made from photos by ``control_preprocess``): ``control_image`` is one picture (or
+    a list, one per prompt) for one ControlNet, a list with one such entry per ControlNet for
+    several (diffusers' convention)."""
+    per_controlnet = check_control_count(request, count)
+    if per_controlnet is None:
+        return None
+    pictures = []
+    for item in per_controlnet:
+        check_before_decoding(item, request.width, request.height, multiple, max_side)
+        loaded = load_images(item)
+        if request.control_preprocess is not None:
+            kind, thresholds = request.control_preprocess, request.canny_thresholds
+            loaded = [annotate(picture, kind, thresholds) for picture in loaded]
+        pictures.append(loaded)
+    for loaded in pictures:
+        if len(loaded) not in (1, len(request.prompts)):
+            raise UsageError(
+                f"{len(loaded)} control pictures for {len(request.prompts)} prompts: give one, "
+                "or one per prompt"
+            )
+    return pictures
+
+
+def check_control_count(request: Request, count: int) -> list[object] | None:
+    """``control_image`` split per ControlNet (of ``count``), nothing decoded: a UsageError
+    when pictures and ControlNets do not go together."""
     given = request.control_image
     if given is None:
         if count:
             raise UsageError(
-                f"the {_controlnets(count)} need a control picture: control_image= "
+                "the ControlNets need a control picture each: control_image= "
                 "(command line: --control-image FILE)"
             )
         return None
@@ -89,21 +114,10 @@ def control_pictures(
             "control_image needs a ControlNet: LCMPipeline.from_pretrained(..., controlnet=DIR) "
             "(command line: --controlnet DIR)"
         )
-    per_controlnet = [given] if count == 1 else given
     if count > 1 and (not isinstance(given, (list, tuple)) or len(given) != count):
         got = len(given) if isinstance(given, (list, tuple)) else 1
         raise UsageError(f"{got} control pictures for {count} ControlNets: give one for each")
-    pictures = []
-    for item in per_controlnet:
-        check_before_decoding(item, request.width, request.height, multiple, max_side)
-        pictures.append(load_images(item))
-    for loaded in pictures:
-        if len(loaded) not in (1, len(request.prompts)):
-            raise UsageError(
-                f"{len(loaded)} control pictures for {len(request.prompts)} prompts: give one, "
-                "or one per prompt"
-            )
-    return pictures
+    return [given] if count == 1 else list(given)
 
 
 def conditioning_scales(
@@ -221,7 +235,3 @@ class Control:
         if not self.guess_mode:
             return [np.float32(scale)] * count
         return list(np.logspace(-1, 0, count, dtype=np.float32) * np.float32(scale))
-
-
-def _controlnets(count: int) -> str:
-    return "ControlNet" if count == 1 else f"{count} ControlNets"

@@ -7,6 +7,11 @@ and image to image, as its twin ``LatentConsistencyModelImg2ImgPipeline``:
 The decoder is the model's VAE (``vae="full"``) or a tiny one (TAESD, ``vae="tiny"``, see
 ``models.vae``); with a tiny VAE loaded, each step's ``StepInfo.preview()`` decodes its latents.
 
+Inpainting (a mask, or outpainting) is diffusers' ``StableDiffusionInpaintPipeline`` with
+``LCMScheduler``: the starting latents and the mask from ``pipeline.inpainting``; a 4-channel
+UNet's steps end with the area to keep put back, a 9-channel UNet takes the mask and the masked
+picture's latents with the latents.
+
 A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffusionPipeline`` with
 ``LCMScheduler``: the same loop, with classifier-free guidance instead of the guidance embedding
 (``sampling.classifier_free``). LoRA adapters are added to the networks when they compile.
@@ -42,10 +47,22 @@ from lcm_lite.models.lora import Adapter, open_adapters
 from lcm_lite.models.tokenizer import CLIPTokenizer
 from lcm_lite.models.vae import Vae, load_tiny_vae, own_tiny_vae
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes, StageProgress
-from lcm_lite.pipeline.control import Control, ControlNetChoice, open_controlnets
+from lcm_lite.pipeline.control import (
+    Control,
+    ControlNetChoice,
+    check_control_count,
+    conditioning_scales,
+    open_controlnets,
+)
 from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
 from lcm_lite.pipeline.lora_blend import LoraBlend
-from lcm_lite.pipeline.plan import Plan, check_negative_prompt, plan, takes_negative_prompts
+from lcm_lite.pipeline.plan import (
+    Plan,
+    check_negative_prompt,
+    check_prompt_options,
+    plan,
+    takes_negative_prompts,
+)
 from lcm_lite.pipeline.prompts import PromptEncoder, TokenizedText
 from lcm_lite.pipeline.results import GenerationResult, Settings, StepCallback, StepInfo
 from lcm_lite.request import MAX_SIZE, LoadOptions, Request
@@ -183,9 +200,20 @@ class LCMPipeline:
         """Whether ``negative_prompt`` is accepted (``plan.takes_negative_prompts``)."""
         return takes_negative_prompts(self.folder)
 
+    def check_prompt_options(self, request: Request) -> None:
+        """Raise UsageError for a ``clip_skip`` this model cannot take, or a prompt weight that
+        is not a number (``plan.check_prompt_options``)."""
+        check_prompt_options(request, self.folder)
+
     def check_negative_prompt(self, negative_prompt: str | Sequence[str] | None) -> None:
         """Raise UsageError when ``negative_prompt`` is given to a model that takes none."""
         check_negative_prompt(negative_prompt, self.folder)
+
+    def check_control(self, request: Request) -> None:
+        """Raise UsageError when ``request``'s control pictures or scales do not go with this
+        pipeline's ControlNets (nothing decoded: for a server's submission)."""
+        if check_control_count(request, len(self.controlnets)) is not None:
+            conditioning_scales(request.controlnet_conditioning_scale, self.controlnets)
 
     def __call__(
         self,
@@ -234,7 +262,7 @@ class LCMPipeline:
             clock = time.perf_counter()
             tokens = self._tokenize(planned.request)
             timings = {"tokenize": time.perf_counter() - clock}
-            networks = self._networks_for(planned, tokens[0].text_length)
+            networks = self._networks_for(planned, _text_length(planned.request, tokens))
             networks.progress = progress
             try:
                 return self._run(planned, tokens, networks, vae, callback, timings)
@@ -264,7 +292,7 @@ class LCMPipeline:
         planned = self.plan(request)
         with self._lock:
             tokens = self._tokenize(planned.request)
-            networks = self._networks_for(planned, tokens[0].text_length)
+            networks = self._networks_for(planned, _text_length(planned.request, tokens))
             prompt_embeds, negative_embeds = self._encode(planned.request, tokens, networks, {})
         return prompt_embeds.copy(), None if negative_prompt is None else negative_embeds.copy()
 
@@ -282,6 +310,7 @@ class LCMPipeline:
         generator = TorchGenerator(request.seed)
 
         # encode: diffusers' batch order under guidance is [negative prompts; prompts]
+        networks.preload_unet()  # a cached UNet imports meanwhile
         text_embeddings, negative_embeddings = self._encode(request, tokens, networks, timings)
         if negative_embeddings is not None:
             text_embeddings = np.concatenate([negative_embeddings, text_embeddings])
@@ -369,7 +398,12 @@ class LCMPipeline:
             ),
             picture_digests=tuple(picture_digests(request).items()),
         )
-        return GenerationResult(images, generator.seed, timings, tokens[0].dropped_tokens, settings)
+        control_images = [
+            picture for loaded in planned.control_pictures or [] for picture in loaded
+        ]
+        return GenerationResult(
+            images, generator.seed, timings, tokens[0].dropped_tokens, settings, control_images
+        )
 
     def _tokenize(self, request: Request) -> tuple[TokenizedText, TokenizedText | None]:
         """The prompts' and (under classifier-free guidance) negative prompts' tokens: plain, or
@@ -388,7 +422,8 @@ class LCMPipeline:
         networks: CompiledNetworks,
         timings: dict[str, float],
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The prompts' embeddings, and the negative prompts' (None without guidance)."""
+        """The prompts' embeddings, and the negative prompts' (None without guidance); those
+        the request gives (``prompt_embeds``, ``negative_prompt_embeds``) as they are."""
         encode = partial(
             self.prompt_encoder.encode,
             clip_skip=request.clip_skip,
@@ -397,7 +432,14 @@ class LCMPipeline:
             blend=networks.blend,
         )
         prompt_tokens, negative_tokens = tokens
-        return encode(prompt_tokens), None if negative_tokens is None else encode(negative_tokens)
+        prompt_embeds, negative_embeds = request.prompt_embeds, request.negative_prompt_embeds
+        if prompt_embeds is None:
+            prompt_embeds = encode(prompt_tokens)
+        if negative_embeds is None and negative_tokens is not None:
+            negative_embeds = encode(negative_tokens)
+        return _float32(prompt_embeds), None if negative_embeds is None else _float32(
+            negative_embeds
+        )
 
     def _inpainting(
         self,
@@ -518,6 +560,26 @@ class LCMPipeline:
         if vae.kind != "tiny" or vae.root == self.folder.root:
             return None
         return str(vae.root)
+
+
+def _text_length(request: Request, tokens: tuple[TokenizedText, TokenizedText | None]) -> int:
+    """The tokens the UNet reads: 77 per chunk, or ``prompt_embeds``' length; negative prompts
+    encoded from text must be as long."""
+    if request.prompt_embeds is None:
+        return tokens[0].text_length
+    length = request.prompt_embeds.shape[1]
+    negative_tokens = tokens[1]
+    encoded = request.negative_prompt_embeds is None and negative_tokens is not None
+    if encoded and negative_tokens.text_length != length:
+        raise UsageError(
+            f"the negative prompts encode to {negative_tokens.text_length} tokens, "
+            f"prompt_embeds has {length}: give negative_prompt_embeds too"
+        )
+    return length
+
+
+def _float32(embeddings: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 def _picture_names(image: object) -> str | None:

@@ -67,7 +67,8 @@ class Settings:
 
 class GenerationResult(list[Image.Image]):
     """The images of one call, in diffusers' batch order (each prompt's images together), with
-    the seed that makes them again, the settings, and where the time went (seconds)."""
+    the seed that makes them again, the settings, where the time went (seconds), and the control
+    pictures the ControlNets saw (after ``control_preprocess``, before resizing)."""
 
     def __init__(
         self,
@@ -76,8 +77,10 @@ class GenerationResult(list[Image.Image]):
         timings: dict[str, float],
         dropped_tokens: list[int],
         settings: Settings,
+        control_images: list[Image.Image] | None = None,
     ) -> None:
         super().__init__(images)
+        self.control_images = control_images or []
         self.seed = seed
         self.timings = timings
         self.dropped_tokens = dropped_tokens

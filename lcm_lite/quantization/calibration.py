@@ -7,13 +7,14 @@ classifier-free guidance), an LCM at lcm-lite's default guidance."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lcm_lite.models.controlnet import ControlNet
 from lcm_lite.pipeline import LCMPipeline
 from lcm_lite.pipeline.compiled import CompiledNetworks, StageProgress
 from lcm_lite.request import Request
@@ -37,7 +38,7 @@ CALIBRATION_PROMPTS = (
     "a desert oasis with palm trees under a starry sky",
 )
 
-UNetInputs = dict[int, np.ndarray]  # one UNet evaluation's inputs, by the IR's input index
+UNetInputs = dict[object, np.ndarray]  # one UNet evaluation's inputs, by the IR's input index
 
 
 class _RecordingNetworks(CompiledNetworks):
@@ -47,8 +48,8 @@ class _RecordingNetworks(CompiledNetworks):
         super().__init__(*args, **kwargs)
         self.record = record
 
-    def unet(self) -> Callable[..., np.ndarray]:
-        unet = super().unet()
+    def unet(self, controlnets: Sequence[ControlNet] = ()) -> Callable[..., np.ndarray]:
+        unet = super().unet(controlnets)
 
         def recorded(*inputs: Any) -> np.ndarray:
             self.record({i: np.array(a, copy=True) for i, a in unet.inputs(*inputs).items()})

@@ -10,6 +10,7 @@ import mmap
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ class Compiler:
                     f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
                 )
             self.config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
+        self._preloads: dict[Path, Future[ov.CompiledModel | None]] = {}
         missing = unavailable_devices(device, self.core.available_devices)
         if missing:
             where = [] if missing == [device] else [f"in {device!r}"]
@@ -97,7 +99,12 @@ class Compiler:
         ``request`` is what ``shapes`` and ``transform`` depend on besides the IR: with the IR's
         identity, the device and the config it names the blob in the cache."""
         blob = self._blob_path(xml, request)
-        if blob is not None and blob.is_file():
+        preload = None if blob is None else self._preloads.pop(blob, None)
+        if preload is not None:
+            compiled = preload.result()
+            if compiled is not None:
+                return compiled
+        elif blob is not None and blob.is_file():
             compiled = self._import(blob)
             if compiled is not None:
                 return compiled
@@ -122,6 +129,26 @@ class Compiler:
         if blob is not None:
             write_blob(compiled, blob, self.cache_limit)
         return compiled
+
+    def preload(self, xml: Path, request: tuple[object, ...]) -> None:
+        """Start importing the cached blob of ``(xml, request)`` in a background thread, for the
+        ``compile`` of the same network that comes later (meanwhile the caller compiles and runs
+        other networks: the text encoder while the UNet imports). Only a cached blob: a compile
+        from the IR, which writes a blob, stays in the caller's thread, where an interruption
+        deletes what it was writing. An interrupted preload leaves nothing (it only reads)."""
+        blob = self._blob_path(xml, request)
+        if blob is None or blob in self._preloads or not blob.is_file():
+            return
+        future: Future[ov.CompiledModel | None] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._import(blob))
+            except BaseException as error:  # handed to compile(), which raises it
+                future.set_exception(error)
+
+        self._preloads[blob] = future
+        threading.Thread(target=run, name=f"preload {xml.parent.name}", daemon=True).start()
 
     def _blob_path(self, xml: Path, request: tuple[object, ...]) -> Path | None:
         """``cache_dir/<component>-<digest>.blob``; the digest changes with the IR files, the

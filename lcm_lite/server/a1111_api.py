@@ -3,7 +3,7 @@ WebUI's AUTOMATIC1111 engine, and scripts on A1111's API call. Its routes answer
 modules/api/api.py does; the jobs go through the same queue as the other APIs.
 
 POST /sdapi/v1/txt2img          text to image: ``images`` (base64 PNGs), ``parameters``, ``info``
-POST /sdapi/v1/img2img          image to image from ``init_images[0]`` (``mask``: refused)
+POST /sdapi/v1/img2img          image to image from ``init_images[0]``; inpainting with ``mask``
 GET  /sdapi/v1/progress         the running job: progress, ETA, the live preview (tiny VAE)
 POST /sdapi/v1/interrupt        stop the running job after its current step
 GET  /sdapi/v1/sd-models        the served model
@@ -38,9 +38,6 @@ from lcm_lite.server.jobs import Job, JobQueue
 from lcm_lite.server.routing import Served, finished, json_body, submit
 
 SAMPLER = "LCM"  # A1111's name for the LCM sampler (since 1.7)
-NO_INPAINTING = (
-    "mask: inpainting is not part of lcm-lite yet; img2img without a mask changes the whole picture"
-)
 
 
 def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
@@ -51,12 +48,14 @@ def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
         responses={"4XX": {"model": A1111ErrorAnswer}, "5XX": {"model": A1111ErrorAnswer}},
     )
 
-    async def generate(body: A1111Request, picture: bytes | None, http: HttpRequest) -> dict:
+    async def generate(
+        body: A1111Request, pictures: dict[str, bytes | None], http: HttpRequest
+    ) -> dict:
         """Run ``body``'s batches one after the other; A1111's answer."""
         notes = []
         if body.steps > MOST_STEPS:
             notes.append(f"steps {body.steps} taken as {MOST_STEPS}, the most served")
-        requests = body.requests(picture)
+        requests = body.requests(pictures)
         if requests[0].negative_prompt is not None and not served.takes_negative_prompts:
             notes.append("negative_prompt ignored: a latent consistency model takes none")
             requests = [_without_negative_prompt(request) for request in requests]
@@ -74,13 +73,11 @@ def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
 
     @api.post("/txt2img", dependencies=[Depends(json_body)])
     async def txt2img(body: Txt2ImgRequest, http: HttpRequest) -> ImagesAnswer:
-        return await generate(body, None, http)
+        return await generate(body, {}, http)
 
     @api.post("/img2img", dependencies=[Depends(json_body)])
     async def img2img(body: Img2ImgRequest, http: HttpRequest) -> ImagesAnswer:
-        if body.mask:  # inpainting: another feature's; A1111 clients send null without one
-            raise HTTPException(400, NO_INPAINTING)
-        return await generate(body, body.picture(), http)
+        return await generate(body, body.pictures(), http)
 
     @api.get("/progress")
     def progress(

@@ -45,7 +45,12 @@ A1111_NAMES = {
     "seed": "seed",
     "num_images": "batch_size",
 }
-IMG2IMG_NAMES = {**A1111_NAMES, "strength": "denoising_strength"}  # and init_images -> image
+IMG2IMG_NAMES = {  # and init_images -> image
+    **A1111_NAMES,
+    "strength": "denoising_strength",
+    "mask_image": "mask",
+    "mask_blur": "mask_blur",
+}
 RANDOM_SEED = -1
 CLIP_SKIP_HELP = specs(Request)["clip_skip"].help
 MOST_STEPS = int(served_limits(SERVED["steps"]).high)
@@ -96,7 +101,7 @@ class A1111Request(BaseModel):
     )
     override_settings: OverrideSettings = Field(default_factory=OverrideSettings)
 
-    def requests(self, picture: bytes | None = None) -> list[Request]:
+    def requests(self, pictures: dict[str, bytes | None] | None = None) -> list[Request]:
         """One ``Request`` per batch (``n_iter``): the seed of batch ``k`` is ``seed + k *
         batch_size`` (A1111's first seed of that batch); -1 draws one."""
         values = {name: getattr(self, http) for name, http in self.names().items()}
@@ -105,7 +110,7 @@ class A1111Request(BaseModel):
         values.update(
             negative_prompt=values["negative_prompt"] or None,
             steps=min(values["steps"], MOST_STEPS),
-            image=picture,
+            **(pictures or {}),
             prompt_weighting=True,  # A1111 always reads its attention syntax
             clip_skip=None if stop_at in (None, 1) else stop_at - 1,
         )
@@ -123,24 +128,32 @@ class _A1111Img2Img(A1111Request):
     init_images: Annotated[list[Picture], Field(min_length=1, max_length=1)] = Field(
         description="the starting picture, base64 (or a data: URL); one"
     )
-    mask: str | None = Field(
-        None,
-        description="refused: inpainting is not part of lcm-lite yet (image to image only)",
+    inpainting_mask_invert: Literal[0, 1] = Field(
+        0, description="1 (repaint where the mask is black) is refused: send the mask inverted"
     )
-
-    _picture: bytes = PrivateAttr(b"")
+    _pictures: dict[str, bytes | None] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _decode(self) -> _A1111Img2Img:
-        self._picture = decode_picture(self.init_images[0])
+        mask = getattr(self, "mask", None)  # inpainting; clients send null or "" without one
+        if mask and self.inpainting_mask_invert:
+            raise ValueError(
+                "inpainting_mask_invert: 1 is not supported; send the mask inverted (white: "
+                "repaint)"
+            )
+        self._pictures = {
+            "image": decode_picture(self.init_images[0]),
+            "mask_image": decode_picture(mask) if mask else None,
+        }
         return self
 
     @classmethod
     def names(cls) -> dict[str, str]:
         return IMG2IMG_NAMES
 
-    def picture(self) -> bytes:
-        return self._picture
+    def pictures(self) -> dict[str, bytes | None]:
+        """The decoded pictures: ``image``, and ``mask_image`` (None: no inpainting)."""
+        return self._pictures
 
 
 Txt2ImgRequest = create_model(

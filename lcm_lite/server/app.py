@@ -39,7 +39,8 @@ from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS, MAX_PICTURE_BYTES,
 from lcm_lite.server.security import Guard, SecurityHeaders, document_token
 
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
-MAX_PICTURE_BODY_BYTES = MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES  # one with a picture
+# one with a picture and its mask
+MAX_PICTURE_BODY_BYTES = 2 * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
 PICTURE_PATHS = (
     "/api/generate",
     "/api/jobs",
@@ -49,7 +50,8 @@ PICTURE_PATHS = (
     "/mcp",
 )
 MCP_PATH = "/mcp"
-PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css")  # lcm_lite/static: the page, its files
+# lcm_lite/static: the page, its files
+PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css", "/mask.js", "/mask.css")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
+from fastapi import Request as HttpRequest
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from lcm_lite.request import Request
@@ -46,10 +47,11 @@ def streamed(
     request: Request,
     partial_images: int,
     kind: Literal["image_generation", "image_edit"],
-    path: str,
+    http: HttpRequest,
 ) -> EventSourceResponse:
     """Queue ``request`` (at once: a refusal is an ordinary error answer) and stream its steps'
-    previews and its images as events; a client that hangs up cancels the job."""
+    previews and its images as events; a client that hangs up cancels the job (it is looked for
+    after each step)."""
     loop = asyncio.get_running_loop()
     steps: asyncio.Queue[tuple[int, int, bytes | None] | None] = asyncio.Queue()
 
@@ -69,6 +71,8 @@ def streamed(
         try:
             while (seen := await steps.get()) is not None:
                 step, num_steps, preview = seen
+                if await http.is_disconnected():
+                    return  # and the job is cancelled, below
                 if preview is not None and step in preview_steps(num_steps, partial_images):
                     size = f"{job.request.width}x{job.request.height}"  # resolved once it runs
                     yield event(
@@ -82,7 +86,7 @@ def streamed(
                     )
                     sent += 1
             if job.error is not None:
-                yield event("error", error_json(path, 500, str(job.error)))
+                yield event("error", error_json(http.url.path, 500, str(job.error)))
                 return
             for png in job.images:
                 size = f"{job.request.width}x{job.request.height}"

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lcm_lite.errors import Cancelled, LcmLiteError
-from lcm_lite.fields import specs
+from lcm_lite.fields import picture_fields, specs
 from lcm_lite.images.png import png_info
-from lcm_lite.images.preprocess import check_before_decoding
+from lcm_lite.images.preprocess import check_before_decoding, check_headers
 from lcm_lite.request import MAX_SIZE, Request
 
 if TYPE_CHECKING:
@@ -68,10 +68,18 @@ class Job:
     cancelled: bool = False  # asked to stop: a running job stops after its current step
     # told after each step, in the worker thread: (step, steps, the preview if kept)
     on_step: Callable[[int, int, bytes | None], None] | None = field(default=None, repr=False)
-    has_picture: bool = field(init=False)  # image to image (its bytes go once the job is over)
+    # the picture fields given (image, mask_image): their bytes go once the job is over
+    given_pictures: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.has_picture = self.request.image is not None
+        self.given_pictures = frozenset(
+            name for name in picture_fields(Request) if getattr(self.request, name) is not None
+        )
+
+    @property
+    def has_picture(self) -> bool:
+        """Image to image (or inpainting): a starting picture was given."""
+        return "image" in self.given_pictures
 
     @property
     def state(self) -> str:
@@ -112,9 +120,10 @@ class Job:
         self.outcome.set_result(images)
 
     def forget_picture(self) -> None:
-        """Drop the starting picture's bytes (``has_picture`` still says there was one)."""
-        if self.request.image is not None:
-            self.request = replace(self.request, image=None)
+        """Drop the pictures' bytes: the starting picture, the mask, the control pictures
+        (``given_pictures`` still says which there were)."""
+        if self.given_pictures:
+            self.request = replace(self.request, **dict.fromkeys(self.given_pictures))
 
 
 class JobQueue:
@@ -162,23 +171,31 @@ class JobQueue:
     ) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
-        model takes none of and for LoRA weights that are not one per adapter loaded (the
-        pipeline's own rules, now rather than as a failed job), and for a picture refused from
-        its header: not a picture, over ``max_picture_pixels``, or making an image with a side
-        over ``max_side`` or under ``min_side``. ``on_step`` is told each step (in the worker
-        thread: it must be quick)."""
+        model takes none of, a clip_skip past its layers, a prompt weight that is not a number
+        and LoRA weights that are not one per adapter loaded (the pipeline's own rules, now
+        rather than as a failed job) and for
+        a picture refused from its header: not a picture, over ``max_picture_pixels``, or
+        making an image with a side over ``max_side`` or under ``min_side``. ``on_step`` is
+        told each step (in the worker thread: it must be quick)."""
         self._pipe.check_negative_prompt(request.negative_prompt)
+        self._pipe.check_prompt_options(request)
         self._pipe.check_lora_weights(request.lora_weights)
-        if request.image is not None:
-            check_before_decoding(
-                request.image,
-                request.width,
-                request.height,
-                self._pipe.folder.vae_scale_factor,
-                self._max_side,
-                max_pixels=self.max_picture_pixels,
-                min_side=self._min_side,
-            )
+        self._pipe.check_control(request)
+        controls = request.control_image
+        controls = controls if isinstance(controls, (list, tuple)) else [controls]
+        for picture in [request.image, *controls]:
+            if picture is not None:
+                check_before_decoding(
+                    picture,
+                    request.width,
+                    request.height,
+                    self._pipe.folder.vae_scale_factor,
+                    self._max_side,
+                    max_pixels=self.max_picture_pixels,
+                    min_side=self._min_side,
+                )
+        if request.mask_image is not None:
+            check_headers(request.mask_image, self.max_picture_pixels)
         job = Job(request, previews, on_step=on_step)
         with self._lock:
             if self._closed:

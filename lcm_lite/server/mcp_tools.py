@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,13 +34,14 @@ from starlette.types import Receive, Scope, Send
 
 from lcm_lite import __version__
 from lcm_lite.errors import LcmLiteError
+from lcm_lite.fields import specs
 from lcm_lite.images.png import METADATA_PREFIX, save_png, unique_path
 from lcm_lite.request import Request
 from lcm_lite.sampling.torch_rng import random_seed
 from lcm_lite.server.jobs import JobQueue, QueueFull
 from lcm_lite.server.schemas import decode_picture, derived_fields, served_specs
 
-PICTURE_HELP = "the starting picture: base64 PNG, JPEG or WebP (or a data: URL)"
+PICTURE_HELP = "base64 PNG, JPEG or WebP (or a data: URL)"
 SAVE_TO_HELP = (
     "write the PNG to this file instead of returning it (several images: name-1.png, ...); "
     "never over an existing file; with lcm-lite mcp (stdio) only"
@@ -63,12 +65,18 @@ def tool_fields(with_picture: bool) -> dict[str, str]:
 def create_mcp_server(jobs: JobQueue, *, local_files: bool) -> MCPServer:
     """An MCP server whose tools run on ``jobs``; ``local_files``: whether ``save_to`` and
     picture paths are allowed (stdio: the assistant's own machine)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     server = MCPServer(
         "lcm-lite",
         version=__version__,
         instructions="Text to image (generate_image) and image to image (edit_image) with a "
         "latent consistency model: 2 to 8 steps.",
     )
+    # the SDK calls logging.basicConfig (a rich handler on the root logger, at INFO) when no
+    # handler is there, as in a program that runs Server: the process's logging stays its own
+    root.handlers[:] = handlers
+    root.setLevel(level)
     for name, with_picture, doc in (
         ("generate_image", False, "Make images from a text prompt; returns PNGs and the seed."),
         (
@@ -86,9 +94,16 @@ def create_mcp_server(jobs: JobQueue, *, local_files: bool) -> MCPServer:
 def _tool(jobs: JobQueue, names: dict[str, str], local_files: bool) -> Callable[..., Any]:
     """A tool function whose signature is the derived fields (and ``save_to``)."""
     derived = derived_fields(Request, names)
-    if "image" in derived:
-        help_text = PICTURE_HELP + (" or a file path" if local_files else "")
-        derived["image"] = (str, Field(description=help_text))
+    declared = specs(Request)
+    pictures = [name for name in names if declared[name].kind == "picture"]
+    given_as = PICTURE_HELP + (" or a file path" if local_files else "")
+    for name in pictures:  # the starting picture is required; a mask, a control image are not
+        help_text = f"{declared[name].help}: {given_as}"
+        derived[names[name]] = (
+            (str, Field(description=help_text))
+            if name == "image"
+            else (str | None, Field(None, description=help_text))
+        )
     parameters = []
     for argument, (annotation, field) in derived.items():
         default = inspect.Parameter.empty if field.is_required() else field.default
@@ -115,8 +130,9 @@ def _tool(jobs: JobQueue, names: dict[str, str], local_files: bool) -> Callable[
             raise ToolError(NO_FILES)
         values = {name: arguments[argument] for name, argument in names.items()}
         try:
-            if values.get("image") is not None:
-                values["image"] = _picture(values["image"], local_files)
+            for name in pictures:
+                if values[name] is not None:
+                    values[name] = _picture(values[name], local_files)
             if values.get("seed") is None:
                 values["seed"] = random_seed()
             request = Request(**values)

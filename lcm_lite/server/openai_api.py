@@ -2,7 +2,9 @@
 
 POST /v1/images/generations     text to image: OpenAI's fields and OVMS's extras; streamed
                                 with ``stream: true`` (``image_stream``)
-POST /v1/images/edits           image to image, multipart (a mask is refused); streamed too
+POST /v1/images/edits           image to image, multipart; with a ``mask`` file, inpainting;
+                                streamed too; lcm-lite's extension: control_image files and
+                                ControlNet fields
 GET  /v1/models                 the served model, for OpenAI-style clients
 """
 
@@ -14,14 +16,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi import Request as HttpRequest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from lcm_lite.images.mask import openai_mask
 from lcm_lite.request import Request
 from lcm_lite.server.answers import ImagesAnswer, ModelList, OpenAIErrorAnswer
 from lcm_lite.server.image_stream import streamed
 from lcm_lite.server.jobs import Job, JobQueue
 from lcm_lite.server.routing import Served, finished, json_body, submit
-from lcm_lite.server.schemas import MAX_PICTURE_BYTES, ImageEditRequest, ImageGenerationRequest
+from lcm_lite.server.schemas import (
+    MAX_PICTURE_BYTES,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    check_picture_size,
+)
+
+MASK_HELP = (
+    "inpainting: the area to repaint, a picture of the picture's shape. With an alpha channel, "
+    "OpenAI's rule: its fully transparent pixels are repainted. Without alpha, OpenVINO Model "
+    "Server's and diffusers': white (at least half gray) is repainted, black kept"
+)
 
 STREAMED = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or events"}}
 
@@ -48,7 +63,7 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
                 "partial_images needs a tiny VAE: start lcm-lite serve with --tiny-vae (a "
                 "folder or hub id, e.g. rupeshs/taesd-ov), or stream with partial_images 0",
             )
-        return streamed(jobs, served, asked, partial_images, kind, request.url.path)
+        return streamed(jobs, served, asked, partial_images, kind, request)
 
     @router.post("/images/generations", dependencies=[Depends(json_body)], responses=STREAMED)
     async def images_generations(
@@ -62,11 +77,20 @@ def openai_router(jobs: JobQueue, served: Served) -> APIRouter:
         image: Annotated[UploadFile, File(description="the starting picture: PNG, JPEG or WebP")],
         form: Annotated[ImageEditRequest, Form()],
         request: HttpRequest,
+        mask: Annotated[UploadFile | None, File(description=MASK_HELP)] = None,
+        control_image: Annotated[
+            list[UploadFile] | None,
+            File(description="lcm-lite's extension: a control picture per ControlNet served"),
+        ] = None,
     ) -> ImagesAnswer:
-        if "mask" in await request.form():  # parsed once: the same form as above
-            raise HTTPException(400, "mask is not supported: lcm-lite does image to image only")
         picture = await image.read(MAX_PICTURE_BYTES + 1)
-        return await answer(form, form.to_request(None, picture), request, "image_edit")
+        white_is_repaint = None
+        if mask is not None:
+            upload = check_picture_size(await mask.read(MAX_PICTURE_BYTES + 1))
+            white_is_repaint = await run_in_threadpool(openai_mask, upload, jobs.max_picture_pixels)
+        controls = [await control.read(MAX_PICTURE_BYTES + 1) for control in control_image or []]
+        asked = form.to_request(None, picture, white_is_repaint, controls)
+        return await answer(form, asked, request, "image_edit")
 
     @router.get("/models")
     def models() -> ModelList:

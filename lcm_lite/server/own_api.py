@@ -102,7 +102,7 @@ def job_view(job: Job) -> dict[str, object]:
         "state": state,
         "step": job.step,
         "previews": job.previews,
-        **shown_fields(job.request, job.has_picture),
+        **shown_fields(job.request, job.given_pictures),
     }
     if state == "running" and (preview := job.preview) is not None:
         shown["preview_png_base64"] = base64.b64encode(preview).decode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Collection
 from dataclasses import MISSING, fields
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,7 @@ from pydantic import (
 )
 
 from lcm_lite.errors import UsageError
-from lcm_lite.fields import Range, Spec, specs
+from lcm_lite.fields import Range, Spec, picture_fields, specs
 from lcm_lite.request import Request
 from lcm_lite.sampling.torch_rng import random_seed
 
@@ -113,6 +114,8 @@ def json_type(field_spec: Spec) -> Any:
     limits = served_limits(field_spec)
     if field_spec.kind == "text":
         return Prompt
+    if field_spec.kind == "picture" and field_spec.repeatable:  # one, or one per ControlNet
+        return Picture | Annotated[list[Picture], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "picture":
         return Picture
     if field_spec.kind == "choice":
@@ -135,6 +138,9 @@ def json_type(field_spec: Spec) -> Any:
         return _number(limits)
     if field_spec.kind == "numbers":
         return Annotated[list[_number(limits)], Len(1, MAX_LIST_ITEMS)]
+    if field_spec.kind == "integers":
+        whole = Annotated[int, BeforeValidator(_whole_number)]
+        return Annotated[list[whole], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "flag":
         return bool
     raise ValueError(f"no JSON type for a {field_spec.kind} field")
@@ -193,8 +199,12 @@ class _OwnApiRequest(BaseModel):
             for name, field_spec in specs(declared).items()
             if field_spec.key in type(self).model_fields
         }
-        if values.get("image") is not None:
-            values["image"] = decode_picture(values["image"])
+        for name, field_spec in specs(declared).items():  # image, mask, control_image
+            value = values.get(name)
+            if field_spec.kind == "picture" and isinstance(value, list):
+                values[name] = [decode_picture(item, field_spec.key) for item in value]
+            elif field_spec.kind == "picture" and value is not None:
+                values[name] = decode_picture(value, field_spec.key)
         if values.get("seed") is None:
             values["seed"] = random_seed()
         return declared(**values)
@@ -215,14 +225,15 @@ def own_api_model(declared: type = Request) -> type[_OwnApiRequest]:
 GenerateRequest = own_api_model()
 
 
-def decode_picture(text: str) -> bytes:
-    """A picture's bytes from base64, or from a ``data:image/...;base64,`` URL."""
+def decode_picture(text: str, name: str = "image") -> bytes:
+    """A picture's bytes (the field ``name``'s) from base64, or from a ``data:image/...;base64,``
+    URL."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         picture = base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, or characters that are not ASCII
-        raise ValueError("image must be a picture in base64 (or a data: URL)") from None
+        raise ValueError(f"{name} must be a picture in base64 (or a data: URL)") from None
     return check_picture_size(picture)
 
 
@@ -295,9 +306,16 @@ class _OpenAIRequest(BaseModel):
             )
         return self
 
-    def to_request(self, native_size: int | None, picture: bytes | None = None) -> Request:
+    def to_request(
+        self,
+        native_size: int | None,
+        picture: bytes | None = None,
+        mask: bytes | None = None,
+        control_pictures: list[bytes] | None = None,
+    ) -> Request:
         """The ``Request`` this body asks for; ``native_size`` where ``size`` is auto or missing
-        (None: the picture's own), a missing ``rng_seed`` drawn."""
+        (None: the picture's own), a missing ``rng_seed`` drawn; ``mask``: white is the area to
+        repaint; ``control_pictures``: one per ControlNet (an extension of images/edits)."""
         match = _SIZE.fullmatch(self.size or "auto")
         width, height = (int(match[1]), int(match[2])) if match else (native_size, native_size)
         values = {
@@ -314,6 +332,10 @@ class _OpenAIRequest(BaseModel):
             height=height,
             num_images=self.n or self.num_images_per_prompt or 1,
             image=None if picture is None else check_picture_size(picture),
+            mask_image=mask,
+            control_image=None
+            if not control_pictures
+            else [check_picture_size(control) for control in control_pictures],
         )
         request.check()
         return request
@@ -402,15 +424,21 @@ _VIEW_TYPES: dict[str, Any] = {
     "number": float,
     "numbers": list[float],
     "flag": bool,
+    "integers": list[int],
 }
 _DRAWN = {"seed"}  # a missing one is drawn at submission (``to_request``)
 
 
-def shown_fields(request: Any, has_picture: bool | None = None) -> dict[str, Any]:
+def shown_fields(request: Any, given_pictures: Collection[str] | None = None) -> dict[str, Any]:
     """The values ``JobView`` shows of ``request`` (one prompt: a job has one), under their HTTP
-    names; a field whose ``needs`` is missing shows as None (``has_picture``: whether the
-    picture was given, when its bytes are gone; default: ``request.image`` is not None)."""
-    given = {"image": request.image is not None if has_picture is None else has_picture}
+    names; a field whose ``needs`` is missing shows as None (``given_pictures``: the picture
+    fields given, when their bytes are gone; default: those that are not None)."""
+    given = {
+        name: getattr(request, name) is not None
+        if given_pictures is None
+        else name in given_pictures
+        for name in picture_fields(type(request))
+    }
     shown = {}
     for name, field_spec in served_specs(type(request)).items():
         value = getattr(request, name)

@@ -204,9 +204,11 @@ async function generate(event) {
     for (const name of SLIDERS) request[name] = Number($(name).value);
     const negative = $("negative_prompt").value.trim();
     if (!$("negative-prompt-box").hidden && negative) request.negative_prompt = negative;
+    if ($("prompt_weighting").checked) request.prompt_weighting = true;
     if (state.picture) {
       request.image = state.picture;
       request.strength = Number($("strength").value);
+      Object.assign(request, window.lcmMask ? window.lcmMask.fields() : {}); // mask.js
     }
     let job = await api("POST", "/api/jobs", request);
     while (job.state === "queued" || job.state === "running") {

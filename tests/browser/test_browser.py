@@ -270,6 +270,14 @@ def test_a_negative_prompt_typed_on_the_page_guides_an_lcm_lora_model(
         assert served.jobs.outcomes["done"] == 1
 
 
+def test_the_weighted_prompt_switch_sends_prompt_weighting(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    browser.get(server.url)
+    browser.find_element(By.ID, "prompt_weighting").click()
+    generate_from_the_page(browser, "a (red:1.4) cube")
+    job = list(server.jobs._jobs.values())[-1]
+    assert (job.request.prompts, job.request.prompt_weighting) == (["a (red:1.4) cube"], True)
 @contextlib.contextmanager
 def worker_held(pipe: LCMPipeline) -> Iterator[None]:
     """The server's worker waits for the pipeline's own lock while the block runs: a job it takes

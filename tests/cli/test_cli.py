@@ -353,6 +353,9 @@ def test_help_lists_every_option_and_the_other_commands(lcm):
         (["x", "--steps", "four"], 2, "expected an integer"),
         ([], 2, "give a prompt"),
         (["x", "--device", "NPU"], 4, "device 'NPU' is not available"),
+        (["x", "--clip-skip", "3"], 2, "clip_skip must be from 0 to 2 (this text encoder's"),
+        (["x", "--clip-skip", "-1"], 2, "clip_skip must be an integer from 0 to the text"),
+        (["(x:1..4)", "--prompt-weighting"], 2, "prompt weight '1..4' is not a number"),
     ],
 )
 def test_bad_input_is_one_line_and_an_exit_code(lcm, tmp_path, args, code, message):

@@ -58,6 +58,24 @@ def test_a_mask_repaints_the_picture_and_the_metadata_remakes_it(
     assert read_png_metadata(tmp_path / "again.png") == metadata
 
 
+def test_outpaint_makes_the_bigger_picture_and_the_metadata_remakes_it(
+    lcm, tmp_path, start_picture
+):
+    picture = start_picture("png")  # 100x75: 96x72 with the margins, rounded down
+    options = ["--image", picture, "--outpaint", "8,0,0,5", "--strength", "1", "--steps", "2"]
+    run = lcm("a harbour", *options, "--seed", "2", "--out", "wide.png", size=False)
+    assert run.returncode == 0, run.stderr
+
+    assert _pixels(tmp_path / "wide.png").shape == (80, 104, 3)
+    metadata = read_png_metadata(tmp_path / "wide.png")
+    assert metadata["outpaint"] == "8,0,0,5"
+    info = lcm("info", "wide.png", model=False, size=False)
+    argv = shlex.split(info.stdout.splitlines()[-1].removeprefix("remake: "))
+    again = lcm("generate", "--out", "again.png", *argv[2:], model=False, size=False)
+    assert again.returncode == 0, again.stderr
+    assert np.array_equal(_pixels(tmp_path / "wide.png"), _pixels(tmp_path / "again.png"))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -80,6 +98,10 @@ def test_a_mask_repaints_the_picture_and_the_metadata_remakes_it(
             ],
             "inpainting runs int(steps x strength) steps",
         ),
+        (["x", "--outpaint", "8,0,0,0"], "--outpaint needs --image"),
+        (["x", "--image", "start.jpg", "--outpaint", "8,0"], "outpaint takes four integers"),
+        (["x", "--image", "start.jpg", "--outpaint", "8,0,-1,0"], "at least 0 and not all 0"),
+        (["x", "--image", "start.jpg", "--mask-blur", "4"], "--mask-blur needs --mask"),
     ],
 )
 def test_bad_inpainting_input_is_one_line_exit_2_and_no_file(

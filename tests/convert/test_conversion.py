@@ -445,3 +445,29 @@ def test_a_signal_mid_export_exits_with_its_code_and_leaves_no_folder(
     assert process.returncode == exit_code, stderr
     assert stderr.splitlines()[-1].endswith("the output folder was not written")
     assert list(tmp_path.iterdir()) == []  # no out/, no .out.*.partial
+
+
+def test_a_controlnet_converts_to_a_controlnet_folder_with_its_residuals_as_outputs(
+    tiny_controlnet, tmp_path, capsys
+):
+    import openvino as ov
+
+    source, converted = tiny_controlnet
+    config = json.loads((source / "config.json").read_text())
+    assert config["_class_name"] == "ControlNetModel"
+    assert sorted(p.name for p in converted.iterdir()) == ["controlnet"]
+    model = ov.Core().read_model(converted / "controlnet" / "openvino_model.xml")
+    assert [port.any_name for port in model.inputs] == [
+        "sample",
+        "timestep",
+        "encoder_hidden_states",
+        "controlnet_cond",
+    ]
+    assert [port.any_name for port in model.outputs] == [
+        *(f"down_block_res_sample_{i}" for i in range(4)),
+        "mid_block_res_sample",
+    ]
+
+    assert main([str(source), str(tmp_path / "out"), "--quantize-unet"]) == 2
+    assert "is a ControlNet: it has no UNet" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -79,34 +79,28 @@ MASKS = {
 }
 
 
-def _theirs(pipe, prompt, image, mask, *, strength, steps, seed, width, height, num_images=1):
+def _theirs(
+    pipe, prompt, image, mask, *, strength, steps, seed, width, height, num_images=1, **extra
+):
+    """diffusers' images; ``extra``: its other arguments (``guidance_scale`` default GUIDANCE)."""
     images = pipe(
         prompt,
         image=image,
         mask_image=mask,
         strength=strength,
         num_inference_steps=steps,
-        guidance_scale=GUIDANCE,
         num_images_per_prompt=num_images,
         width=width,
         height=height,
         generator=torch.Generator().manual_seed(seed),
+        **{"guidance_scale": GUIDANCE, **extra},
     ).images
     return [np.asarray(picture) for picture in images]
 
 
-def _ours(pipe, prompt, image, mask, *, strength, steps, seed, num_images=1, **kwargs):
-    result = pipe(
-        prompt,
-        image=image,
-        mask_image=mask,
-        strength=strength,
-        steps=steps,
-        guidance_scale=GUIDANCE,
-        num_images=num_images,
-        seed=seed,
-        **kwargs,
-    )
+def _ours(pipe, prompt, image, mask, **arguments):
+    """lcm_lite's images; ``arguments``: the call's others (``guidance_scale`` default GUIDANCE)."""
+    result = pipe(prompt, image=image, mask_image=mask, **{"guidance_scale": GUIDANCE, **arguments})
     return [np.asarray(picture) for picture in result]
 
 
@@ -322,39 +316,31 @@ def test_a_nine_channel_unet_with_an_lcm_lora_gives_the_diffusers_image(
     picture = varied_picture(64, 48, seed=9)
     mask = MASKS["ellipse"](64, 48)
     arguments = {"strength": strength, "steps": steps, "seed": 13, "num_images": 2}
-    pipe = diffusers_nine_channel_pipe
     guided = {"negative_prompt": negative_prompt} if negative_prompt else {}
 
     def theirs(mask):
-        return [
-            np.asarray(image)
-            for image in pipe(
-                "a red cube",
-                image=picture,
-                mask_image=mask,
-                strength=strength,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                num_images_per_prompt=2,
-                width=64,
-                height=48,
-                generator=torch.Generator().manual_seed(13),
-                **guided,
-            ).images
-        ]
-
-    reference = theirs(mask)
-    ours = [
-        np.asarray(image)
-        for image in nine_channel_pipe(
+        return _theirs(
+            diffusers_nine_channel_pipe,
             "a red cube",
-            image=picture,
-            mask_image=mask,
+            picture,
+            mask,
+            width=64,
+            height=48,
             guidance_scale=guidance,
             **guided,
             **arguments,
         )
-    ]
+
+    reference = theirs(mask)
+    ours = _ours(
+        nine_channel_pipe,
+        "a red cube",
+        picture,
+        mask,
+        guidance_scale=guidance,
+        **guided,
+        **arguments,
+    )
 
     _assert_differ(reference, theirs(MASKS["blobs"](64, 48)))
     _assert_within_one_level(ours, reference)
@@ -421,22 +407,16 @@ def test_padding_mask_crop_makes_the_masks_box_and_pastes_it_back_as_diffusers(
     arguments = {"strength": 1.0, "steps": 2, "seed": 17, "num_images": 2}
 
     def theirs(mask):
-        return [
-            np.asarray(image)
-            for image in inpaint_pipe(
-                "a fox",
-                image=picture,
-                mask_image=mask,
-                padding_mask_crop=pad,
-                strength=1.0,
-                num_inference_steps=2,
-                guidance_scale=GUIDANCE,
-                num_images_per_prompt=2,
-                width=width,
-                height=height,
-                generator=torch.Generator().manual_seed(17),
-            ).images
-        ]
+        return _theirs(
+            inpaint_pipe,
+            "a fox",
+            picture,
+            mask,
+            width=width,
+            height=height,
+            padding_mask_crop=pad,
+            **arguments,
+        )
 
     reference = theirs(mask)
     ours = _ours(

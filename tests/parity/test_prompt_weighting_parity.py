@@ -106,23 +106,31 @@ def _diffusers_run(pipe, seed=5, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         denoised.append(tensors["denoised"].numpy().copy())
         return {}
 
-    kwargs = {
-        key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-        for key, value in kwargs.items()
-    }
     images = pipe(
         num_inference_steps=2,
         generator=torch.Generator().manual_seed(seed),
         callback_on_step_end=keep_denoised,
         callback_on_step_end_tensor_inputs=["denoised"],
         **SIZE,
-        **kwargs,
+        **_torch(kwargs),
     ).images
     return _images(images), denoised[-1]
 
 
 def _diffusers_images(pipe, seed=5, **kwargs) -> np.ndarray:
-    return _diffusers_run(pipe, seed, **kwargs)[0]
+    """diffusers' images (StableDiffusionPipeline has no ``denoised`` to show)."""
+    generator = torch.Generator().manual_seed(seed)
+    return _images(
+        pipe(num_inference_steps=2, generator=generator, **SIZE, **_torch(kwargs)).images
+    )
+
+
+def _torch(kwargs: dict) -> dict:
+    """NumPy arrays (the stored embeddings) as torch tensors."""
+    return {
+        key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        for key, value in kwargs.items()
+    }
 
 
 def _relative_difference(ours: np.ndarray, theirs: np.ndarray) -> float:

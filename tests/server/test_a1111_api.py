@@ -229,6 +229,40 @@ def test_img2img_starts_from_init_images_with_denoising_strength(server: Server)
     assert "init_images" not in answer["parameters"]
 
 
+def test_img2img_with_a_mask_inpaints_as_the_pipeline_does(
+    server: Server, f32_pipe: LCMPipeline
+) -> None:
+    picture, mask = io.BytesIO(), io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(picture, format="PNG")
+    white_right = Image.new("L", (64, 64))
+    white_right.paste(255, (32, 0, 64, 64))
+    white_right.save(mask, format="PNG")
+    encoded = {
+        name: base64.b64encode(data.getvalue()).decode()
+        for name, data in (("picture", picture), ("mask", mask))
+    }
+    body = {
+        "init_images": [encoded["picture"]],
+        "mask": encoded["mask"],
+        "mask_blur": 4,
+        "inpainting_fill": 1,  # A1111's "original": ignored, as diffusers starts from the picture
+        "inpaint_full_res": False,
+        "prompt": "a red cube",
+        "denoising_strength": 1.0,
+        "steps": 2,
+        "seed": 5,
+    }
+    answer = sdapi(server, "POST", "img2img", body).json()
+    image = np.asarray(png(answer["images"][0]))
+    fields = {"strength": 1.0, "steps": 2, "seed": 5, "prompt_weighting": True}
+    inpainted = f32_pipe(
+        "a red cube", image=picture.getvalue(), mask_image=mask.getvalue(), mask_blur=4, **fields
+    )[0]
+    assert np.array_equal(image, np.asarray(inpainted))
+    whole = f32_pipe("a red cube", image=picture.getvalue(), **fields)[0]
+    assert not np.array_equal(image, np.asarray(whole))  # the mask made a difference
+
+
 def test_the_gimp_plugins_img2img_body_is_answered_with_the_steps_it_could_take(
     server: Server,
 ) -> None:
@@ -266,7 +300,12 @@ def test_the_gimp_plugins_img2img_body_is_answered_with_the_steps_it_could_take(
         ("txt2img", {"prompt": "x", "batch_size": 5}, "batch_size: Input should be less than"),
         ("img2img", {"prompt": "x"}, "init_images: Field required"),
         ("img2img", {"init_images": ["not base64!"]}, "image must be a picture in base64"),
-        ("img2img", {"init_images": ["aGk="], "mask": "aGk="}, "mask: inpainting is not part"),
+        ("img2img", {"init_images": ["aGk="], "mask": "not base64!"}, "image must be a picture"),
+        (
+            "img2img",
+            {"init_images": ["aGk="], "mask": "aGk=", "inpainting_mask_invert": 1},
+            "inpainting_mask_invert: 1 is not supported",
+        ),
     ],
 )
 def test_bad_requests_are_400_in_a1111s_error_shape(

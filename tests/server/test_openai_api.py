@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -165,7 +166,8 @@ def test_images_edit_takes_size_and_n(server: Server) -> None:
     ("arguments", "message"),
     [
         ({"image": ("x.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
-        ({"mask": ("m.png", a_picture(), "image/png")}, "mask is not supported"),
+        ({"mask": ("m.png", b"not a picture", "image/png")}, "not a PNG, JPEG or WebP"),
+        ({"mask": ("m.png", a_picture(80, 80), "image/png")}, "give a mask of the picture's"),
         ({"extra_body": {"strength": 0}}, "strength: Input should be greater than 0"),
         ({"size": "2048x64"}, "size must be auto or WxH"),
         ({"image": ("s.png", a_picture(8, 8), "image/png")}, "8x8 image, smaller than 64 pixels"),
@@ -388,3 +390,22 @@ def test_streaming_without_previews_needs_no_tiny_vae_and_partial_images_do(
     with pytest.raises(openai.BadRequestError) as refused:
         client(server).images.generate(prompt="x", stream=True, partial_images=4)
     assert "partial_images: Input should be less than or equal to 3" in refused.value.message
+
+
+@pytest.mark.slow
+def test_a_client_that_closes_the_stream_cancels_its_job(previewing: Server) -> None:
+    cancelled_before = previewing.jobs.outcomes["cancelled"]
+    stream = client(previewing).images.generate(
+        prompt="a red cube",
+        size="512x512",
+        n=4,
+        stream=True,
+        partial_images=3,
+        extra_body={"num_inference_steps": 8},
+    )
+    first = next(iter(stream))
+    assert first.type == "image_generation.partial_image"
+    stream.close()
+    while previewing.jobs.running is not None:  # the worker counts the job, then lets it go
+        time.sleep(0.01)
+    assert previewing.jobs.outcomes["cancelled"] == cancelled_before + 1

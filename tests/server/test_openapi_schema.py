@@ -60,8 +60,9 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     the cheapest valid one (so that the run stays bounded); invalid values stay, to be refused.
     In valid requests, an upload's bytes become a real picture, a strength below the steps'
     minimum (a rule between two fields that JSON Schema cannot state; the description says it)
-    the default, and a negative prompt goes (this model cannot take one; the description says
-    which models do), as do LoRA weights (one per LoRA loaded, the description says: none is).
+    the default, and a negative prompt and control pictures go (this model cannot take a negative
+    prompt, this server has no ControlNet; the descriptions say which can), as do LoRA weights
+    (one per LoRA loaded, the description says: none is).
     """
     if not isinstance(body, dict):
         return body
@@ -74,6 +75,7 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
             cheap["strength"] = 0.8
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
         cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
+        cheap.pop("control_image", None)  # needs a server started with --controlnet (documented)
     for dialect, values in CHEAPEST.items():
         if dialect in path:
             for name, value in values.items():

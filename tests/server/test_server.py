@@ -111,6 +111,8 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "guidance": 8.0,
         "num_images": 1,
         "strength": 0.8,  # the page's slider starts there
+        "control_guidance_start": 0.0,
+        "control_guidance_end": 1.0,
     }
     assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
         "capacity": 2,
@@ -128,12 +130,9 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
     html = page.body.decode()
     assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(linked) == ["/app.js", "/live.js", "/style.css"]
-    for path, content_type in (
-        ("/app.js", "text/javascript"),
-        ("/live.js", "text/javascript"),
-        ("/style.css", "text/css"),
-    ):
+    assert sorted(linked) == ["/app.js", "/live.js", "/mask.css", "/mask.js", "/style.css"]
+    for path in linked:
+        content_type = "text/javascript" if path.endswith(".js") else "text/css"
         asset = call(server.url, "GET", path)
         assert asset.status == 200
         assert asset.headers["Content-Type"] == f"{content_type}; charset=utf-8"
@@ -750,3 +749,22 @@ def test_a_second_sigint_cancels_the_running_job_and_still_exits_0(tiny_ov_dir: 
         exit_code, stderr = serve.finish()
     assert exit_code == 0, stderr
     assert running[0].status == 503 and "cancelled" in running[0].json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"clip_skip": 3}, "clip_skip must be from 0 to 2 (this text encoder's layers), got 3"),
+        ({"clip_skip": -1}, "clip_skip: Input should be greater than or equal to 0"),
+        ({"prompt": "(x:1..4)", "prompt_weighting": True}, "prompt weight '1..4' is not a number"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/generate", "/api/jobs"])
+def test_a_clip_skip_or_weight_the_model_cannot_take_is_refused_with_400(
+    server: Server, fields: dict, message: str, path: str
+) -> None:
+    done_before = server.jobs.outcomes.copy()
+    reply = call(server.url, "POST", path, {"prompt": "x", **SMALL, **fields})
+    assert reply.status == 400 and message in reply.json()["error"]
+    assert "\n" not in reply.json()["error"]
+    assert server.jobs.outcomes == done_before

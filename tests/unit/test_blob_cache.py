@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lcm_lite import LCMPipeline, UsageError
@@ -222,3 +223,25 @@ def test_temporaries_of_killed_runs_are_deleted_at_start_and_those_of_live_runs_
     finally:
         writing.kill()
         writing.communicate(timeout=60)
+
+
+def test_a_cached_unet_imports_in_the_background_while_the_text_encoder_compiles(
+    tiny_ov_dir, tmp_path
+):
+    """The one-shot's overlap: with the UNet's blob cached, its import is under way (in a
+    thread) when the text encoder starts compiling, and the UNet that runs is that import."""
+    request = {"width": 64, "height": 64, "seed": 1}
+    cold = LCMPipeline.from_pretrained(tiny_ov_dir, cache_dir=tmp_path, keep_models=False)
+    reference = np.asarray(cold("a cat", **request)[0])
+    warm = LCMPipeline.from_pretrained(tiny_ov_dir, cache_dir=tmp_path, keep_models=False)
+    unet_compiler = warm.compiler.for_stage("unet")
+    seen: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done == 0:
+            seen[stage] = len(unet_compiler._preloads)
+
+    image = np.asarray(warm("a cat", progress=progress, **request)[0])
+    assert seen["compile text encoder"] == 1  # the UNet's import started before it
+    assert seen["compile UNet"] == 1 and unet_compiler._preloads == {}  # taken by the UNet
+    assert np.array_equal(image, reference)

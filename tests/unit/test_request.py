@@ -142,6 +142,7 @@ EVERY_FIELD = Request(
     mask_image=Path("mask.png"),
     mask_blur=3,
     padding_mask_crop=16,
+    outpaint=[8, 0, 16, 0],
     strength=0.5,
     steps=3,
     guidance_scale=7.5,
@@ -156,16 +157,18 @@ EVERY_FIELD = Request(
     prompt_weighting=True,
     clip_skip=1,
     control_image=[Path("edges.png"), Path("depth.png")],
-    controlnet_conditioning_scale=[0.5, 1.0],
-    control_guidance_start=0.1,
-    control_guidance_end=0.9,
+    control_preprocess="canny",
+    canny_thresholds=[50.0, 150.0],
+    controlnet_conditioning_scale=[0.5, 1.25],
+    control_guidance_start=0.25,
+    control_guidance_end=0.75,
     guess_mode=True,
 )
 EVERY_LOAD_OPTION = LoadOptions(
     model="someone/model",
     tiny_vae="taesd",
     loras=[("a.safetensors", 0.5), ("b/c", 1.0)],
-    controlnet=[("edges-controlnet", 0.8), ("depth-controlnet", 1.0)],
+    controlnet=[("cn/canny", 0.5), ("cn-depth", 1.25)],
 )
 
 
@@ -188,14 +191,15 @@ def test_every_field_round_trips_from_metadata_to_the_command_line_and_back():
 
     assert Request(args.prompt, **given(args, Request)) == from_metadata(read_back)[0]
     remade = LoadOptions(**given(args, LoadOptions))
-    assert (remade.model, remade.tiny_vae, remade.loras) == (
+    assert (remade.model, remade.tiny_vae, remade.loras, remade.controlnet) == (
         EVERY_LOAD_OPTION.model,
         EVERY_LOAD_OPTION.tiny_vae,
         EVERY_LOAD_OPTION.loras,
+        EVERY_LOAD_OPTION.controlnet,
     )
     request = from_metadata(read_back)[0]
     for name in (item.name for item in fields(Request)):
-        if name in ("latents",):  # Python only: no key, no option
+        if name in ("latents", "prompt_embeds", "negative_prompt_embeds"):  # Python only
             continue
         expected = getattr(EVERY_FIELD, name)
         if name in ("image", "mask_image"):

@@ -1,0 +1,97 @@
+"""ControlNet over HTTP: a server started with a ControlNet takes control pictures on its own API
+(JSON, base64) and on images/edits (multipart files, lcm-lite's extension), as the pipeline does;
+bad control input is a 400 at submission."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+from lcm_lite.server.running import Server
+
+
+def _png(seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def served(controlnet_pipe: LCMPipeline) -> Iterator[Server]:
+    with Server(controlnet_pipe, port=0, model="tiny+controlnet") as server:
+        yield server
+
+
+def test_the_own_api_steers_with_the_control_picture_as_the_pipeline_does(
+    served: Server, controlnet_pipe: LCMPipeline
+) -> None:
+    control = _png(1)
+    body = {
+        "prompt": "a fox",
+        "steps": 2,
+        "seed": 8,
+        "width": 64,
+        "height": 64,
+        "control_image": base64.b64encode(control).decode(),
+        "controlnet_conditioning_scale": [0.6],
+        "control_guidance_end": 0.8,
+    }
+    answer = httpx.post(f"{served.url}api/generate?format=png", json=body, timeout=300)
+
+    assert answer.status_code == 200, answer.text
+    alone = controlnet_pipe(
+        "a fox", steps=2, seed=8, width=64, height=64, control_image=control,
+        controlnet_conditioning_scale=0.6, control_guidance_end=0.8,
+    )[0]  # fmt: skip
+    assert np.array_equal(_pixels(answer.content), np.asarray(alone))
+    assert Image.open(io.BytesIO(answer.content)).text["lcm-lite:controlnets"].endswith(":0.6")
+
+
+def test_images_edits_takes_control_picture_files_and_the_controlnet_fields(
+    served: Server, controlnet_pipe: LCMPipeline
+) -> None:
+    picture, control = _png(2), _png(3)
+    answer = httpx.post(
+        f"{served.url}v1/images/edits",
+        files=[("image", ("start.png", picture)), ("control_image", ("edges.png", control))],
+        data={"prompt": "a boat", "rng_seed": "4", "num_inference_steps": "2", "strength": "0.5",
+              "control_preprocess": "canny"},
+        timeout=300,
+    )  # fmt: skip
+
+    assert answer.status_code == 200, answer.text
+    image = base64.b64decode(answer.json()["data"][0]["b64_json"])
+    alone = controlnet_pipe(
+        "a boat", image=picture, strength=0.5, steps=2, seed=4, control_image=control,
+        control_preprocess="canny",
+    )[0]  # fmt: skip
+    assert np.array_equal(_pixels(image), np.asarray(alone))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"control_image": None}, "the ControlNets need a control picture"),
+        ({"control_image": "bm90IGEgcGljdHVyZQ=="}, "not a PNG, JPEG or WebP picture"),
+        ({"controlnet_conditioning_scale": [0.5, 0.5]}, "2 conditioning scales for 1"),
+        ({"controlnet_conditioning_scale": [3.0]}, "less than or equal to 2"),
+    ],
+)
+def test_bad_control_input_is_a_bad_request(served: Server, changes: dict, message: str) -> None:
+    body = {"prompt": "a fox", "steps": 1, "control_image": base64.b64encode(_png(1)).decode()}
+    answer = httpx.post(f"{served.url}api/jobs", json={**body, **changes}, timeout=60)
+
+    assert answer.status_code == 400, answer.text
+    assert message in answer.text
