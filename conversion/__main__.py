@@ -34,10 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Export a latent consistency model (e.g. SimianLuo/LCM_Dreamshaper_v7) to "
         "OpenVINO IR, in the folder layout openvino_genai and optimum-intel read; or a tiny VAE "
         "(AutoencoderTiny, e.g. madebyollin/taesd) to the vae_decoder/ + vae_encoder/ folder "
-        "that --tiny-vae takes.",
+        "that --tiny-vae takes; or a single-file Stable Diffusion 1.5 checkpoint (.safetensors "
+        "in the original layout, as Civitai shares them).",
     )
     parser.add_argument(
-        "source", help="local diffusers folder (LCM pipeline or AutoencoderTiny) or hub id"
+        "source",
+        help="local diffusers folder (LCM pipeline or AutoencoderTiny), hub id, or an SD 1.5 "
+        "checkpoint file (.safetensors; .ckpt with --allow-pickle)",
     )
     parser.add_argument("out_dir", type=Path, help="folder to create")
     parser.add_argument(
@@ -74,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
             "plain Stable Diffusion 1.5 model a 4-step one)"
         },
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="DIR",
+        help="a checkpoint's diffusers-layout configs (model_index.json, unet/config.json, ..., "
+        "tokenizer/) (default: Stable Diffusion 1.5's, shipped with lcm-lite-convert)",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a .ckpt/.pt checkpoint: a pickle, which can run code when loaded (trusted "
+        "files only; .safetensors needs no such flag)",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
@@ -102,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             quantize_unet=args.quantize_unet,
             loras=args.loras or [],
             progress=None if args.quiet else _say,
+            config=args.config,
+            allow_pickle=args.allow_pickle,
         )
     except KeyboardInterrupt:
         error: LcmLiteError = Cancelled("interrupted: the output folder was not written")

@@ -94,9 +94,15 @@ def write_synthetic_clip_vocab(directory: Path) -> Path:
     Returns ``directory``. ``CLIPTokenizer.from_pretrained(directory)`` and the ``tokenizers``
     library read it like the real 49,408-token vocabulary, only smaller (about 1,000 tokens).
     """
+    return write_clip_vocab(directory, learn_bpe_merges(_TRAINING_TEXT))
+
+
+def write_clip_vocab(directory: Path, merges: list[tuple[str, str]]) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` of the CLIP vocabulary ``merges`` define into
+    ``directory``: the 256 byte symbols, the same with ``</w>``, one token per merge, then
+    ``<|startoftext|>`` and ``<|endoftext|>``. Returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     byte_symbols = list(bytes_to_unicode().values())
-    merges = learn_bpe_merges(_TRAINING_TEXT)
     tokens = byte_symbols + [symbol + END_OF_WORD for symbol in byte_symbols]
     tokens += [left + right for left, right in merges]
     tokens += [START_OF_TEXT, END_OF_TEXT]
@@ -107,3 +113,11 @@ def write_synthetic_clip_vocab(directory: Path) -> Path:
     merge_lines = ["#version: 0.2", *(f"{left} {right}" for left, right in merges)]
     (directory / "merges.txt").write_text("\n".join(merge_lines) + "\n", encoding="utf-8")
     return directory
+
+
+def read_merges(text: str) -> list[tuple[str, str]]:
+    """The merges of a ``merges.txt``, its first line (``#version: 0.2``) skipped (a merge may
+    start with ``#`` too)."""
+    lines = text.splitlines()
+    pairs = (line.split(" ") for line in lines[lines[0].startswith("#version") :] if line)
+    return [(left, right) for left, right in pairs]

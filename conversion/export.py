@@ -45,6 +45,7 @@ from diffusers import (
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from conversion import WEIGHT_FORMATS
+from conversion.checkpoint import checkpoint_folder, is_checkpoint_file
 from conversion.fuse_lora import fuse_loras
 from conversion.messages import first_line, versions_note
 from conversion.networks import (
@@ -98,10 +99,15 @@ def convert(
     calibration_samples: int = DEFAULT_SAMPLES,
     loras: Sequence[tuple[str | Path, float]] = (),
     progress: Progress | None = None,
+    config: Path | None = None,
+    allow_pickle: bool = False,
 ) -> Path:
     """Export the LCM ``source`` (diffusers folder or hub id) to the OpenVINO folder ``out_dir``;
     a tiny VAE (``AutoencoderTiny``) ``source`` to a tiny-VAE folder (decoder and encoder); a
-    ``ControlNetModel`` ``source`` to a ControlNet folder.
+    ``ControlNetModel`` ``source`` to a ControlNet folder; a single-file SD 1.5 checkpoint
+    (``.safetensors``; a pickled ``.ckpt`` with ``allow_pickle``) as the diffusers folder
+    ``conversion.checkpoint`` makes of it with the configs in ``config`` (default: SD 1.5's,
+    shipped).
 
     ``weights``: "fp32" keeps float32, "fp16" stores float16, "int8" compresses the weights with
     NNCF (INT8 asymmetric, per channel). ``out_dir`` appears whole or not at all; an existing
@@ -120,6 +126,24 @@ def convert(
     out_dir = Path(out_dir)
     report = progress or (lambda _line: None)
     check_destination(out_dir, force=force)
+    if is_checkpoint_file(source):
+        scratch = out_dir.resolve().parent
+        with checkpoint_folder(
+            Path(source), scratch, config=config, allow_pickle=allow_pickle, report=report
+        ) as checkpoint_dir:
+            return convert(
+                checkpoint_dir,
+                out_dir,
+                weights=weights,
+                with_vae_encoder=with_vae_encoder,
+                force=force,
+                quantize_unet=quantize_unet,
+                calibration_size=calibration_size,
+                loras=loras,
+                progress=progress,
+            )
+    if config is not None:
+        raise UsageError("--config is for a single-file checkpoint, and SOURCE is not one")
     folder = open_source(source).resolve()
     if out_dir.resolve() in (folder, *folder.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")

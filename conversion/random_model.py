@@ -3,7 +3,9 @@
 ``build_random_lcm`` saves a diffusers ``LatentConsistencyModelPipeline`` folder with the same
 component classes and configs as the real repository (UNet2DConditionModel with
 ``time_cond_proj_dim``, CLIPTextModel, AutoencoderKL, LCMScheduler, CLIPTokenizer, no safety
-checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a few MB.
+checker) and seeded random weights: "full" has the real SD1.5 sizes, "tiny" a few MB, "small"
+SD 1.5's block structure (4 levels, 2 layers each, attention where SD 1.5 has it) at tiny widths,
+which the original (LDM) checkpoint layout's key names need (``original_layout``).
 ``build_random_tiny_vae`` saves a diffusers ``AutoencoderTiny``: "full" is TAESD's architecture
 (madebyollin/taesd), "tiny" a few thousand parameters.
 
@@ -14,8 +16,8 @@ stable-diffusion-v1-5/stable-diffusion-inpainting); ``build_random_lora`` a rand
 model, in kohya or PEFT format; ``build_random_controlnet`` a random ControlNet for a saved model,
 whose "zero convolutions" are not zero.
 
-    python -m conversion.random_model OUT_DIR --size tiny|full [--vocab DIR] [--seed N]
-        [--plain-sd | --inpaint | --taesd]
+    python -m conversion.random_model OUT_DIR --size tiny|small|full [--vocab DIR] [--seed N]
+        [--plain-sd [--checkpoint FILE.safetensors] | --inpaint | --taesd]
     python -m conversion.random_model OUT.safetensors --lora-for MODEL_DIR [--rank R] [--seed N]
     python -m conversion.random_model OUT_DIR --controlnet-for MODEL_DIR [--seed N]
 """
@@ -48,9 +50,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from conversion.clip_vocab import write_synthetic_clip_vocab
 from conversion.messages import silence_libraries
+from conversion.original_layout import write_original_checkpoint
 from conversion.tokenizer import save_clip_tokenizer
 
-Size = Literal["tiny", "full"]
+Size = Literal["tiny", "small", "full"]
 
 # LCM_Dreamshaper_v7's scheduler/scheduler_config.json (LCMScheduler defaults but steps_offset).
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -122,6 +125,35 @@ ARCHITECTURES: dict[Size, Architecture] = {
             **_VAE_COMMON,
             "block_out_channels": (8, 16, 16, 16),
             "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "sample_size": 256,
+        },
+        save_dtype=torch.float32,
+    ),
+    # SD 1.5's blocks, levels and layers at tiny widths: the original layout's names fit it.
+    "small": Architecture(
+        unet={
+            "sample_size": 32,
+            "block_out_channels": (32, 32, 64, 64),
+            "layers_per_block": 2,
+            "down_block_types": _SD_DOWN_BLOCKS,
+            "up_block_types": _SD_UP_BLOCKS,
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "norm_num_groups": 8,
+            "time_cond_proj_dim": 32,
+        },
+        text_encoder={
+            **_CLIP_TEXT_COMMON,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        vae={
+            **_VAE_COMMON,
+            "block_out_channels": (8, 16, 16, 16),
+            "layers_per_block": 2,
             "norm_num_groups": 8,
             "sample_size": 256,
         },
@@ -424,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a plain Stable Diffusion inpainting model (9-channel UNet)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="with --plain-sd: also save it as one .safetensors in the original (LDM) layout",
+    )
     parser.add_argument("--lora-for", type=Path, metavar="MODEL_DIR", help="write a random LoRA")
     parser.add_argument("--rank", type=int, default=64, help="float16 LoRA's rank (default 64)")
     parser.add_argument(
@@ -439,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
             "MODEL_DIR (a ControlNet)"
         )
     silence_libraries()
+    if args.checkpoint is not None and not args.plain_sd:
+        parser.error("--checkpoint needs --plain-sd (single-file checkpoints are SD 1.5 models)")
+    if args.taesd and args.size not in TINY_VAE_ARCHITECTURES:
+        parser.error(f"a tiny VAE is {' or '.join(TINY_VAE_ARCHITECTURES)}, not {args.size}")
     if args.controlnet_for is not None:
         build_random_controlnet(args.controlnet_for, args.out, seed=args.seed)
         return 0
@@ -461,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         build_random_lcm(args.out, size=args.size, vocab_dir=args.vocab, seed=args.seed)
+    if args.checkpoint is not None:
+        write_original_checkpoint(args.out, args.checkpoint)
     return 0
 
 

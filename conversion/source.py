@@ -40,7 +40,10 @@ def open_source(source: str | Path) -> Path:
         check_source_folder(path, str(source))
         return path
     if path.exists():
-        raise ModelError(f"{source} is a file, not a diffusers pipeline folder")
+        raise ModelError(
+            f"{source} is a file, neither a diffusers pipeline folder nor a checkpoint "
+            "(.safetensors, or .ckpt/.pt/.pth/.bin with --allow-pickle)"
+        )
     try:
         huggingface_hub.utils.validate_repo_id(str(source))
     except HFValidationError:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from lcm_lite.images.preprocess import Picture
 
+LORA_MODES = ("auto", "fixed", "runtime")  # LoadOptions.lora_mode; see pipeline.lora_blend
 DEFAULT_SIZE = 512
 MAX_SIZE = 2048
 MAX_IMAGES = 16
@@ -222,6 +223,18 @@ class Request:
             openai="vae",
         ),
         "full",
+    )
+    lora_weights: Sequence[float] | None = spec(
+        Spec(
+            "the weight of each LoRA loaded (--lora), in their order, e.g. 0.8,0 (0: off), as "
+            "diffusers' set_adapters; with --lora-mode runtime (or auto after the first change) "
+            "no compile",
+            "numbers",
+            key="lora_weights",
+            metavar="W1,W2,...",
+            openai="lora_weights",
+            default_help="the weights given with --lora",
+        )
     )
     prompt_weighting: bool = spec(
         Spec(
@@ -466,4 +479,15 @@ class LoadOptions:
             option="--lora",
             metavar="FILE|HUB_ID[:WEIGHT]",
         )
+    )
+    lora_mode: str = spec(
+        Spec(
+            "how the LoRAs' weights enter the networks: compiled in (fixed: a new blend is a new "
+            "compile), as an input (runtime: --lora-weights changes the blend with no compile), or "
+            "auto (fixed until a call asks for other weights, then runtime)",
+            "choice",
+            option="--lora-mode",
+            choices=LORA_MODES,
+        ),
+        "auto",
     )

@@ -171,6 +171,28 @@ def sd_lcm_lora_pipe(tiny_sd_ov_dir: Path, lcm_lora: Path):
     return LCMPipeline.from_pretrained(tiny_sd_ov_dir, precision="f32", loras=[(lcm_lora, 1.0)])
 
 
+@pytest.fixture(scope="session")
+def kohya_lora(tiny_diffusers_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA for ``tiny_diffusers_dir``: kohya format, rank 4, alpha 2 (scale alpha/rank =
+    0.5), UNet and text encoder."""
+    from conversion.random_model import build_random_lora
+
+    path = tmp_path_factory.mktemp("loras") / "kohya.safetensors"
+    return build_random_lora(tiny_diffusers_dir, path, rank=4, alpha=2.0, seed=1)
+
+
+@pytest.fixture(scope="session")
+def peft_lora(tiny_diffusers_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA for ``tiny_diffusers_dir``: diffusers/PEFT format, rank 8, lora_alpha 4 in
+    the lora_adapter_metadata header."""
+    from conversion.random_model import build_random_lora
+
+    path = tmp_path_factory.mktemp("loras") / "peft.safetensors"
+    return build_random_lora(
+        tiny_diffusers_dir, path, rank=8, alpha=4.0, lora_format="peft", seed=2
+    )
+
+
 def _random_controlnet(tmp_path_factory, model_dir: Path, seed: int) -> tuple[Path, Path]:
     """A random ControlNet for ``model_dir`` (non-zero zero convolutions), as a diffusers folder
     and converted to an fp32 ControlNet folder."""

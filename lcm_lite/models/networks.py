@@ -18,8 +18,7 @@ from lcm_lite.errors import ModelError
 from lcm_lite.models.clip_skip import output_hidden_state
 from lcm_lite.models.configs import VAEConfig
 from lcm_lite.models.folder import ModelFolder, component_files
-from lcm_lite.models.lora import Adapter
-from lcm_lite.models.lora_branches import adapters_request, adapters_transform
+from lcm_lite.models.lora_branches import LORA_WEIGHTS_INPUT, Branches
 from lcm_lite.models.unet_residuals import (
     add_residual_inputs,
     is_residual_input,
@@ -42,11 +41,11 @@ class UNetPorts:
 def bind_unet_inputs(model: ov.Model | ov.CompiledModel) -> UNetPorts:
     """Find each UNet input by its name, else by its rank: sample 4-D, encoder_hidden_states 3-D,
     timestep_cond 2-D, timestep 0-D or 1-D (the one optimum-intel sometimes leaves unnamed).
-    ControlNet residual inputs (``unet_residuals``) have no role here."""
+    ControlNet residual inputs (``unet_residuals``) and the LoRA weights have no role here."""
     by_role: dict[str, int] = {}
     unnamed: list[int] = []
     for index, port in enumerate(model.inputs):
-        if is_residual_input(port):
+        if is_residual_input(port) or LORA_WEIGHTS_INPUT in port.get_names():
             continue
         role = next((r for r in UNetPorts.__dataclass_fields__ if r in port.get_names()), None)
         if role is None:
@@ -111,7 +110,22 @@ def timestep_shape(port: ov.Output) -> tuple[int, ...]:
     return () if port.get_partial_shape().rank.get_length() == 0 else (1,)
 
 
-class TextEncoder:
+class _Blended:
+    """A network that may take the LoRA adapters' weights as its ``lora_weights`` input
+    (``Branches(runtime=True)``); ``blend`` sets them for the calls that follow."""
+
+    compiled: ov.CompiledModel
+    request: ov.InferRequest
+
+    def blend(self, weights: Sequence[float]) -> None:
+        """Feed ``weights`` (one per adapter loaded, in load order) to the ``lora_weights``
+        input, if the network has one (else its weights are compiled in: nothing to do)."""
+        port = next((p for p in self.compiled.inputs if LORA_WEIGHTS_INPUT in p.get_names()), None)
+        if port is not None:
+            self.request.set_tensor(port, ov.Tensor(np.array(weights, np.float32)))
+
+
+class TextEncoder(_Blended):
     """CLIP text encoder: input_ids (batch, 77) int -> last_hidden_state (batch, 77, hidden), or
     with ``clip_skip`` the hidden state that many layers before the last through the final layer
     norm (``clip_skip.output_hidden_state``)."""
@@ -122,11 +136,11 @@ class TextEncoder:
         folder: ModelFolder,
         batch: int,
         max_length: int,
-        adapters: list[Adapter],
+        branches: Branches,
         clip_skip: int | None = None,
     ) -> None:
         shape = (batch, max_length)
-        add_adapters = adapters_transform(adapters, "text_encoder")
+        add_adapters = branches.transform("text_encoder")
 
         def transform(model: ov.Model) -> None:
             if add_adapters is not None:
@@ -137,7 +151,7 @@ class TextEncoder:
         compiled = compiler.compile(
             folder.xml("text_encoder"),
             lambda model: {0: shape},
-            (shape, adapters_request(adapters, "text_encoder"), clip_skip),
+            (shape, branches.request("text_encoder"), clip_skip),
             "text encoder",
             transform if add_adapters is not None or clip_skip is not None else None,
         )
@@ -150,7 +164,7 @@ class TextEncoder:
         return self.request.get_output_tensor(0).data.copy()
 
 
-class UNet:
+class UNet(_Blended):
     """The UNet: (sample, timestep, encoder_hidden_states[, timestep_cond]) -> model_output; an
     LCM's takes the guidance embedding as ``timestep_cond``, a plain Stable Diffusion one not.
     With ``residual_shapes`` (a ControlNet's outputs), it also takes the residuals diffusers
@@ -163,7 +177,7 @@ class UNet:
         folder: ModelFolder,
         latent_shape: tuple[int, ...],
         text_length: int,
-        adapters: list[Adapter],
+        branches: Branches,
         residual_shapes: Sequence[tuple[int, ...]] = (),
     ) -> None:
         def shapes(model: ov.Model) -> dict[int, tuple[object, ...]]:
@@ -184,7 +198,7 @@ class UNet:
             latent_shape,
             text_length,
             folder.time_cond_proj_dim,
-            adapters_request(adapters, "unet"),
+            branches.request("unet"),
             *([("residuals", tuple(residual_shapes))] if residual_shapes else []),
         )
         compiled = compiler.compile(
@@ -192,7 +206,7 @@ class UNet:
             shapes,
             request,
             "UNet",
-            _unet_transform(adapters_transform(adapters, "unet"), residual_shapes),
+            _unet_transform(branches.transform("unet"), residual_shapes),
         )
         self.ports = bind_unet_inputs(compiled)
         self.residual_ports = [

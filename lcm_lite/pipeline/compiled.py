@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
 from lcm_lite.models.folder import ModelFolder
-from lcm_lite.models.lora import Adapter
+from lcm_lite.models.lora_branches import Branches
 from lcm_lite.models.networks import TextEncoder, UNet, VAEDecoder, VAEEncoder
 from lcm_lite.models.vae import Vae
 from lcm_lite.runtime.compiler import StageCompilers
@@ -51,20 +51,22 @@ class Shapes:
 
 
 _Network = TypeVar("_Network", TextEncoder, UNet, VAEDecoder, VAEEncoder, ControlNet)
+_Blendable = TypeVar("_Blendable", TextEncoder, UNet)
 
 
 class CompiledNetworks:
     """The networks of one ``Shapes``, compiled on first use, each by its stage's compiler in
-    ``compilers``; ``seconds`` says how long each compile (or cache import) took since the last
-    ``take_seconds``. With ``controlnets``, they run on the UNet's device, and the UNet takes
-    their residuals."""
+    ``compilers``, the text encoder and UNet with the LoRA ``branches``; ``seconds`` says how long
+    each compile (or cache import) took since the last ``take_seconds``. With ``controlnets``,
+    they run on the UNet's device, and the UNet takes their residuals. ``blend``: the adapters'
+    weights the networks are given when the weights are an input (``Branches.runtime``)."""
 
     def __init__(
         self,
         shapes: Shapes,
         compilers: StageCompilers,
         folder: ModelFolder,
-        adapters: Sequence[Adapter],
+        branches: Branches,
         chunk_length: int,
         keep_models: bool,
         controlnets: Sequence[ControlNetFolder] = (),
@@ -73,7 +75,8 @@ class CompiledNetworks:
         self.controlnet_folders = list(controlnets)
         self.compilers = compilers
         self.folder = folder
-        self.adapters = list(adapters)
+        self.branches = branches
+        self.blend: Sequence[float] = ()
         self.chunk_length = chunk_length  # the text encoder's input length
         self.keep_models = keep_models
         self.progress: StageProgress | None = None
@@ -84,7 +87,7 @@ class CompiledNetworks:
         """The text encoder, giving the hidden state ``clip_skip`` layers before the last (through
         the final layer norm) if that is set."""
         shape = self.shapes.num_prompts
-        return self._get(
+        return self._blended(
             "text_encoder",
             "text encoder",
             lambda: TextEncoder(
@@ -92,7 +95,7 @@ class CompiledNetworks:
                 self.folder,
                 shape,
                 self.chunk_length,
-                self.adapters,
+                self.branches,
                 clip_skip,
             ),
             key=("text_encoder", clip_skip),
@@ -107,7 +110,7 @@ class CompiledNetworks:
             (self.shapes.unet_batch, *shape[1:])
             for shape in (controlnets[0].residual_shapes if controlnets else [])
         ]
-        return self._get(
+        return self._blended(
             "unet",
             "UNet",
             lambda: UNet(
@@ -115,7 +118,7 @@ class CompiledNetworks:
                 self.folder,
                 unet_shape,
                 self.shapes.text_length,
-                self.adapters,
+                self.branches,
                 residual_shapes,
             ),
         )
@@ -166,6 +169,24 @@ class CompiledNetworks:
         """The compile times since the last call, as ``compile_<network>`` timings."""
         seconds, self._seconds = self._seconds, {}
         return seconds
+
+    def use_branches(self, branches: Branches) -> None:
+        """Compile the text encoder and UNet with ``branches`` from now on: the held ones go if
+        they differ (the VAE's networks and the ControlNets stay)."""
+        if branches != self.branches:
+            self.branches = branches
+            for key in list(self._held):
+                if key == "unet" or (isinstance(key, tuple) and key[0] == "text_encoder"):
+                    del self._held[key]
+
+    def _blended(
+        self, name: str, label: str, build: Callable[[], _Blendable], key: object = None
+    ) -> _Blendable:
+        """The network ``_get`` gives, fed this call's ``blend`` if it takes one."""
+        network = self._get(name, label, build, key=key)
+        if self.branches.runtime:
+            network.blend(self.blend)
+        return network
 
     def _get(
         self,

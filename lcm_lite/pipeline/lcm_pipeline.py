@@ -55,6 +55,7 @@ from lcm_lite.pipeline.control import (
     open_controlnets,
 )
 from lcm_lite.pipeline.inpainting import Inpainting, prepare_inpainting
+from lcm_lite.pipeline.lora_blend import LoraBlend
 from lcm_lite.pipeline.plan import (
     Plan,
     check_negative_prompt,
@@ -81,7 +82,8 @@ class LCMPipeline:
 
     ``tiny_vae``: the TAESD decoder for ``vae="tiny"`` and previews; by default the model's own
     decoder if it is an AutoencoderTiny, else none.
-    ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks.
+    ``adapters`` are the LoRA adapters (``models.lora.open_adapters``) added to the networks,
+    their weights compiled in or an input as ``lora_mode`` says (``pipeline.lora_blend``).
     ``compiler``: each stage's (``runtime.compiler.StageCompilers``), or one ``Compiler`` for all.
     ``controlnets``: the ControlNets (``pipeline.control.open_controlnets``) calls steer with.
     ``networks_class``: what compiles the networks of one shape (a subclass may watch them, as
@@ -99,6 +101,7 @@ class LCMPipeline:
         hub_id: str | None = None,
         tiny_vae: Vae | None = None,
         adapters: Sequence[Adapter] = (),
+        lora_mode: str = "auto",
         controlnets: Sequence[ControlNetChoice] = (),
     ) -> None:
         folder.check_lcm(with_unet_lora=any(a.touches("unet") for a in adapters))
@@ -110,6 +113,7 @@ class LCMPipeline:
         self.vae = Vae.of_model(folder, hub_id)
         self.tiny_vae = tiny_vae or own_tiny_vae(folder, hub_id)
         self.adapters = list(adapters)
+        self.lora_blend = LoraBlend(adapters, lora_mode)
         self.controlnets = list(controlnets)
         self.tokenizer = CLIPTokenizer.from_folder(folder.root / "tokenizer")
         self.scheduler = LCMScheduler(folder.scheduler)
@@ -130,6 +134,7 @@ class LCMPipeline:
         keep_models: bool = True,
         tiny_vae: str | Path | None = None,
         loras: Sequence[tuple[str | Path, float]] | None = None,
+        lora_mode: str = "auto",
         controlnet: str | Path | Sequence[str | Path | tuple[str | Path, float]] | None = None,
     ) -> LCMPipeline:
         """Open an OpenVINO LCM: a local folder, or a hub id such as
@@ -142,10 +147,11 @@ class LCMPipeline:
         CPU); ``cache_dir`` keeps compiled models between processes. ``tiny_vae``: a tiny-VAE
         folder or hub id (``rupeshs/taesd-ov``) for ``vae="tiny"`` and previews. ``loras``:
         ``[(file or hub id, weight), ...]`` LoRA adapters, blended as diffusers'
-        ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder. ``controlnet``:
-        a converted ControlNet (folder or hub id), a ``(source, scale)`` pair, or a list of
-        them, which calls steer with their ``control_image``. The options are those of
-        ``request.LoadOptions``."""
+        ``set_adapters``; with an LCM-LoRA, a plain Stable Diffusion 1.5 folder; a call's
+        ``lora_weights`` blends them otherwise, with no compile in ``lora_mode="runtime"``
+        (``pipeline.lora_blend``). ``controlnet``: a converted ControlNet (folder or hub id), a
+        ``(source, scale)`` pair, or a list of them, which calls steer with their
+        ``control_image``. The options are those of ``request.LoadOptions``."""
         options = LoadOptions(
             model=model,
             revision=revision,
@@ -153,6 +159,7 @@ class LCMPipeline:
             device=device,
             precision=precision,
             loras=loras,
+            lora_mode=lora_mode,
             controlnet=controlnet,
         )
         return cls.from_options(options, cache_dir=cache_dir, keep_models=keep_models)
@@ -174,6 +181,7 @@ class LCMPipeline:
             hub_id=None if root == Path(model).expanduser() else str(model),
             tiny_vae=None if options.tiny_vae is None else load_tiny_vae(options.tiny_vae, folder),
             adapters=open_adapters(options.loras, folder.unet),
+            lora_mode=options.lora_mode,
             controlnets=open_controlnets(options.controlnet, folder),
         )
 
@@ -223,10 +231,17 @@ class LCMPipeline:
         is diffusers' 9)."""
         return self.generate(Request(prompt, **fields), callback=callback, progress=progress)
 
+    def check_lora_weights(self, lora_weights: Sequence[float] | None) -> None:
+        """Raise UsageError when ``lora_weights`` does not give one weight per adapter loaded."""
+        self.lora_blend.weights(lora_weights)
+
     def plan(self, request: Request, max_side: int = MAX_SIZE) -> Plan:
-        """``request`` checked and resolved against this model (``pipeline.plan``)."""
+        """``request`` checked and resolved against this model (``pipeline.plan``), with the
+        adapters' weights the call uses (``lora_weights``, by default the load weights)."""
         self._vae(request.vae)
-        return plan(request, self.folder, self.scheduler, max_side, self.controlnets)
+        planned = plan(request, self.folder, self.scheduler, max_side, self.controlnets)
+        blend = self.lora_blend.weights(planned.request.lora_weights)
+        return replace(planned, request=replace(planned.request, lora_weights=blend))
 
     def generate(
         self,
@@ -413,6 +428,7 @@ class LCMPipeline:
             clip_skip=request.clip_skip,
             text_encoder=networks.text_encoder,
             timings=timings,
+            blend=networks.blend,
         )
         prompt_tokens, negative_tokens = tokens
         prompt_embeds, negative_embeds = request.prompt_embeds, request.negative_prompt_embeds
@@ -502,7 +518,8 @@ class LCMPipeline:
     def _networks_for(self, planned: Plan, text_length: int) -> CompiledNetworks:
         """The networks for this batch and size: compiled on first use, compiled again (with new
         static shapes) only when the size, the batch, classifier-free guidance, guess mode or the
-        text length (chunks of a long prompt) changes."""
+        text length (chunks of a long prompt) changes, or when the LoRA blend does and its
+        weights are compiled in (``LoraBlend.branches``)."""
         shapes = Shapes(
             len(planned.request.prompts),
             planned.latent_shape,
@@ -510,17 +527,21 @@ class LCMPipeline:
             text_length,
             planned.request.guess_mode,
         )
-        if self._networks is None or self._networks.shapes != shapes:
-            self._networks = self.networks_class(
+        branches = self.lora_blend.branches(planned.request.lora_weights)
+        networks = self._networks
+        if networks is None or networks.shapes != shapes:
+            networks = self._networks = self.networks_class(
                 shapes,
                 self.compiler,
                 self.folder,
-                self.adapters,
+                branches,
                 self.tokenizer.model_max_length,
                 self.keep_models,
                 [choice.folder for choice in self.controlnets],
             )
-        return self._networks
+        networks.use_branches(branches)
+        networks.blend = planned.request.lora_weights or ()
+        return networks
 
     def _vae(self, choice: str) -> Vae:
         """The VAE ``vae=choice`` names (``Request.check`` has checked the choice); a UsageError

@@ -1,5 +1,6 @@
 """Prompts to the UNet's ``encoder_hidden_states``: tokenize, run the text encoder, and keep the
-last call's encodings, so that exploring seeds of one prompt costs no text encoding.
+last call's encodings, so that exploring seeds of one prompt costs no text encoding (kept per
+LoRA blend: a text encoder LoRA's weights change the encodings).
 
 Plain prompts are diffusers' ``encode_prompt``: 77 tokens, truncated. With ``prompt_weighting``,
 prompts are read as diffusers' community long-prompt-weighting pipeline reads them
@@ -110,11 +111,12 @@ class PromptEncoder:
         clip_skip: int | None,
         text_encoder: Callable[[int | None], TextEncoder],
         timings: dict[str, float],
+        blend: Sequence[float] = (),
     ) -> np.ndarray:
         """The embeddings (batch, 77 * chunks, hidden) of ``tokens``; ``text_encoder(clip_skip)``
-        gives the compiled encoder (asked only when the tokens are new). Adds to
-        ``timings["text_encoder"]``."""
-        key = (tokens.input_ids.tobytes(), _bytes(tokens.weights), clip_skip)
+        gives the compiled encoder (asked only when the tokens, or the LoRA weights ``blend``,
+        are new). Adds to ``timings["text_encoder"]``."""
+        key = (tokens.input_ids.tobytes(), _bytes(tokens.weights), clip_skip, tuple(blend))
         timings.setdefault("text_encoder", 0.0)
         if key not in self._kept:
             encoder = text_encoder(clip_skip)

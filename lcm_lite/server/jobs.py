@@ -171,13 +171,15 @@ class JobQueue:
     ) -> Job:
         """Queue ``request``; raises :class:`QueueFull` when every slot is taken,
         :class:`Cancelled` once :meth:`close` has begun, and UsageError for a negative prompt the
-        model takes none of, a clip_skip past its layers and a prompt weight that is not a number
-        (the pipeline's own rules, now rather than as a failed job) and for
+        model takes none of, a clip_skip past its layers, a prompt weight that is not a number
+        and LoRA weights that are not one per adapter loaded (the pipeline's own rules, now
+        rather than as a failed job) and for
         a picture refused from its header: not a picture, over ``max_picture_pixels``, or
         making an image with a side over ``max_side`` or under ``min_side``. ``on_step`` is
         told each step (in the worker thread: it must be quick)."""
         self._pipe.check_negative_prompt(request.negative_prompt)
         self._pipe.check_prompt_options(request)
+        self._pipe.check_lora_weights(request.lora_weights)
         self._pipe.check_control(request)
         controls = request.control_image
         controls = controls if isinstance(controls, (list, tuple)) else [controls]

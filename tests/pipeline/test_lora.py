@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,22 +33,6 @@ SIZE = {"width": 64, "height": 64}
 PROMPT = "a lighthouse at dusk, oil painting"
 INT8_LEVELS = 4  # int8 weights vs diffusers' float32: measured 2 levels at most on these models
 MOVED = 1.0  # mean absolute change (8-bit levels) a random LoRA must make: not a no-op
-
-
-@pytest.fixture(scope="session")
-def kohya_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
-    """kohya format, rank 4, alpha 2 (scale alpha/rank = 0.5), UNet and text encoder."""
-    path = tmp_path_factory.mktemp("loras") / "kohya.safetensors"
-    return random_model.build_random_lora(tiny_diffusers_dir, path, rank=4, alpha=2.0, seed=1)
-
-
-@pytest.fixture(scope="session")
-def peft_lora(tiny_diffusers_dir, tmp_path_factory) -> Path:
-    """diffusers/PEFT format, rank 8, lora_alpha 4 in the lora_adapter_metadata header."""
-    path = tmp_path_factory.mktemp("loras") / "peft.safetensors"
-    return random_model.build_random_lora(
-        tiny_diffusers_dir, path, rank=8, alpha=4.0, lora_format="peft", seed=2
-    )
 
 
 @pytest.fixture(scope="session")
@@ -252,6 +237,21 @@ def test_the_compiled_cache_keeps_one_blob_per_adapter_weight(tiny_ov_dir, kohya
     blobs = {path.name.split("-")[0] for path in cache.glob("*.blob")}
     assert blobs == {"text_encoder", "unet", "vae_decoder"}
     assert len(list(cache.glob("unet-*.blob"))) == 2  # 0.5 and 1.0; the third run imported
+
+
+def test_with_runtime_weights_one_cached_blob_serves_every_blend(tiny_ov_dir, kohya_lora, tmp_path):
+    cache = tmp_path / "cache"
+    for weight in (0.5, 1.0):
+        pipe = LCMPipeline.from_pretrained(
+            tiny_ov_dir,
+            precision="f32",
+            cache_dir=cache,
+            loras=[(kohya_lora, weight)],
+            lora_mode="runtime",
+        )
+        pipe("a cat", steps=1, seed=1, lora_weights=[0.25], **SIZE)
+    assert len(list(cache.glob("unet-*.blob"))) == 1
+    assert len(list(cache.glob("text_encoder-*.blob"))) == 1
 
 
 def _damaged(tmp_path: Path, name: str, tensors: dict[str, np.ndarray]) -> Path:
@@ -503,3 +503,150 @@ def test_a_hub_lora_whose_download_is_cut_is_exit_code_3_in_one_line(
     assert last.startswith("lcm-lite: error: cannot download someone/style-lora: ")
     assert "the connection to the hub was lost" in last
     assert not (tmp_path / "cut.png").exists()
+
+
+# -- the blend per call: lora_weights -----------------------------------------------------------
+
+BLENDS = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.7, 0.3), (1.5, -0.5)]
+
+
+@pytest.fixture(scope="module")
+def runtime_pipe(tiny_ov_dir, kohya_lora, peft_lora):
+    """Both random LoRAs loaded at (1.0, 1.0), their weights a network input."""
+    return LCMPipeline.from_pretrained(
+        tiny_ov_dir,
+        precision="f32",
+        loras=[(kohya_lora, 1.0), (peft_lora, 1.0)],
+        lora_mode="runtime",
+    )
+
+
+def _compiled_objects(pipe) -> tuple[object, object, object]:
+    networks = pipe._networks
+    return networks, networks._held["unet"], networks._held[("text_encoder", None)]
+
+
+@pytest.mark.parity
+def test_lora_weights_per_call_give_diffusers_set_adapters_images_with_no_compile(
+    tiny_diffusers_dir, runtime_pipe, kohya_lora, peft_lora
+):
+    reference = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_diffusers_dir)
+    reference.set_progress_bar_config(disable=True)
+    reference.load_lora_weights(str(kohya_lora), adapter_name="kohya")
+    reference.load_lora_weights(str(peft_lora), adapter_name="peft")
+    runtime_pipe(PROMPT, steps=1, seed=5, **SIZE)  # compiles once
+    compiled = _compiled_objects(runtime_pipe)
+    theirs_by_blend = {}
+    for blend in BLENDS:
+        reference.set_adapters(["kohya", "peft"], adapter_weights=list(blend))
+        generator = torch.Generator().manual_seed(5)
+        image = reference(
+            PROMPT, num_inference_steps=4, generator=generator, guidance_scale=8.0, **SIZE
+        ).images[0]
+        theirs = np.asarray(image).astype(int)
+        result = runtime_pipe(PROMPT, steps=4, seed=5, lora_weights=list(blend), **SIZE)
+        ours = np.asarray(result[0]).astype(int)
+        assert not any(key.startswith("compile_") for key in result.timings), blend
+        assert _compiled_objects(runtime_pipe) == compiled
+        assert ours.std() > 10, "a flat image proves nothing"
+        assert np.abs(ours - theirs).max() <= 1, blend
+        assert result.metadata(0, "m")["lora_weights"] == ",".join(repr(w) for w in blend)
+        theirs_by_blend[blend] = theirs
+    references = list(theirs_by_blend.values())
+    for i, first in enumerate(references):
+        for second in references[i + 1 :]:  # each blend is its own image in diffusers
+            assert np.abs(first - second).mean() > MOVED
+
+
+def test_a_weight_of_zero_turns_an_adapter_off_exactly(runtime_pipe, f32_pipe, tiny_ov_dir):
+    kwargs = {"steps": 2, "seed": 9, **SIZE}
+    off = np.asarray(runtime_pipe(PROMPT, lora_weights=[0, 0], **kwargs)[0])
+    without = np.asarray(f32_pipe(PROMPT, **kwargs)[0])
+    assert np.array_equal(off, without)
+    on = np.asarray(runtime_pipe(PROMPT, lora_weights=[1, 0], **kwargs)[0])
+    assert np.abs(on.astype(int) - off).mean() > MOVED
+
+
+def test_the_default_blend_is_the_load_weights_and_fixed_mode_compiles_them_in(
+    tiny_ov_dir, kohya_lora, peft_lora, runtime_pipe
+):
+    loras = [(kohya_lora, 0.7), (peft_lora, 0.3)]
+    fixed = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", loras=loras)
+    kwargs = {"steps": 2, "seed": 4, **SIZE}
+    compiled_in = fixed(PROMPT, **kwargs)
+    assert "lora_weights" not in [p.any_name for p in fixed._networks._held["unet"].compiled.inputs]
+    assert compiled_in.settings.request.lora_weights == (0.7, 0.3)
+    as_input = runtime_pipe(PROMPT, lora_weights=[0.7, 0.3], **kwargs)
+    assert np.abs(np.asarray(compiled_in[0]).astype(int) - np.asarray(as_input[0])).max() <= 1
+
+
+def test_auto_mode_compiles_once_more_at_the_first_other_blend_then_never(
+    tiny_ov_dir, kohya_lora, peft_lora
+):
+    pipe = LCMPipeline.from_pretrained(
+        tiny_ov_dir, precision="f32", loras=[(kohya_lora, 1.0), (peft_lora, 0.5)]
+    )
+    kwargs = {"steps": 1, "seed": 4, **SIZE}
+
+    def compiled(**fields) -> set[str]:
+        timings = pipe(PROMPT, **kwargs, **fields).timings
+        return {name.removeprefix("compile_") for name in timings if name.startswith("compile_")}
+
+    assert compiled() == {"text_encoder", "unet", "vae_decoder"}  # the load blend, compiled in
+    assert compiled(lora_weights=[1.0, 0.5]) == set()  # the same blend
+    assert compiled(lora_weights=[0.2, 0.5]) == {"text_encoder", "unet"}  # weights an input now
+    assert compiled(lora_weights=[0.0, 1.0]) == set()
+    assert compiled() == set()
+
+
+@pytest.mark.parametrize(
+    ("lora_weights", "message"),
+    [
+        ([0.5], "lora_weights needs 2 weight\\(s\\), one per LoRA loaded .*, got 1"),
+        ([0.5, 0.5, 0.5], "got 3"),
+        ([0.5, float("nan")], "lora_weights must be"),
+    ],
+)
+def test_lora_weights_that_are_not_one_per_adapter_are_a_one_line_usage_error(
+    runtime_pipe, lora_weights, message
+):
+    with pytest.raises(UsageError, match=message) as raised:
+        runtime_pipe(PROMPT, steps=1, lora_weights=lora_weights, **SIZE)
+    assert "\n" not in str(raised.value)
+
+
+def test_lora_weights_without_loras_are_a_usage_error(f32_pipe):
+    with pytest.raises(UsageError, match="needs LoRA adapters loaded"):
+        f32_pipe(PROMPT, steps=1, lora_weights=[1.0], **SIZE)
+
+
+@pytest.mark.cli
+def test_the_remake_command_of_a_blend_makes_the_same_image(tiny_ov_dir, kohya_lora, tmp_path):
+    out, again = tmp_path / "blend.png", tmp_path / "again.png"
+    argv = [sys.executable, "-m", "lcm_lite", "a red cube", "--model", str(tiny_ov_dir)]
+    argv += ["--lora", f"{kohya_lora}:1.0", "--lora-weights", "0.25", "--lora-mode", "runtime"]
+    argv += ["--width", "64", "--height", "64", "--seed", "3", "--steps", "2"]
+    argv += ["--no-cache", "--precision", "f32", "-q"]
+    run = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    metadata = read_png_metadata(out)
+    assert metadata["lora_weights"] == "0.25" and metadata["loras"] == f"{kohya_lora}:1"
+    info = [sys.executable, "-m", "lcm_lite", "info", str(out)]
+    run = subprocess.run(info, capture_output=True, text=True, timeout=300)
+    (command,) = [line for line in run.stdout.splitlines() if line.startswith("remake: ")]
+    words = shlex.split(command.removeprefix("remake: "))
+    assert words[0] == "lcm-lite" and "--lora-weights=0.25" in words
+    remake = [sys.executable, "-m", "lcm_lite", *words[1:], "--out", str(again)]
+    remake += ["--no-cache", "--precision", "f32", "-q"]
+    run = subprocess.run(remake, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert np.array_equal(np.asarray(read_png(out)), np.asarray(read_png(again)))
+    bad = subprocess.run(
+        [*argv, "--lora-weights", "0.5,0.5", "--out", str(tmp_path / "bad.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "lora_weights needs 1 weight(s)" in bad.stderr
+    assert not (tmp_path / "bad.png").exists()

@@ -61,7 +61,8 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     In valid requests, an upload's bytes become a real picture, a strength below the steps'
     minimum (a rule between two fields that JSON Schema cannot state; the description says it)
     the default, and a negative prompt and control pictures go (this model cannot take a negative
-    prompt, this server has no ControlNet; the descriptions say which can).
+    prompt, this server has no ControlNet; the descriptions say which can), as do LoRA weights
+    (one per LoRA loaded, the description says: none is).
     """
     if not isinstance(body, dict):
         return body
@@ -73,6 +74,7 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
         if type(strength) in (int, float) and 0 < strength < 1 / 50:
             cheap["strength"] = 0.8
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
+        cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
         cheap.pop("control_image", None)  # needs a server started with --controlnet (documented)
     for dialect, values in CHEAPEST.items():
         if dialect in path:

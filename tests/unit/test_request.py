@@ -153,6 +153,7 @@ EVERY_FIELD = Request(
     original_inference_steps=40,
     timesteps=[999, 499, 99],
     vae="tiny",
+    lora_weights=[0.5, 0.0],
     prompt_weighting=True,
     clip_skip=1,
     control_image=[Path("edges.png"), Path("depth.png")],
