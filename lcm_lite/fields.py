@@ -79,6 +79,7 @@ class Spec:
     default_help: str | None = None  # the default, when the field's own (None, ...) says little
     fallback: Any = None  # what None becomes when nothing else decides (width: 512)
     repeatable: bool = False  # on the command line: given once per item (--control-image)
+    count: int | None = None  # a list's exact number of items (outpaint: 4)
 
     @property
     def flag(self) -> str | None:
@@ -159,6 +160,19 @@ def check_value(
         ):
             raise UsageError(
                 f"{name} must be {_number_range(limits)} or a list of them, got {value!r:.60}"
+            )
+    if field_spec.kind == "integers" and field_spec.count is not None:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if len(items) != field_spec.count or not all(
+            isinstance(item, numbers.Integral)
+            and not isinstance(item, bool)
+            and (limits is None or limits.contains(item))
+            for item in items
+        ):
+            low, high = (0, 0) if limits is None else (limits.low, limits.high)
+            within = "" if limits is None else f" from {_bound(low)} to {_bound(high)}"
+            raise UsageError(
+                f"{name} must be {field_spec.count} integers{within}, got {value!r:.60}"
             )
     if field_spec.kind == "flag" and not isinstance(value, bool):
         raise UsageError(f"{name} must be True or False, got {value!r}")

@@ -133,7 +133,10 @@ class Request:
             "integers",
             key="outpaint",
             metavar="LEFT,TOP,RIGHT,BOTTOM",
+            limits=Range(0, MAX_SIZE),
+            served=Range(0, 1024),
             needs="image",
+            count=4,
         )
     )
     strength: float = spec(

@@ -24,6 +24,7 @@ from fastapi import Request as HttpRequest
 from starlette.exceptions import HTTPException
 
 from lcm_lite import __version__
+from lcm_lite.prompting.lora_tags import lora_name
 from lcm_lite.request import Request
 from lcm_lite.server.a1111_schemas import (
     MOST_STEPS,
@@ -55,7 +56,8 @@ def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
         notes = []
         if body.steps > MOST_STEPS:
             notes.append(f"steps {body.steps} taken as {MOST_STEPS}, the most served")
-        requests = body.requests(pictures)
+        requests, lora_notes = body.requests(pictures, served.loras)
+        notes += lora_notes
         if requests[0].negative_prompt is not None and not served.takes_negative_prompts:
             notes.append("negative_prompt ignored: a latent consistency model takes none")
             requests = [_without_negative_prompt(request) for request in requests]
@@ -147,6 +149,14 @@ def a1111_router(jobs: JobQueue, served: Served) -> APIRouter:
             raise HTTPException(
                 400, f"sd_model_checkpoint: lcm-lite serves one model, {served.model}"
             )
+
+    @api.get("/loras")
+    def loras() -> list[dict[str, Any]]:
+        """The LoRAs loaded with the model, by the name ``<lora:NAME:WEIGHT>`` calls them."""
+        return [
+            {"name": lora_name(source), "alias": lora_name(source), "path": source, "metadata": {}}
+            for source, _ in served.loras
+        ]
 
     @api.get("/samplers")
     def samplers() -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ is random, and ``steps`` above the served most are taken as that most (A1111 cli
 to 50; a latent consistency model takes 2 to 8) and said so in the answer's ``info``. Prompts
 are read as A1111 reads them (``prompt_weighting``: ``(word:1.4)``, up to 225 tokens), and
 ``override_settings.CLIP_stop_at_last_layers`` (A1111's "Clip skip", 1 = none) is
-``clip_skip`` (diffusers' convention: one less). Fields A1111 has and lcm-lite does not
+``clip_skip`` (diffusers' convention: one less). ``<lora:NAME:WEIGHT>`` tags set the weights
+of the LoRAs loaded with ``serve --lora`` (``lora_weights``). Fields A1111 has and lcm-lite does not
 (``sampler_name``, ``scheduler``, ``restore_faces``, ``enable_hr``, the other
 ``override_settings``, ``alwayson_scripts``, ``send_images``, ``save_images``, ...) are
 accepted and ignored, as clients send them whatever the server.
@@ -15,6 +16,7 @@ accepted and ignored, as clients send them whatever the server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -22,6 +24,7 @@ from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
 from lcm_lite.fields import specs
+from lcm_lite.prompting.lora_tags import tagged_weights, take_lora_tags
 from lcm_lite.request import MAX_IMAGES, Request
 from lcm_lite.sampling.torch_rng import random_seed
 from lcm_lite.server.schemas import (
@@ -101,22 +104,35 @@ class A1111Request(BaseModel):
     )
     override_settings: OverrideSettings = Field(default_factory=OverrideSettings)
 
-    def requests(self, pictures: dict[str, bytes | None] | None = None) -> list[Request]:
+    def requests(
+        self,
+        pictures: dict[str, bytes | None] | None = None,
+        loras: Sequence[tuple[str, float]] = (),
+    ) -> tuple[list[Request], list[str]]:
         """One ``Request`` per batch (``n_iter``): the seed of batch ``k`` is ``seed + k *
-        batch_size`` (A1111's first seed of that batch); -1 draws one."""
+        batch_size`` (A1111's first seed of that batch); -1 draws one. The prompt's
+        ``<lora:NAME:WEIGHT>`` tags are taken out and set the weights of the ``loras`` loaded
+        (``lora_weights``); with them, notes on the tags that name none (ignored, as A1111)."""
         values = {name: getattr(self, http) for name, http in self.names().items()}
         seed = random_seed() if values["seed"] in (RANDOM_SEED, None) else values["seed"]
         stop_at = self.override_settings.CLIP_stop_at_last_layers
+        prompt, tags = take_lora_tags(values["prompt"])
+        lora_weights, unknown = tagged_weights(tags, loras)
         values.update(
+            prompt=prompt,
+            lora_weights=lora_weights,
             negative_prompt=values["negative_prompt"] or None,
             steps=min(values["steps"], MOST_STEPS),
             **(pictures or {}),
             prompt_weighting=True,  # A1111 always reads its attention syntax
             clip_skip=None if stop_at in (None, 1) else stop_at - 1,
         )
-        return [
+        requests = [
             Request(**{**values, "seed": (seed + batch * self.batch_size) % 2**64})
             for batch in range(self.n_iter)
+        ]
+        return requests, [
+            f"<lora:{name}> ignored: no LoRA of that name is loaded" for name in unknown
         ]
 
     @classmethod

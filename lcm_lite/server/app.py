@@ -82,6 +82,7 @@ def create_app(
     takes_negative_prompts: bool,
     token: str | None,
     allowed_hosts: list[str],
+    loras: tuple[tuple[str, float], ...] = (),
 ) -> FastAPI:
     """The whole HTTP surface of ``lcm-lite serve`` around ``jobs``, answering requests whose
     Host header names one of ``allowed_hosts`` (``security.allowed_hosts``)."""
@@ -110,7 +111,7 @@ def create_app(
     for path in PAGE_PATHS:  # routes, not a mount at /: a mount would take the API's 405s
         app.add_route(path, page, methods=["GET"], include_in_schema=False)
 
-    served = Served(model, device, native_size, has_previews, takes_negative_prompts)
+    served = Served(model, device, native_size, has_previews, takes_negative_prompts, loras)
     size_limits = {
         "prompt_chars": MAX_PROMPT_CHARS,
         "body_bytes": MAX_BODY_BYTES,

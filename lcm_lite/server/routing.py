@@ -28,6 +28,7 @@ class Served:
     native_size: int
     has_previews: bool
     takes_negative_prompts: bool
+    loras: tuple[tuple[str, float], ...] = ()  # the adapters loaded: (source, weight)
 
 
 def submit(

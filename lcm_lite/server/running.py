@@ -70,6 +70,7 @@ class Server:
             takes_negative_prompts=pipe.takes_negative_prompts,
             token=token,
             allowed_hosts=allowed_hosts(host),
+            loras=tuple((adapter.source, adapter.weight) for adapter in pipe.adapters),
         )
         self._bodies = BodyDeadline(app)
         config = uvicorn.Config(

@@ -139,8 +139,10 @@ def json_type(field_spec: Spec) -> Any:
     if field_spec.kind == "numbers":
         return Annotated[list[_number(limits)], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "integers":
-        whole = Annotated[int, BeforeValidator(_whole_number)]
-        return Annotated[list[whole], Len(1, MAX_LIST_ITEMS)]
+        bounds = [] if limits is None else [Interval(ge=limits.low, le=limits.high)]
+        whole = Annotated[(int, *bounds, BeforeValidator(_whole_number))]
+        count = field_spec.count
+        return Annotated[list[whole], Len(count or 1, count or MAX_LIST_ITEMS)]
     if field_spec.kind == "flag":
         return bool
     raise ValueError(f"no JSON type for a {field_spec.kind} field")

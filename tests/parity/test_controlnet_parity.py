@@ -20,7 +20,7 @@ diffusers = pytest.importorskip("diffusers")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 GUIDANCE = 8.0
-MOVED = 4  # levels: the reference moves by more than this, the tolerance is 1
+MOVED = 3  # levels: the reference moves by more than this, the tolerance is 1
 
 
 def control_picture(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -321,6 +321,7 @@ def test_the_unet_with_residual_inputs_is_the_plain_unet_at_zero_and_diffusers_w
 ):
     from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
     from lcm_lite.models.folder import ModelFolder
+    from lcm_lite.models.lora_branches import Branches
     from lcm_lite.models.networks import UNet
     from lcm_lite.runtime.compiler import Compiler
 
@@ -333,8 +334,8 @@ def test_the_unet_with_residual_inputs_is_the_plain_unet_at_zero_and_diffusers_w
     controlnet = ControlNet(compiler, ControlNetFolder.open(tiny_controlnet[1]), shape, 77)
     residuals = [rng.standard_normal(s, dtype=np.float32) for s in controlnet.residual_shapes]
 
-    plain = UNet(compiler, folder, shape, 77, [])(sample, 499, text, guidance).copy()
-    with_inputs = UNet(compiler, folder, shape, 77, [], controlnet.residual_shapes)
+    plain = UNet(compiler, folder, shape, 77, Branches())(sample, 499, text, guidance).copy()
+    with_inputs = UNet(compiler, folder, shape, 77, Branches(), controlnet.residual_shapes)
     at_zero = with_inputs(sample, 499, text, guidance, [np.zeros_like(r) for r in residuals]).copy()
     ours = with_inputs(sample, 499, text, guidance, residuals).copy()
 

@@ -21,6 +21,7 @@ from PIL import Image
 from lcm_lite import DeviceError, LCMPipeline, UsageError
 from lcm_lite.fields import STAGES, Devices, as_text, device_map
 from lcm_lite.models.folder import ModelFolder
+from lcm_lite.models.lora_branches import Branches
 from lcm_lite.pipeline.compiled import CompiledNetworks, Shapes
 from lcm_lite.runtime.compiler import Compiler, StageCompilers
 
@@ -141,7 +142,7 @@ def _cpu_precision(compiled: ov.CompiledModel) -> str:
 def test_each_network_is_compiled_for_its_stage_device_with_the_hint(tiny_ov_dir, devices):
     pipe = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", device=devices)
     networks = CompiledNetworks(
-        Shapes(1, (1, 4, 8, 8), guided=False), pipe.compiler, pipe.folder, [], 77, False
+        Shapes(1, (1, 4, 8, 8), guided=False), pipe.compiler, pipe.folder, Branches(), 77, False
     )
     compiled = {
         "text_encoder": networks.text_encoder().compiled,
@@ -163,7 +164,7 @@ def test_a_tiny_vae_runs_where_the_vae_decoder_does(tiny_ov_dir, tiny_taesd_ov_d
         tiny_ov_dir, precision="f32", tiny_vae=tiny_taesd_ov_dir, device={"vae_decoder": "AUTO:CPU"}
     )
     networks = CompiledNetworks(
-        Shapes(1, (1, 4, 8, 8), guided=False), pipe.compiler, pipe.folder, [], 77, False
+        Shapes(1, (1, 4, 8, 8), guided=False), pipe.compiler, pipe.folder, Branches(), 77, False
     )
     assert _openvino_device(networks.decoder(pipe.tiny_vae).compiled) == "AUTO:CPU"
 

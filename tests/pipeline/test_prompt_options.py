@@ -18,9 +18,9 @@ def _pixels(result) -> np.ndarray:
 
 
 def test_encode_prompts_embeddings_given_back_make_the_same_image(f32_pipe):
-    prompts = ["a (red:1.4) cube", "a lighthouse, " * 20]
+    prompts = ["a (red:1.4) cube", "a lighthouse, " * 30]  # over 75 tokens with either vocab
     embeds, negative = f32_pipe.encode_prompt(prompts, prompt_weighting=True, clip_skip=1)
-    assert negative is None and embeds.shape[:2] == (2, 154)
+    assert negative is None and embeds.shape[0] == 2 and embeds.shape[1] in (154, 231)
     made = f32_pipe(prompts, prompt_weighting=True, clip_skip=1, **CALL)
     remade = f32_pipe("", prompt_embeds=embeds, **CALL)
     assert np.array_equal(_pixels(made), _pixels(remade))

@@ -4,12 +4,14 @@ the adapters' weights an input of the compiled networks: no compile between requ
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_a1111_api import settled_outcomes
 from test_server import SMALL, call, png
 
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
@@ -66,7 +68,7 @@ def test_each_request_blends_the_loaded_loras_at_its_weights_on_both_apis(
 def test_lora_weights_of_the_wrong_count_are_refused_with_400_in_one_line(
     blending: Server, path: str
 ) -> None:
-    done_before = blending.jobs.outcomes.copy()
+    done_before = settled_outcomes(blending)  # the job before is counted once its answer is out
     body = {"prompt": "x", "lora_weights": [0.5]}
     body.update(SMALL if path.startswith("/api") else {"size": "64x64"})
     reply = call(blending.url, "POST", path, body)
@@ -75,3 +77,25 @@ def test_lora_weights_of_the_wrong_count_are_refused_with_400_in_one_line(
     message = error["message"] if isinstance(error, dict) else error
     assert "lora_weights needs 2 weight(s)" in message and "\n" not in message
     assert blending.jobs.outcomes == done_before
+
+
+def test_a1111_lora_tags_in_the_prompt_set_the_weights_of_the_loaded_loras(
+    blending: Server,
+) -> None:
+    listed = call(blending.url, "GET", "/sdapi/v1/loras").json()
+    assert [lora["name"] for lora in listed] == ["kohya", "peft"]
+    body = {"prompt": "a red cube <lora:kohya:0.5> <lora:absent:1>", "seed": 3, "steps": 1}
+    reply = call(blending.url, "POST", "/sdapi/v1/txt2img", {**body, **SMALL})
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    tagged = png(base64.b64decode(answer["images"][0]))
+    info = json.loads(answer["info"])
+    assert "<lora:absent> ignored: no LoRA of that name is loaded" in info["notes"]
+    assert tagged.text["lcm-lite:lora_weights"] == "0.5,1.0"  # peft keeps its load weight
+    pipe = blending.jobs._pipe
+    expected = pipe("a red cube  ", seed=3, lora_weights=[0.5, 1.0], prompt_weighting=True, **SMALL)
+    assert np.array_equal(np.asarray(tagged), np.asarray(expected[0]))
+    untagged = pipe("a red cube  ", seed=3, prompt_weighting=True, **SMALL)
+    assert np.abs(np.asarray(untagged[0]).astype(int) - np.asarray(tagged)).mean() > 1
+    bad = call(blending.url, "POST", "/sdapi/v1/txt2img", {"prompt": "<lora:kohya:x>"})
+    assert bad.status == 400 and "the weight is not a number" in bad.json()["detail"]

@@ -62,7 +62,8 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     minimum (a rule between two fields that JSON Schema cannot state; the description says it)
     the default, and a negative prompt and control pictures go (this model cannot take a negative
     prompt, this server has no ControlNet; the descriptions say which can), as do LoRA weights
-    (one per LoRA loaded, the description says: none is).
+    (one per LoRA loaded, the description says: none is) and masks (of the picture's shape, not
+    empty: a rule between two fields and pixels that JSON Schema cannot state).
     """
     if not isinstance(body, dict):
         return body
@@ -76,6 +77,15 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
         cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
         cheap.pop("control_image", None)  # needs a server started with --controlnet (documented)
+        cheap.pop("mask", None)  # must fit its picture and hold something to repaint (documented)
+        cheap.pop("clip_skip", None)  # at most the model's text encoder layers (documented)
+        if isinstance(body.get("init_images"), list):  # A1111's pictures, likewise
+            cheap["init_images"] = [PICTURE_BASE64]
+        if body.get("outpaint") == [0, 0, 0, 0] or body.get("image") is None:
+            cheap.pop("outpaint", None)  # margins not all 0, and a picture to extend (documented)
+        if "outpaint" in cheap:
+            cheap["strength"] = 1.0  # int(steps * strength) steps run: at 1 step, strength 1
+        cheap.pop("override_settings", None)  # A1111's clip skip: at most the encoder's layers
     for dialect, values in CHEAPEST.items():
         if dialect in path:
             for name, value in values.items():

@@ -27,6 +27,7 @@ from test_server import REPO_ROOT, SMALL, TOKEN, ServeProcess
 
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server import running, security
+from lcm_lite.server.app import MAX_PICTURE_BODY_BYTES
 from lcm_lite.server.running import Server
 
 httpx = pytest.importorskip("httpx")
@@ -150,11 +151,12 @@ def with_httpx(url: str, body: bytes, kind: str, headers: dict[str, str]) -> tup
 
 
 CLIENTS = {"urllib": with_urllib, "requests": with_requests, "httpx": with_httpx}
-OVERSIZED = {  # the cases: a path, its body's kind and size
-    "json-20MiB-generate": ("/api/generate", "json", 20 * MIB),
-    "json-12MiB-jobs": ("/api/jobs", "json", 12 * MIB),
+OVERSIZED = {  # the cases (a path, its body's kind and size), above the picture limit
+    "json-30MiB-generate": ("/api/generate", "json", 30 * MIB),
+    "json-24MiB-jobs": ("/api/jobs", "json", 24 * MIB),
     "multipart-50MiB-edits": ("/v1/images/edits", "multipart", 50 * MIB),
 }
+assert all(size > MAX_PICTURE_BODY_BYTES for _, _, size in OVERSIZED.values())
 
 
 @pytest.mark.parametrize("client", CLIENTS)
