@@ -25,31 +25,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
 from pathlib import Path
 
 import openvino as ov
+from machine import cpu_description
 
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 
 PROMPT = "a beautiful pink unicorn, 8k"
-
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_description() -> tuple[str, list[str]]:
-    """The CPU's model name and which of ``VECTOR_FLAGS`` it has (Linux: /proc/cpuinfo)."""
-    name, flags = platform.processor(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            name = value.strip()
-        if key.strip() == "flags":
-            flags = set(value.split())
-    return name, [flag for flag in VECTOR_FLAGS if flag in flags]
 
 
 def main() -> None:
@@ -88,7 +72,7 @@ def main() -> None:
             pipe = load(mode)
             extra = {} if weights is None else {"lora_weights": weights}
             result = pipe(PROMPT, **fields, **extra)
-            unet = pipe._networks._held["unet"].compiled
+            unet = pipe._networks._held[("unet", False)].compiled
             precision = unet.get_property("INFERENCE_PRECISION_HINT")
             del pipe, unet
             gc.collect()

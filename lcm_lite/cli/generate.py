@@ -104,6 +104,11 @@ def _check_before_loading(request: Request, args: argparse.Namespace) -> None:
             raise UsageError(f"{field_spec.flag} needs {specs(Request)[needed].flag}")
     request.check()
     controlnets, control_images = len(args.controlnet or []), len(args.control_image or [])
+    if controlnets and not control_images:
+        raise UsageError(
+            "the ControlNets need a control picture each: --control-image FILE (one per "
+            "--controlnet)"
+        )
     if control_images and control_images != controlnets:
         raise UsageError(
             f"--control-image given {control_images} time(s) for {controlnets} --controlnet: "

@@ -121,6 +121,7 @@ class CompiledNetworks:
                 self.branches,
                 residual_shapes,
             ),
+            key=("unet", bool(residual_shapes)),
         )
 
     def controlnets(self) -> list[ControlNet]:
@@ -176,7 +177,7 @@ class CompiledNetworks:
         if branches != self.branches:
             self.branches = branches
             for key in list(self._held):
-                if key == "unet" or (isinstance(key, tuple) and key[0] == "text_encoder"):
+                if isinstance(key, tuple) and key[0] in ("unet", "text_encoder"):
                     del self._held[key]
 
     def _blended(

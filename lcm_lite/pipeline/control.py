@@ -100,14 +100,11 @@ def control_pictures(
 
 def check_control_count(request: Request, count: int) -> list[object] | None:
     """``control_image`` split per ControlNet (of ``count``), nothing decoded: a UsageError
-    when pictures and ControlNets do not go together."""
+    when pictures and ControlNets do not go together. None when the request has no control
+    picture: the ControlNets loaded are not run (a server's ControlNets are optional per
+    request)."""
     given = request.control_image
     if given is None:
-        if count:
-            raise UsageError(
-                "the ControlNets need a control picture each: control_image= "
-                "(command line: --control-image FILE)"
-            )
         return None
     if not count:
         raise UsageError(

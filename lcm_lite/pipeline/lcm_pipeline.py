@@ -336,10 +336,11 @@ class LCMPipeline:
 
         # the loop: the UNet's prediction (+ the ControlNets'), then the LCM step (which draws the
         # next noise)
-        controlnets = networks.controlnets()
+        steered = planned.control_pictures is not None
+        controlnets = networks.controlnets() if steered else []
         unet = networks.unet(controlnets)
         control = Control.none()
-        if planned.control_pictures is not None:
+        if steered:
             control = Control.prepare(
                 request, planned.control_pictures, controlnets, len(schedule), planned.guided
             )

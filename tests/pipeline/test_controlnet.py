@@ -29,7 +29,8 @@ def test_without_a_controlnet_the_unet_takes_only_its_own_inputs(f32_pipe, contr
     controlnet_pipe("a cat", steps=1, width=64, height=64, seed=1, control_image=_picture())
 
     plain = f32_pipe._networks.unet().compiled.inputs
-    steered = controlnet_pipe._networks.unet().compiled.inputs
+    networks = controlnet_pipe._networks
+    steered = networks.unet(networks.controlnets()).compiled.inputs
     assert not any(is_residual_input(port) for port in plain)
     assert len(plain) == 4
     assert sum(is_residual_input(port) for port in steered) == 5  # 4 skips + the mid block
@@ -70,7 +71,6 @@ def test_a_controlnet_runs_without_keeping_models(tiny_ov_dir, tiny_controlnet, 
         ({"controlnet_conditioning_scale": 7.0}, r"must be a number in \[0, 5\]"),
         ({"control_guidance_start": 0.6, "control_guidance_end": 0.5}, "must be below"),
         ({"control_image": b"not a picture"}, "not a PNG, JPEG or WebP picture"),
-        ({"control_image": None}, "the ControlNets need a control picture"),
         ({"control_preprocess": "edges"}, "control_preprocess must be"),
     ],
 )
@@ -107,3 +107,16 @@ def test_a_controlnet_for_another_base_model_is_refused_at_load(
 def test_a_folder_that_is_not_a_converted_controlnet_is_a_model_error(tiny_ov_dir):
     with pytest.raises(ModelError, match="not a ControlNetModel"):
         LCMPipeline.from_pretrained(tiny_ov_dir, controlnet=Path(tiny_ov_dir) / "unet")
+
+
+def test_a_request_without_a_control_picture_runs_the_plain_unet(f32_pipe, controlnet_pipe):
+    """A pipeline loaded with ControlNets gives, for a request without a control picture, the
+    image of the pipeline without them, from the UNet as it is (no residual inputs, no
+    ControlNet compiled for it)."""
+    fields = {"steps": 2, "width": 64, "height": 64, "seed": 3}
+    controlnet_pipe("a cat", **fields, control_image=_picture())  # the steered UNet held first
+    plain = f32_pipe("a cat", **fields)
+    unsteered = controlnet_pipe("a cat", **fields)
+
+    assert np.array_equal(np.asarray(unsteered[0]), np.asarray(plain[0]))
+    assert not any(is_residual_input(p) for p in controlnet_pipe._networks.unet().compiled.inputs)

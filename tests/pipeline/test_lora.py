@@ -523,7 +523,7 @@ def runtime_pipe(tiny_ov_dir, kohya_lora, peft_lora):
 
 def _compiled_objects(pipe) -> tuple[object, object, object]:
     networks = pipe._networks
-    return networks, networks._held["unet"], networks._held[("text_encoder", None)]
+    return networks, networks._held[("unet", False)], networks._held[("text_encoder", None)]
 
 
 @pytest.mark.parity
@@ -574,7 +574,9 @@ def test_the_default_blend_is_the_load_weights_and_fixed_mode_compiles_them_in(
     fixed = LCMPipeline.from_pretrained(tiny_ov_dir, precision="f32", loras=loras)
     kwargs = {"steps": 2, "seed": 4, **SIZE}
     compiled_in = fixed(PROMPT, **kwargs)
-    assert "lora_weights" not in [p.any_name for p in fixed._networks._held["unet"].compiled.inputs]
+    assert "lora_weights" not in [
+        p.any_name for p in fixed._networks._held[("unet", False)].compiled.inputs
+    ]
     assert compiled_in.settings.request.lora_weights == (0.7, 0.3)
     as_input = runtime_pipe(PROMPT, lora_weights=[0.7, 0.3], **kwargs)
     assert np.abs(np.asarray(compiled_in[0]).astype(int) - np.asarray(as_input[0])).max() <= 1

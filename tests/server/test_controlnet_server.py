@@ -80,10 +80,23 @@ def test_images_edits_takes_control_picture_files_and_the_controlnet_fields(
     assert np.array_equal(_pixels(image), np.asarray(alone))
 
 
+def test_a_request_without_a_control_picture_is_not_steered(
+    served: Server, f32_pipe: LCMPipeline
+) -> None:
+    """A server's ControlNets are optional per request: without a control picture the image is
+    the one the model makes alone, and its metadata names no ControlNet."""
+    body = {"prompt": "a fox", "steps": 2, "seed": 8, "width": 64, "height": 64}
+    answer = httpx.post(f"{served.url}api/generate?format=png", json=body, timeout=300)
+
+    assert answer.status_code == 200, answer.text
+    alone = f32_pipe("a fox", steps=2, seed=8, width=64, height=64)[0]
+    assert np.array_equal(_pixels(answer.content), np.asarray(alone))
+    assert "lcm-lite:controlnets" not in Image.open(io.BytesIO(answer.content)).text
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"control_image": None}, "the ControlNets need a control picture"),
         ({"control_image": "bm90IGEgcGljdHVyZQ=="}, "not a PNG, JPEG or WebP picture"),
         ({"controlnet_conditioning_scale": [0.5, 0.5]}, "2 conditioning scales for 1"),
         ({"controlnet_conditioning_scale": [3.0]}, "less than or equal to 2"),
