@@ -30,8 +30,9 @@ def quantize_model(
 ) -> Path:
     """Write ``model`` (a folder or hub id) to ``out_dir`` with its UNet quantized on
     ``samples`` UNet evaluations of ``steps``-step generations at ``size``². A source that is
-    not a model folder, or whose UNet is already int8, and an ``out_dir`` that exists non-empty
-    (unless ``force``) are UsageErrors. Returns ``out_dir``."""
+    not a model folder is the ModelError opening it raises (its message prefixed); a UNet that
+    is already int8 and an ``out_dir`` that exists non-empty (unless ``force``) are UsageErrors.
+    Returns ``out_dir``."""
     out_dir = Path(out_dir)
     if samples < 1:
         raise UsageError(f"the sample count must be at least 1, got {samples}")
@@ -40,7 +41,7 @@ def quantize_model(
     try:
         source = ModelFolder.open(resolve_model(model)).root.resolve()
     except LcmLiteError as error:
-        raise UsageError(f"cannot quantize {model}: {error}") from None
+        raise type(error)(f"cannot quantize {model}: {error}") from None
     if out_dir.resolve() in (source, *source.parents):
         raise UsageError(f"{out_dir} holds the source model: choose another output folder")
     check_quantizable(component_files(source, "unet").xml)
