@@ -16,23 +16,13 @@ from PIL import Image
 
 from lcm_lite.errors import UsageError
 
-SIDES = ("left", "top", "right", "bottom")
-
 
 def margins_of(outpaint: Sequence[int]) -> tuple[int, int, int, int]:
-    """``(left, top, right, bottom)`` from four non-negative integers, not all 0 (UsageErrors)."""
-    values = list(outpaint)
-    if len(values) != len(SIDES) or not all(
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values
-    ):
-        raise UsageError(
-            f"outpaint takes four integers, LEFT,TOP,RIGHT,BOTTOM pixels, got {outpaint!r:.60}"
-        )
-    if min(values) < 0 or not any(values):
-        raise UsageError(
-            f"outpaint margins are pixels to add, at least 0 and not all 0, got {values}"
-        )
-    left, top, right, bottom = (int(value) for value in values)
+    """``(left, top, right, bottom)`` from the request's four margins (``Request.check`` has
+    checked their count and range); a UsageError when all are 0 (nothing to extend)."""
+    left, top, right, bottom = (int(value) for value in outpaint)
+    if not any((left, top, right, bottom)):
+        raise UsageError("outpaint margins are pixels to add: not all 0, got [0, 0, 0, 0]")
     return left, top, right, bottom
 
 

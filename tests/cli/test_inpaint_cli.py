@@ -99,8 +99,8 @@ def test_outpaint_makes_the_bigger_picture_and_the_metadata_remakes_it(
             "inpainting runs int(steps x strength) steps",
         ),
         (["x", "--outpaint", "8,0,0,0"], "--outpaint needs --image"),
-        (["x", "--image", "start.jpg", "--outpaint", "8,0"], "outpaint takes four integers"),
-        (["x", "--image", "start.jpg", "--outpaint", "8,0,-1,0"], "at least 0 and not all 0"),
+        (["x", "--image", "start.jpg", "--outpaint", "8,0"], "outpaint must be 4 integers"),
+        (["x", "--image", "start.jpg", "--outpaint", "8,0,-1,0"], "from 0 to 2048, got"),
         (["x", "--image", "start.jpg", "--mask-blur", "4"], "--mask-blur needs --mask"),
     ],
 )

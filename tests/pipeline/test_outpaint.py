@@ -99,9 +99,9 @@ def test_a_mask_of_its_own_repaints_inside_the_picture_too(f32_pipe):
 @pytest.mark.parametrize(
     ("outpaint", "message"),
     [
-        ((8, 8, 8), "outpaint takes four integers"),
-        ((8, -8, 0, 0), "at least 0 and not all 0"),
-        ((0, 0, 0, 0), "at least 0 and not all 0"),
+        ((8, 8, 8), r"outpaint must be 4 integers from 0 to 2048, got \(8, 8, 8\)"),
+        ((8, -8, 0, 0), r"outpaint must be 4 integers from 0 to 2048, got \(8, -8, 0, 0\)"),
+        ((0, 0, 0, 0), "not all 0"),
         ((2000, 0, 0, 0), "larger than 2048 pixels a side"),
     ],
 )
