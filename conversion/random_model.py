@@ -401,8 +401,10 @@ def build_random_controlnet(model_dir: Path, out_dir: Path, *, seed: int = 0) ->
     initialisation without biases and its last one is rescaled to give features of std 1 from
     pictures in [0, 1] (by default its eight convolutions pass on little of the picture, and
     mostly the zero padding's border pattern), so that the control picture and the conditioning
-    scale move the image. SD 1.5-size models get diffusers' conditioning embedding (16, 32, 96, 256
-    channels); smaller ones a tiny one. Saved in the UNet's dtype. Returns ``out_dir``.
+    scale move the image. For an inpainting model, it takes the latents alone (4 channels, its
+    own ``conv_in``), as the SD 1.5 ControlNets used with it. SD 1.5-size models get diffusers'
+    conditioning embedding (16, 32, 96, 256 channels); smaller ones a tiny one. Saved in the
+    UNet's dtype. Returns ``out_dir``.
     """
     unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
     dtype = unet.dtype
@@ -414,7 +416,16 @@ def build_random_controlnet(model_dir: Path, out_dir: Path, *, seed: int = 0) ->
         conditioning_embedding_out_channels=(16, 32, 96, 256) if full_size else (8, 8, 16, 16),
         load_weights_from_unet=False,
     )
-    for name in ("conv_in", "time_embedding", "down_blocks", "mid_block"):
+    copied = ["conv_in", "time_embedding", "down_blocks", "mid_block"]
+    latent_channels = json.loads((Path(model_dir) / "vae" / "config.json").read_text())[
+        "latent_channels"
+    ]
+    if controlnet.config.in_channels != latent_channels:
+        # an inpainting UNet's 9 channels: a ControlNet takes the latents alone (as SD 1.5's)
+        config = {**controlnet.config, "in_channels": latent_channels}
+        controlnet = ControlNetModel.from_config(config)
+        copied.remove("conv_in")
+    for name in copied:
         # strict=False: an LCM's time embedding has a guidance projection a ControlNet lacks
         getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict(), strict=False)
     zero_convolutions = [

@@ -204,10 +204,12 @@ class MaskCrop:
     def cropped(self, width: int, height: int) -> tuple[Image.Image, Image.Image]:
         """The picture and the mask cut to ``region`` and fitted to ``width x height`` (diffusers'
         ``crops_coords`` with ``resize_mode="fill"``)."""
-        return (
-            resize_and_fill(self.picture.crop(self.region), width, height),
-            resize_and_fill(self.mask.crop(self.region), width, height),
-        )
+        return self.fit(self.picture, width, height), self.fit(self.mask, width, height)
+
+    def fit(self, picture: Image.Image, width: int, height: int) -> Image.Image:
+        """``picture`` (the picture, its mask, a control picture) cut to ``region`` and fitted
+        to ``width x height``."""
+        return resize_and_fill(picture.crop(self.region), width, height)
 
     def paste_back(self, images: list[Image.Image]) -> list[Image.Image]:
         return [paste_back(image, self.picture, self.mask, self.region) for image in images]

@@ -68,7 +68,9 @@ class ControlNetFolder:
     def check_base(self, folder: ModelFolder) -> None:
         """A UsageError when this ControlNet was trained for another base model than
         ``folder``'s: its channels, text width or latent size differ from the UNet's and VAE's
-        (an SD 2.x or SDXL ControlNet on an SD 1.5 model)."""
+        (an SD 2.x or SDXL ControlNet on an SD 1.5 model). It takes the latents alone: an
+        inpainting UNet's 9 input channels are the latents' 4, the mask and the masked picture's
+        latents."""
         mine, unet = self.config, folder.unet
         if (
             mine.in_channels,
@@ -76,16 +78,16 @@ class ControlNetFolder:
             mine.cross_attention_dim,
             mine.pixels_per_latent,
         ) != (
-            unet.in_channels,
+            folder.latent_channels,
             unet.block_out_channels,
             unet.cross_attention_dim,
             folder.vae_scale_factor,
         ):
             raise UsageError(
-                f"the ControlNet {self.source} is for another base model: its channels "
-                f"{list(mine.block_out_channels)} and text width {mine.cross_attention_dim} do "
-                f"not match the UNet's {list(unet.block_out_channels)} and "
-                f"{unet.cross_attention_dim}"
+                f"the ControlNet {self.source} is for another base model: its input channels "
+                f"{mine.in_channels}, channels {list(mine.block_out_channels)} and text width "
+                f"{mine.cross_attention_dim} do not match the latents' {folder.latent_channels}, "
+                f"the UNet's {list(unet.block_out_channels)} and {unet.cross_attention_dim}"
             )
 
 

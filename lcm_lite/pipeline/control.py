@@ -2,8 +2,9 @@
 and ``MultiControlNetModel`` for several) runs it around the UNet:
 
 - the control pictures: RGB, resized to width x height (Lanczos), in [0, 1], not normalized
-  (``prepare_image``); one picture serves the whole batch, one per prompt serves that prompt's
-  images; doubled under classifier-free guidance (unless ``guess_mode``);
+  (``prepare_image``; with ``padding_mask_crop``, first cut to the mask's box); one picture
+  serves the whole batch, one per prompt serves that prompt's images; doubled under
+  classifier-free guidance (unless ``guess_mode``);
 - at step ``i`` of ``n``, ControlNet ``k`` steers with ``scale_k * keep``, ``keep`` 0 when
   ``i / n < control_guidance_start`` or ``(i + 1) / n > control_guidance_end`` (diffusers'
   ``controlnet_keep``), else 1; its residuals are multiplied by it (``conditioning_scale``) and
@@ -11,7 +12,9 @@ and ``MultiControlNetModel`` for several) runs it around the UNet:
   residuals, so it is not run at all;
 - ``guess_mode`` under classifier-free guidance runs the ControlNets on the conditional half of
   the batch and gives the unconditional half zero residuals; the residuals are scaled from 0.1
-  (shallowest) to 1 (mid block), ``logspace(-1, 0, count)`` times the scale.
+  (shallowest) to 1 (mid block), ``logspace(-1, 0, count)`` times the scale;
+- inpainting (``StableDiffusionControlNetInpaintPipeline``), the ControlNets take the latents
+  alone, a 9-channel UNet the latents, the mask and the masked pictures' latents.
 """
 
 from __future__ import annotations
@@ -184,23 +187,28 @@ class Control:
         ]
         return cls(controlnets, conditions, step_scales, guess_mode)
 
-    def steered(self, unet: UNet, step: int) -> Denoiser:
-        """The UNet at ``step``: ``(sample, timestep, encoder_hidden_states, timestep_cond) ->
+    def steered(
+        self, unet: UNet, step: int, unet_input: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> Denoiser:
+        """The UNet at ``step``: ``(latents, timestep, encoder_hidden_states, timestep_cond) ->
         model_output``, the ControlNets run on the same inputs and their scaled residuals summed
-        into it (zeros where none steers)."""
+        into it (zeros where none steers). ``unet_input``: what the UNet takes of the latents
+        (an inpainting UNet: with the mask and the masked pictures' latents); the ControlNets
+        take the latents alone, as diffusers' ``StableDiffusionControlNetInpaintPipeline``."""
+        extend = unet_input or (lambda latents: latents)
         if not self.controlnets:
-            return unet
+            return lambda latents, *conditions: unet(extend(latents), *conditions)
 
         def denoise(
-            sample: np.ndarray,
+            latents: np.ndarray,
             timestep: int,
             encoder_hidden_states: np.ndarray,
             timestep_cond: np.ndarray | None,
         ) -> np.ndarray:
-            residuals = self._residuals(step, sample, timestep, encoder_hidden_states)
+            residuals = self._residuals(step, latents, timestep, encoder_hidden_states)
             if residuals is None:
                 residuals = [np.zeros(port.get_shape(), np.float32) for port in unet.residual_ports]
-            return unet(sample, timestep, encoder_hidden_states, timestep_cond, residuals)
+            return unet(extend(latents), timestep, encoder_hidden_states, timestep_cond, residuals)
 
         return denoise
 

@@ -45,10 +45,16 @@ class Inpainting:
     masked_picture_latents: np.ndarray | None = None
 
     def unet_input(self, latents: np.ndarray) -> np.ndarray:
-        """The UNet's sample: the latents, with a 9-channel UNet's mask and masked pictures."""
+        """The UNet's sample: the latents (doubled under classifier-free guidance), with a
+        9-channel UNet's mask and masked pictures (doubled too, as diffusers')."""
         if self.masked_picture_latents is None:
             return latents
-        return inpainting_unet_input(latents, self.mask, self.masked_picture_latents)
+        copies = len(latents) // len(self.mask)
+        return inpainting_unet_input(
+            latents,
+            np.concatenate([self.mask] * copies),
+            np.concatenate([self.masked_picture_latents] * copies),
+        )
 
     def after_step(
         self, latents: np.ndarray, denoised: np.ndarray, next_timestep: int | None

@@ -17,7 +17,8 @@ A plain Stable Diffusion model with an LCM-LoRA runs as diffusers' ``StableDiffu
 (``sampling.classifier_free``). LoRA adapters are added to the networks when they compile.
 
 With ControlNets, the loop's UNet is ``unet(+controlnet)`` as diffusers'
-``StableDiffusionControlNetPipeline`` runs them (``pipeline.control``).
+``StableDiffusionControlNetPipeline`` runs them (``pipeline.control``); inpainting, as its
+``StableDiffusionControlNetInpaintPipeline``: the ControlNets take the latents alone.
 
 Same inputs give the same numbers as diffusers (to float tolerance, with ``precision="f32"``);
 with a seed, the same noise as ``torch.Generator().manual_seed(seed)`` (``sampling.torch_rng``).
@@ -347,17 +348,18 @@ class LCMPipeline:
         preview = None if self.tiny_vae is None else partial(self._decode, networks, self.tiny_vae)
         denoised = latents
         networks.report("steps", 0, len(schedule))
+        unet_input = None if inpainting is None else inpainting.unet_input
         for i, t in enumerate(schedule):
             clock = time.perf_counter()
-            sample = latents if inpainting is None else inpainting.unet_input(latents)
-            denoise = control.steered(unet, i)  # unet(+controlnet)
+            # unet(+controlnet); a 9-channel UNet's input adds the mask and masked pictures
+            denoise = control.steered(unet, i, unet_input)
             if planned.guided:
                 model_output = classifier_free.guided_noise(
-                    denoise(np.concatenate([sample, sample]), int(t), prompt_embeds, None),
+                    denoise(np.concatenate([latents, latents]), int(t), prompt_embeds, None),
                     request.guidance_scale,
                 )
             else:
-                model_output = denoise(sample, int(t), prompt_embeds, guidance_embedding)
+                model_output = denoise(latents, int(t), prompt_embeds, guidance_embedding)
             last = i == len(schedule) - 1
             noise = None if last else generator.randn(latent_shape)
             next_timestep = None if last else int(schedule[i + 1])

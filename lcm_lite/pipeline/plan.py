@@ -70,7 +70,8 @@ def plan(
     is decoded), and ``steps`` from the last ``int(original_inference_steps * strength)``
     distillation timesteps, as diffusers. With ``controlnets``, their control pictures (whose
     first sets the size when neither width and height nor a starting picture do, as diffusers'
-    ``prepare_image``) and their scales. Inpainting (a mask, or outpainting): the pictures and
+    ``prepare_image``; with ``padding_mask_crop`` cut to the mask's box as the picture) and their
+    scales. Inpainting (a mask, or outpainting): the pictures and
     masks of ``_inpainting_inputs`` (with ``padding_mask_crop`` the size is the request's or
     512 x 512, not the picture's), the mask checked not to be empty, and the last
     ``int(steps * strength)`` of the schedule, as diffusers' inpainting."""
@@ -98,6 +99,8 @@ def plan(
     controls = control_pictures(request, len(controlnets), multiple, max_side)
     if controls is not None and pictures is None:
         width, height = output_size(controls[0][0], width, height, multiple, max_side)
+    if controls is not None and crop is not None:  # cut as the picture (diffusers' crops_coords)
+        controls = [[crop.fit(picture, width, height) for picture in loaded] for loaded in controls]
     width = DEFAULT_SIZE if width is None else int(width)
     height = DEFAULT_SIZE if height is None else int(height)
     schedule = scheduler.timesteps(

@@ -50,6 +50,21 @@ def reference(tiny_diffusers_dir, tiny_controlnet):
     )
 
 
+def with_guidance_embedding(pipe, guidance_scale: float):
+    """``pipe`` (a ControlNet pipeline, which gives an LCM's UNet no guidance embedding) with the
+    embedding of ``guidance_scale`` handed to its UNet, as diffusers' LCM pipelines compute it;
+    run it at guidance 1 (no classifier-free guidance)."""
+    embedding = diffusers.StableDiffusionControlNetPipeline.get_guidance_scale_embedding(
+        pipe, torch.tensor([guidance_scale - 1]), embedding_dim=pipe.unet.config.time_cond_proj_dim
+    )
+
+    def hand_over(module, args, kwargs):
+        return args, {**kwargs, "timestep_cond": embedding.expand(args[0].shape[0], -1)}
+
+    pipe.unet.register_forward_pre_hook(hand_over, with_kwargs=True)
+    return pipe
+
+
 def _theirs(pipe, prompt, control, *, seed=3, steps=4, **kwargs):
     images = pipe(
         prompt,
@@ -294,15 +309,9 @@ def test_image_to_image_with_a_controlnet_on_an_lcm_keeps_the_guidance_embedding
     embedding and runs classifier-free guidance above 1 (its txt2img twin and
     LatentConsistencyModelImg2ImgPipeline do neither): lcm_lite runs the LCM as those, so the
     reference here is that pipeline at guidance 1 with the embedding of 8 handed to its UNet."""
-    reference = _img2img_reference(tiny_diffusers_dir, tiny_controlnet[0])
-    embedding = diffusers.StableDiffusionControlNetPipeline.get_guidance_scale_embedding(
-        reference, torch.tensor([GUIDANCE - 1]), embedding_dim=32
+    reference = with_guidance_embedding(
+        _img2img_reference(tiny_diffusers_dir, tiny_controlnet[0]), GUIDANCE
     )
-
-    def with_guidance_embedding(module, args, kwargs):
-        return args, {**kwargs, "timestep_cond": embedding}
-
-    reference.unet.register_forward_pre_hook(with_guidance_embedding, with_kwargs=True)
     picture = control_picture(64, 64, seed=11).rotate(90)
     control = control_picture(64, 64, seed=12)
 

@@ -447,3 +447,132 @@ def test_padding_mask_crop_needs_a_mask_of_the_pictures_size(f32_pipe):
             width=32,
             height=32,
         )
+
+
+# -- with ControlNets: diffusers' StableDiffusionControlNetInpaintPipeline -----------------------
+
+
+def _controlnet_inpaint_pipe(folder, controlnet_dir):
+    from test_controlnet_parity import _load
+
+    return _load(diffusers.StableDiffusionControlNetInpaintPipeline, folder, [controlnet_dir])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("strength", "steps", "crop"), [(1.0, 4, None), (0.75, 4, None), (1.0, 2, 4)]
+)
+def test_an_lcm_with_a_controlnet_inpaints_as_diffusers_controlnet_inpaint_pipeline(
+    controlnet_pipe, tiny_diffusers_dir, tiny_controlnet, strength, steps, crop
+):
+    """The ControlNet takes the latents, the area to keep is put back after each step, and with
+    ``padding_mask_crop`` the control picture is cut as the picture. That pipeline gives an LCM's
+    UNet no guidance embedding: its reference runs at guidance 1 with the embedding handed over
+    (``with_guidance_embedding``), lcm_lite at GUIDANCE as its other LCM pipelines."""
+    from test_controlnet_parity import control_picture, with_guidance_embedding
+
+    reference = with_guidance_embedding(
+        _controlnet_inpaint_pipe(tiny_diffusers_dir, tiny_controlnet[0]), GUIDANCE
+    )
+    picture, mask = varied_picture(64, 48, seed=14), MASKS["ellipse"](64, 48)
+    size = {"width": 32, "height": 32, "padding_mask_crop": crop} if crop else {}
+    arguments = {"strength": strength, "steps": steps, "seed": 23, "num_images": 2, **size}
+
+    def theirs(control, scale=1.0):
+        return _theirs(
+            reference,
+            "a lighthouse",
+            picture,
+            mask,
+            control_image=control,
+            controlnet_conditioning_scale=scale,
+            guidance_scale=1.0,
+            **{"width": 64, "height": 48, **arguments},
+        )
+
+    control = control_picture(64, 48, seed=15)
+    reference_images = theirs(control)
+    ours = _ours(controlnet_pipe, "a lighthouse", picture, mask, control_image=control, **arguments)
+
+    _assert_differ(reference_images, theirs(control, scale=0.0))
+    _assert_differ(reference_images, theirs(control_picture(64, 48, seed=16)))
+    _assert_within_one_level(ours, reference_images)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("strength", "guess_mode", "negative_prompt"),
+    [(1.0, False, "blurry"), (0.75, False, None), (1.0, True, "dark")],
+)
+def test_a_nine_channel_unet_with_an_lcm_lora_and_a_controlnet_gives_the_diffusers_image(
+    inpainting_ov_dir,
+    inpainting_model_dir,
+    inpainting_lcm_lora,
+    tiny_sd_controlnet,
+    strength,
+    guess_mode,
+    negative_prompt,
+):
+    """An SD 1.5 ControlNet (4 input channels) on the inpainting model: it takes the latents, the
+    UNet the latents, the mask and the masked pictures' latents, under classifier-free
+    guidance."""
+    from test_controlnet_parity import control_picture
+
+    from lcm_lite import LCMPipeline
+
+    reference = _controlnet_inpaint_pipe(inpainting_model_dir, tiny_sd_controlnet[0])
+    reference.scheduler = diffusers.LCMScheduler.from_config(reference.scheduler.config)
+    reference.load_lora_weights(str(inpainting_lcm_lora))
+    pipe = LCMPipeline.from_pretrained(
+        inpainting_ov_dir,
+        precision="f32",
+        loras=[(inpainting_lcm_lora, 1.0)],
+        controlnet=tiny_sd_controlnet[1],
+    )
+    picture, mask = varied_picture(64, 48, seed=17), MASKS["rectangle"](64, 48)
+    guided = {"negative_prompt": negative_prompt} if negative_prompt else {}
+    arguments = {
+        "strength": strength,
+        "steps": 4,
+        "seed": 29,
+        "num_images": 2,
+        "guidance_scale": 2.5,
+        "guess_mode": guess_mode,
+        **guided,
+    }
+
+    def theirs(control, scale=1.0):
+        return _theirs(
+            reference,
+            "a red cube",
+            picture,
+            mask,
+            control_image=control,
+            controlnet_conditioning_scale=scale,
+            width=64,
+            height=48,
+            **arguments,
+        )
+
+    control = control_picture(64, 48, seed=18)
+    reference_images = theirs(control)
+    ours = _ours(pipe, "a red cube", picture, mask, control_image=control, **arguments)
+
+    _assert_differ(reference_images, theirs(control, scale=0.0))
+    _assert_differ(reference_images, theirs(control_picture(64, 48, seed=19)))
+    _assert_within_one_level(ours, reference_images)
+
+
+def test_a_random_controlnet_for_the_inpainting_model_takes_the_latents_alone(
+    inpainting_model_dir, inpainting_ov_dir, tmp_path
+):
+    from conversion.export import convert
+    from conversion.random_model import build_random_controlnet
+    from lcm_lite.models.controlnet import ControlNetFolder
+    from lcm_lite.models.folder import ModelFolder
+
+    source = build_random_controlnet(inpainting_model_dir, tmp_path / "diffusers", seed=4)
+    folder = ControlNetFolder.open(convert(source, tmp_path / "openvino", weights="fp32"))
+
+    assert diffusers.ControlNetModel.from_pretrained(source).config.in_channels == 4
+    folder.check_base(ModelFolder.open(inpainting_ov_dir))  # not refused

@@ -90,14 +90,21 @@ def test_a_control_picture_without_a_controlnet_is_refused(f32_pipe):
         f32_pipe("a cat", steps=1, control_image=_picture())
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("block_out_channels", [320, 640, 1280, 1280]),  # an SD 1.5 ControlNet's
+        ("in_channels", 9),  # made from an inpainting UNet: a ControlNet takes the latents alone
+    ],
+)
 def test_a_controlnet_for_another_base_model_is_refused_at_load(
-    tiny_ov_dir, tiny_controlnet, tmp_path
+    tiny_ov_dir, tiny_controlnet, tmp_path, key, value
 ):
     other = tmp_path / "other"
     shutil.copytree(tiny_controlnet[1], other)
     config_path = other / "controlnet" / "config.json"
     config = json.loads(config_path.read_text())
-    config["block_out_channels"] = [320, 640, 1280, 1280]
+    config[key] = value
     config_path.write_text(json.dumps(config))
 
     with pytest.raises(UsageError, match="ControlNet .* is for another base model"):
