@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine import VECTOR_FLAGS, cpu_description
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VOCAB = REPO.parent / "shared" / "clip-vocab"
@@ -303,9 +305,11 @@ def bench_rows(
 
 
 def format_report(results: list[dict], help_time: float, scans: list[dict]) -> str:
+    cpu, flags = cpu_description()
     lines = [
+        f"cpu {cpu}  flags {' '.join(flags) or 'none of ' + ' '.join(VECTOR_FLAGS)}",
         f"python -m lcm_lite --help: {help_time:.3f} s  (target < {HELP_TARGET} s: "
-        f"{'met' if help_time < HELP_TARGET else 'NOT met'})"
+        f"{'met' if help_time < HELP_TARGET else 'NOT met'})",
     ]
     for result in results:
         f = result["figures"]

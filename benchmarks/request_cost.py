@@ -14,7 +14,8 @@ Per variant: the UNet steps that ran, the median UNet step and VAE-encoder secon
 round compiles and is left out), the median whole image, and the ratios that answer the questions
 (an inpainting step against an image-to-image step; a ControlNet + UNet step against the UNet's).
 Then each variant once more in a fresh process of its own (``--only``), loaded with only what it
-needs, from the warm compiled-model cache: its peak RSS (``wait4``), as a one-shot run has it.
+needs, from the warm compiled-model cache: its peak RSS (the child's own ``VmHWM``), as a one-shot
+run has it.
 Also the CPU, its vector flags, OpenVINO's version and the UNet's precision as compiled.
 
     python benchmarks/request_cost.py --model FULL_OV_DIR --controlnet FULL_CONTROLNET_OV_DIR \\
@@ -128,12 +129,21 @@ def shape(args: argparse.Namespace) -> dict:
 
 
 def peak_memory(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
-    """Each variant's one image in a fresh process: its peak RSS in GiB."""
+    """Each variant's one image in a fresh process: its peak RSS in GiB, as the child reads it
+    (``wait4``'s would count the pages the child shared with this big parent before its exec)."""
     peaks = {}
     for name in names:
         command = [sys.executable, __file__, "--only", name, *sys.argv[1:]]
-        peaks[name] = round(run(command).peak_rss / 2**30, 2)
+        peaks[name] = round(int(run(command).stdout) / 2**30, 2)
     return peaks
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux: ``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
 def main() -> None:
@@ -151,6 +161,7 @@ def main() -> None:
     if args.only is not None:
         fields = variants(args.size, args.strength, args.controlnet is not None)[args.only]
         load(args, args.only == "control")(PROMPT, seed=1, **fields, **shape(args))
+        print(peak_rss())
         return
     measured = side_by_side(args)
     cpu, flags = cpu_description()

@@ -154,6 +154,7 @@ class JobQueue:
         self.capacity = capacity
         self.running: Job | None = None
         self.outcomes: Counter[str] = Counter()  # jobs done, failed, cancelled since the start
+        self.submitted = 0  # jobs accepted since the start (queued; counted at once)
         self.last_seconds = 1.0
         self._worker = threading.Thread(target=self._work, name="lcm-lite-worker", daemon=True)
         self._worker.start()
@@ -205,6 +206,7 @@ class JobQueue:
             except queue.Full:
                 raise QueueFull(self._retry_after()) from None
             self._jobs[job.id] = job
+            self.submitted += 1
             self._forget_old_jobs()
         return job
 

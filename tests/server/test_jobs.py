@@ -44,6 +44,7 @@ def test_cancelling_the_running_job_leaves_the_next_jobs_alone(jobs: JobQueue) -
         assert len(after.outcome.result(timeout=60)) == 1
         assert (after.state, after.step, len(after.images)) == ("done", 1, 1), after.error
     assert jobs.outcomes == {"cancelled": 1, "done": 2}
+    assert jobs.submitted == 3
 
 
 @pytest.mark.slow
