@@ -28,7 +28,7 @@ from PIL import Image
 
 from lcm_lite.errors import UsageError
 from lcm_lite.images.annotators import annotate
-from lcm_lite.images.preprocess import check_before_decoding, load_images, preprocess
+from lcm_lite.images.preprocess import Picture, check_before_decoding, load_images, preprocess
 from lcm_lite.models.controlnet import ControlNet, ControlNetFolder
 from lcm_lite.models.folder import ModelFolder
 from lcm_lite.models.networks import UNet
@@ -87,11 +87,9 @@ def control_pictures(
     pictures = []
     for item in per_controlnet:
         check_before_decoding(item, request.width, request.height, multiple, max_side)
-        loaded = load_images(item)
-        if request.control_preprocess is not None:
-            kind, thresholds = request.control_preprocess, request.canny_thresholds
-            loaded = [annotate(picture, kind, thresholds) for picture in loaded]
-        pictures.append(loaded)
+        pictures.append(
+            made_from_photos(item, request.control_preprocess, request.canny_thresholds)
+        )
     for loaded in pictures:
         if len(loaded) not in (1, len(request.prompts)):
             raise UsageError(
@@ -99,6 +97,15 @@ def control_pictures(
                 "or one per prompt"
             )
     return pictures
+
+
+def made_from_photos(
+    pictures: Picture | Sequence[Picture], kind: str | None, thresholds: Sequence[float] | None
+) -> list[Image.Image]:
+    """``pictures`` (one or a list) decoded and made into control pictures by the annotator
+    ``kind`` (``control_preprocess``; None: as they are) with Canny's ``thresholds``."""
+    loaded = load_images(pictures)
+    return loaded if kind is None else [annotate(picture, kind, thresholds) for picture in loaded]
 
 
 def check_control_count(request: Request, count: int) -> list[object] | None:

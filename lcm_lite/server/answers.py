@@ -80,6 +80,11 @@ class QueueState(BaseModel):
     cancelled: int = Field(description="by their client hanging up, or by a second Ctrl+C")
 
 
+class ServedControlNet(BaseModel):
+    source: str = Field(description="its folder or hub id (serve --controlnet DIR[:SCALE])")
+    scale: float = Field(description="its conditioning scale when a request gives none")
+
+
 class Info(BaseModel):
     model: str
     device: str
@@ -90,8 +95,12 @@ class Info(BaseModel):
         description="whether the model takes negative_prompt (a plain Stable Diffusion model "
         "with LCM-LoRA does; a latent consistency model does not)"
     )
-    defaults: dict[str, int | float]
+    controlnets: list[ServedControlNet] = Field(
+        description="the ControlNets loaded, in order: a request gives a control_image for each"
+    )
+    defaults: dict[str, int | float | list[float]]
     limits: dict[str, Limit | int]
+    choices: dict[str, list[str]] = Field(description="the values each choice field takes")
     queue: QueueState
 
 

@@ -2,7 +2,7 @@
 body limits), the error answers, the page, and the APIs' routers (``own_api``, ``openai_api``,
 ``a1111_api``), which only translate between HTTP and the job queue.
 
-    GET  /                          the page (and /app.js, /live.js, /style.css beside it)
+    GET  /                          the page (and its scripts and styles beside it)
     /api/...                        lcm-lite's own API (``own_api``)
     /v1/..., /v3/...                the OpenAI / OVMS images API (``openai_api``)
     /sdapi/v1/...                   the AUTOMATIC1111 API (``a1111_api``)
@@ -44,6 +44,7 @@ MAX_PICTURE_BODY_BYTES = 2 * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
 PICTURE_PATHS = (
     "/api/generate",
     "/api/jobs",
+    "/api/control-preview",
     "/v1/images/edits",
     "/v3/images/edits",
     "/sdapi/v1/img2img",
@@ -51,7 +52,16 @@ PICTURE_PATHS = (
 )
 MCP_PATH = "/mcp"
 # lcm_lite/static: the page, its files
-PAGE_PATHS = ("/", "/app.js", "/live.js", "/style.css", "/mask.js", "/mask.css")
+PAGE_PATHS = (
+    "/",
+    "/app.js",
+    "/live.js",
+    "/style.css",
+    "/mask.js",
+    "/mask.css",
+    "/control.js",
+    "/control.css",
+)
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -83,6 +93,7 @@ def create_app(
     token: str | None,
     allowed_hosts: list[str],
     loras: tuple[tuple[str, float], ...] = (),
+    controlnets: tuple[tuple[str, float], ...] = (),
 ) -> FastAPI:
     """The whole HTTP surface of ``lcm-lite serve`` around ``jobs``, answering requests whose
     Host header names one of ``allowed_hosts`` (``security.allowed_hosts``)."""
@@ -111,7 +122,9 @@ def create_app(
     for path in PAGE_PATHS:  # routes, not a mount at /: a mount would take the API's 405s
         app.add_route(path, page, methods=["GET"], include_in_schema=False)
 
-    served = Served(model, device, native_size, has_previews, takes_negative_prompts, loras)
+    served = Served(
+        model, device, native_size, has_previews, takes_negative_prompts, loras, controlnets
+    )
     size_limits = {
         "prompt_chars": MAX_PROMPT_CHARS,
         "body_bytes": MAX_BODY_BYTES,

@@ -1,15 +1,17 @@
 """lcm-lite's own API, under ``/api``: the CLI's option names, JSON in and out.
 
-GET  /api/health        {"status": "ok"}; never needs the token
-GET  /api/info          model, device, limits, defaults, queue
-POST /api/generate      a request; answers when done: JSON with base64 PNGs, or a PNG
-POST /api/jobs          the same request, answered at once (202) with the job's id
-GET  /api/jobs/{id}     a job's state and steps done; its images once done
+GET  /api/health               {"status": "ok"}; never needs the token
+GET  /api/info                 model, device, the ControlNets, limits, defaults, choices, queue
+POST /api/generate             a request; answers when done: JSON with base64 PNGs, or a PNG
+POST /api/jobs                 the same request, answered at once (202) with the job's id
+GET  /api/jobs/{id}            a job's state and steps done; its images once done
+POST /api/control-preview      the control picture a job would make from a picture (a PNG)
 """
 
 from __future__ import annotations
 
 import base64
+import io
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -18,10 +20,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from lcm_lite import __version__
-from lcm_lite.server.answers import ErrorAnswer, Health, Info
+from lcm_lite.images.preprocess import check_headers
+from lcm_lite.pipeline.control import made_from_photos
+from lcm_lite.server.answers import ErrorAnswer, Health, Info, ServedControlNet
 from lcm_lite.server.jobs import Job, JobQueue
 from lcm_lite.server.routing import Served, finished, json_body, submit
-from lcm_lite.server.schemas import DEFAULTS, LIMITS, GenerateRequest, JobView, shown_fields
+from lcm_lite.server.schemas import (
+    CHOICES,
+    DEFAULTS,
+    LIMITS,
+    ControlPreviewRequest,
+    GenerateRequest,
+    JobView,
+    decode_picture,
+    shown_fields,
+)
 
 
 def own_api_router(jobs: JobQueue, served: Served, limits: dict[str, int]) -> APIRouter:
@@ -44,8 +57,12 @@ def own_api_router(jobs: JobQueue, served: Served, limits: dict[str, int]) -> AP
             native_size=served.native_size,
             previews=served.has_previews,
             negative_prompt=served.takes_negative_prompts,
+            controlnets=[
+                ServedControlNet(source=source, scale=scale) for source, scale in served.controlnets
+            ],
             defaults=DEFAULTS,
             limits={**LIMITS, **limits},
+            choices=CHOICES,
             queue={
                 "capacity": jobs.capacity,
                 "waiting": jobs.waiting,
@@ -89,6 +106,25 @@ def own_api_router(jobs: JobQueue, served: Served, limits: dict[str, int]) -> AP
                 404, f"no such job: {job_id} (finished jobs are kept for a while, then forgotten)"
             )
         return job_view(found)
+
+    @api.post(
+        "/control-preview",
+        dependencies=[Depends(json_body)],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the control picture"}},
+    )
+    def control_preview(body: ControlPreviewRequest) -> Response:
+        """The control picture a job makes from ``control_image`` with ``control_preprocess``
+        (before it is resized to the image's size), as a PNG: what the page shows."""
+        try:
+            picture = decode_picture(body.control_image, "control_image")
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        check_headers(picture, jobs.max_picture_pixels)
+        made = made_from_photos(picture, body.control_preprocess, body.canny_thresholds)[0]
+        png = io.BytesIO()
+        made.save(png, format="PNG")
+        return Response(png.getvalue(), media_type="image/png")
 
     return api
 

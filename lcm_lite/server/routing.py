@@ -29,6 +29,7 @@ class Served:
     has_previews: bool
     takes_negative_prompts: bool
     loras: tuple[tuple[str, float], ...] = ()  # the adapters loaded: (source, weight)
+    controlnets: tuple[tuple[str, float], ...] = ()  # the ControlNets loaded: (source, scale)
 
 
 def submit(

@@ -71,6 +71,7 @@ class Server:
             token=token,
             allowed_hosts=allowed_hosts(host),
             loras=tuple((adapter.source, adapter.weight) for adapter in pipe.adapters),
+            controlnets=tuple((choice.folder.source, choice.scale) for choice in pipe.controlnets),
         )
         self._bodies = BodyDeadline(app)
         config = uvicorn.Config(

@@ -32,6 +32,7 @@ from pydantic import (
 
 from lcm_lite.errors import UsageError
 from lcm_lite.fields import Range, Spec, picture_fields, specs
+from lcm_lite.images.annotators import DEFAULT_THRESHOLDS
 from lcm_lite.request import Request
 from lcm_lite.sampling.torch_rng import random_seed
 
@@ -73,15 +74,20 @@ DEFAULTS: dict[str, Any] = {  # what a field missing from a request is (/api/inf
 }
 
 
-LIMITS = {  # key: {min, max[, multiple_of]}, as /api/info shows them
+DEFAULTS["canny_thresholds"] = list(DEFAULT_THRESHOLDS)  # the annotator's, when none is given
+CHOICES = {  # key: the choices of each choice field (/api/info, the page's lists)
+    field_spec.key: list(field_spec.choices)
+    for field_spec in SERVED.values()
+    if field_spec.kind == "choice"
+}
+LIMITS = {  # key: {min, max[, multiple_of]} (of each number of a list), as /api/info shows them
     field_spec.key: {
         "min": limits.low,
         "max": limits.high - 1 if limits.high_exclusive else limits.high,
         **({"multiple_of": limits.multiple_of or 1} if field_spec.kind == "integer" else {}),
     }
     for field_spec in SERVED.values()
-    if field_spec.kind in ("integer", "number")
-    and not field_spec.needs
+    if field_spec.kind in ("integer", "number", "numbers")
     and (limits := served_limits(field_spec)) is not None
     and limits.high is not None
 }
@@ -225,6 +231,33 @@ def own_api_model(declared: type = Request) -> type[_OwnApiRequest]:
 
 
 GenerateRequest = own_api_model()
+
+
+# control_preprocess and the fields that need it (canny_thresholds)
+_PREPROCESSING = [
+    name
+    for name, field_spec in SERVED.items()
+    if name == "control_preprocess" or field_spec.needs == "control_preprocess"
+]
+
+
+class _ControlPreview(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+ControlPreviewRequest = create_model(
+    "ControlPreviewRequest",
+    __base__=_ControlPreview,
+    __doc__="``POST /api/control-preview``: one control picture and how a job would make the "
+    "ControlNet's picture from it (the fields of ``/api/generate``).",
+    **{
+        SERVED["control_image"].key: (
+            Picture,
+            Field(description="one picture, as a control_image of /api/generate (base64)"),
+        )
+    },
+    **derived_fields(Request, {name: SERVED[name].key for name in _PREPROCESSING}),
+)
 
 
 def decode_picture(text: str, name: str = "image") -> bytes:

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const SLIDERS = ["width", "height", "guidance", "steps", "num_images"];
 const PICTURE_TYPES = ["image/png", "image/jpeg", "image/webp"];
-const state = { picture: null, previews: false, pictureBytes: 8 * 1024 * 1024 };
+const state = { picture: null, previews: false, pictureBytes: 8 * 1024 * 1024, info: null };
 const MAX_RESULTS = 24; // images kept on the page; older ones are dropped
 const POLL_MS = 250;
 const TOKEN_KEY = "lcm-lite-token";
@@ -18,10 +18,13 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = {};
+function authorization() {
   const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function api(method, path, body) {
+  const headers = authorization();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -61,6 +64,8 @@ async function loadInfo() {
     state.previews = info.previews;
     $("negative-prompt-box").hidden = !info.negative_prompt;
     state.pictureBytes = info.limits.picture_bytes;
+    state.info = info;
+    document.dispatchEvent(new CustomEvent("lcm-info", { detail: info })); // control.js
     setStatus("");
   } catch (error) {
     $("model-info").textContent = "Not connected";
@@ -84,7 +89,7 @@ function usePicture(dataUrl) {
   if (!dataUrl) $("picture").value = "";
 }
 
-function readPicture(file) {
+function readPicture(file, use = usePicture) {
   if (!file) return;
   if (!PICTURE_TYPES.includes(file.type)) {
     setStatus("The picture must be a PNG, JPEG or WebP file.");
@@ -96,7 +101,7 @@ function readPicture(file) {
   }
   const reader = new FileReader();
   reader.addEventListener("load", () => {
-    usePicture(reader.result);
+    use(reader.result);
     setStatus("");
   });
   reader.readAsDataURL(file);
@@ -210,6 +215,7 @@ async function generate(event) {
       request.strength = Number($("strength").value);
       Object.assign(request, window.lcmMask ? window.lcmMask.fields() : {}); // mask.js
     }
+    Object.assign(request, window.lcmControl ? window.lcmControl.fields() : {}); // control.js
     let job = await api("POST", "/api/jobs", request);
     while (job.state === "queued" || job.state === "running") {
       showProgress(job);

@@ -1,7 +1,7 @@
 // Live mode: while its switch is on, the page regenerates as the prompt changes: debounced, small
 // (256² or 384²), in 1 or 2 steps, with the tiny VAE when the server has one. A newer request
 // aborts the one in flight, and the server cancels the job of a client that hung up
-// (lcm_lite/server/routing.py). Uses app.js's $, state and TOKEN_KEY.
+// (lcm_lite/server/routing.py). Uses app.js's $, state and authorization().
 "use strict";
 {
   const DEBOUNCE_MS = 250;
@@ -30,12 +30,11 @@
     const controller = new AbortController();
     live.controller = controller;
     const typedAt = live.typedAt;
-    const headers = { "Content-Type": "application/json", Accept: "image/png" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = `Bearer ${token}`;
+    const headers = { ...authorization(), "Content-Type": "application/json", Accept: "image/png" };
     const request = liveRequest(prompt);
     $("live-status").textContent = `Making “${prompt}”…`;
     try {
+      Object.assign(request, window.lcmControl ? window.lcmControl.fields() : {}); // control.js
       const response = await fetch("/api/generate?format=png", {
         method: "POST", headers, body: JSON.stringify(request), signal: controller.signal,
       });

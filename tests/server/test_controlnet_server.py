@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lcm_lite.images.annotators import ANNOTATORS, DEFAULT_THRESHOLDS, annotate
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
 from lcm_lite.server.running import Server
 
@@ -108,3 +109,66 @@ def test_bad_control_input_is_a_bad_request(served: Server, changes: dict, messa
 
     assert answer.status_code == 400, answer.text
     assert message in answer.text
+
+
+def test_info_lists_the_controlnets_and_the_preprocessors(
+    served: Server, controlnet_pipe: LCMPipeline
+) -> None:
+    info = httpx.get(f"{served.url}api/info", timeout=30).json()
+
+    source = controlnet_pipe.controlnets[0].folder.source
+    assert info["controlnets"] == [{"source": str(source), "scale": 1.0}]
+    assert info["choices"]["control_preprocess"] == list(ANNOTATORS)
+    assert info["defaults"]["canny_thresholds"] == list(DEFAULT_THRESHOLDS)
+    scale_limits = info["limits"]["controlnet_conditioning_scale"]
+    assert (scale_limits["min"], scale_limits["max"]) == (0.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "thresholds"), [("canny", None), ("canny", [50.0, 90.0]), ("invert", None)]
+)
+def test_the_control_preview_is_the_annotators_picture(
+    served: Server, preprocess: str, thresholds: list[float] | None
+) -> None:
+    photo = _png(5, (72, 40))
+    body = {"control_image": base64.b64encode(photo).decode(), "control_preprocess": preprocess}
+    if thresholds:
+        body["canny_thresholds"] = thresholds
+    answer = httpx.post(f"{served.url}api/control-preview", json=body, timeout=60)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    made = annotate(Image.open(io.BytesIO(photo)).convert("RGB"), preprocess, thresholds)
+    assert np.array_equal(_pixels(answer.content), np.asarray(made))
+
+
+def test_the_control_preview_without_a_preprocessor_is_the_picture_itself(served: Server) -> None:
+    photo = _png(6)
+    body = {"control_image": "data:image/png;base64," + base64.b64encode(photo).decode()}
+    answer = httpx.post(f"{served.url}api/control-preview", json=body, timeout=60)
+
+    assert answer.status_code == 200, answer.text
+    assert np.array_equal(_pixels(answer.content), _pixels(photo))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"control_image": "bm90IGEgcGljdHVyZQ=="}, "not a PNG, JPEG or WebP picture"),
+        ({"control_image": "not base64!"}, "control_image must be a picture in base64"),
+        ({"control_image": "", "control_preprocess": "blur"}, "control_preprocess"),
+        ({"control_image": "", "canny_thresholds": [300.0, 100.0]}, "0 <= low <= high"),
+    ],
+)
+def test_a_bad_control_preview_request_is_a_one_line_bad_request(
+    served: Server, body: dict, message: str
+) -> None:
+    if body["control_image"] == "":
+        body = {**body, "control_image": base64.b64encode(_png(7)).decode()}
+    if "canny_thresholds" in body:
+        body["control_preprocess"] = "canny"
+    answer = httpx.post(f"{served.url}api/control-preview", json=body, timeout=60)
+
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+    assert "\n" not in answer.json()["error"]

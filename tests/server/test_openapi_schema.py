@@ -76,7 +76,12 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
             cheap["strength"] = 0.8
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
         cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
-        cheap.pop("control_image", None)  # needs a server started with --controlnet (documented)
+        if path.endswith("/control-preview"):  # a picture to make the control picture from
+            cheap["control_image"] = PICTURE_BASE64
+            if isinstance(body.get("canny_thresholds"), list):  # low <= high (documented)
+                cheap["canny_thresholds"] = sorted(body["canny_thresholds"])
+        else:
+            cheap.pop("control_image", None)  # needs a server with --controlnet (documented)
         cheap.pop("mask", None)  # must fit its picture and hold something to repaint (documented)
         cheap.pop("clip_skip", None)  # at most the model's text encoder layers (documented)
         if isinstance(body.get("init_images"), list):  # A1111's pictures, likewise

@@ -113,6 +113,7 @@ def test_info_names_the_model_device_limits_and_defaults(server: Server) -> None
         "strength": 0.8,  # the page's slider starts there
         "control_guidance_start": 0.0,
         "control_guidance_end": 1.0,
+        "canny_thresholds": [100.0, 200.0],
     }
     assert {key: info["queue"][key] for key in ("capacity", "waiting", "running")} == {
         "capacity": 2,
@@ -130,7 +131,15 @@ def test_the_page_loads_its_script_and_style_from_the_server_alone(server: Serve
     html = page.body.decode()
     assert page.body == (REPO_ROOT / "lcm_lite" / "static" / "index.html").read_bytes()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert sorted(linked) == ["/app.js", "/live.js", "/mask.css", "/mask.js", "/style.css"]
+    assert sorted(linked) == [
+        "/app.js",
+        "/control.css",
+        "/control.js",
+        "/live.js",
+        "/mask.css",
+        "/mask.js",
+        "/style.css",
+    ]
     for path in linked:
         content_type = "text/javascript" if path.endswith(".js") else "text/css"
         asset = call(server.url, "GET", path)
