@@ -21,7 +21,15 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    create_model,
+    model_validator,
+)
 
 from lcm_lite.fields import specs
 from lcm_lite.prompting.lora_tags import tagged_weights, take_lora_tags
@@ -35,6 +43,7 @@ from lcm_lite.server.schemas import (
     derived_fields,
     json_type,
     served_limits,
+    whole_number,
 )
 
 # Request field -> A1111 name (modules/api/models.py, StableDiffusionProcessingTxt2Img's fields)
@@ -87,19 +96,19 @@ def _a1111_fields(names: dict[str, str]) -> dict[str, Any]:
 class OverrideSettings(BaseModel):
     """The settings a request may override; the one lcm-lite has, the others ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    CLIP_stop_at_last_layers: Annotated[int, Interval(ge=1)] | None = Field(
-        None, description=f"A1111's Clip skip (1: none): {CLIP_SKIP_HELP}"
-    )
+    CLIP_stop_at_last_layers: (
+        Annotated[int, Interval(ge=1), BeforeValidator(whole_number)] | None
+    ) = Field(None, description=f"A1111's Clip skip (1: none): {CLIP_SKIP_HELP}")
 
 
 class A1111Request(BaseModel):
     """A1111's own fields without a ``Request`` field, and the translation to ``Request``s."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # types as the schema says
 
-    n_iter: Annotated[int, Interval(ge=1, le=MAX_IMAGES)] = Field(
+    n_iter: Annotated[int, Interval(ge=1, le=MAX_IMAGES), BeforeValidator(whole_number)] = Field(
         1, description="batches, one after the other: batch_size images each"
     )
     override_settings: OverrideSettings = Field(default_factory=OverrideSettings)

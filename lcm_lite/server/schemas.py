@@ -93,7 +93,7 @@ LIMITS = {  # key: {min, max[, multiple_of]} (of each number of a list), as /api
 }
 
 
-def _whole_number(value: object) -> object:
+def whole_number(value: object) -> object:
     """JSON Schema's integer: 64.0 is 64 (strings and booleans stay refused)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
@@ -139,14 +139,14 @@ def json_type(field_spec: Spec) -> Any:
             documented -= 2048 if documented > largest else 0
             schema = {"type": "integer", "minimum": int(limits.low), "maximum": documented}
             bounds.append(WithJsonSchema(schema))
-        return Annotated[(int, *bounds, BeforeValidator(_whole_number))]
+        return Annotated[(int, *bounds, BeforeValidator(whole_number))]
     if field_spec.kind == "number":
         return _number(limits)
     if field_spec.kind == "numbers":
         return Annotated[list[_number(limits)], Len(1, MAX_LIST_ITEMS)]
     if field_spec.kind == "integers":
         bounds = [] if limits is None else [Interval(ge=limits.low, le=limits.high)]
-        whole = Annotated[(int, *bounds, BeforeValidator(_whole_number))]
+        whole = Annotated[(int, *bounds, BeforeValidator(whole_number))]
         count = field_spec.count
         return Annotated[list[whole], Len(count or 1, count or MAX_LIST_ITEMS)]
     if field_spec.kind == "flag":
@@ -315,7 +315,7 @@ class _OpenAIRequest(BaseModel):
         "(``...completed``)",
     )
     partial_images: (
-        Annotated[int, Interval(ge=0, le=MAX_PARTIAL_IMAGES), BeforeValidator(_whole_number)] | None
+        Annotated[int, Interval(ge=0, le=MAX_PARTIAL_IMAGES), BeforeValidator(whole_number)] | None
     ) = Field(
         None,
         description="when streamed: at most this many previews of the steps, decoded by the "

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+from lcm_lite.request import MAX_IMAGES
 from lcm_lite.server.running import Server
 from lcm_lite.server.schemas import INTEGER_LIMITS
 
@@ -32,12 +33,16 @@ def _range(low: int, high: int, multiple: int = 1) -> range:
 CHEAPEST = {  # per dialect: the cheapest valid generation (the defaults would be 512x512)
     "/api/": {"width": 64, "height": 64, "steps": 1, "num_images": 1},
     "/images/": {"size": "64x64", "num_inference_steps": 1, "n": 1, "num_images_per_prompt": 1},
+    "/sdapi/": {"width": 64, "height": 64, "steps": 1, "batch_size": 1, "n_iter": 1},
 }
 ALLOWED = {  # what a valid value of each looks like
     **{name: _range(*limits) for name, limits in INTEGER_LIMITS.items()},
     "num_inference_steps": _range(*INTEGER_LIMITS["steps"]),
     "n": _range(*INTEGER_LIMITS["num_images"]),
     "num_images_per_prompt": _range(*INTEGER_LIMITS["num_images"]),
+    "batch_size": _range(*INTEGER_LIMITS["num_images"]),
+    "n_iter": _range(1, MAX_IMAGES),  # A1111's batches: not a served limit
+    "/sdapi/ steps": range(1, 2**63),  # A1111's: any, above the served most taken as the most
     "size": {f"{w}x{h}" for w in _range(*INTEGER_LIMITS["width"]) for h in _range(64, 1024, 8)}
     | {"auto"},
 }
@@ -71,9 +76,10 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     if mode == GenerationMode.POSITIVE:
         if isinstance(body.get("image"), (str, bytes)):  # JSON Schema cannot say "a picture"
             cheap["image"] = PICTURE if path.endswith("/images/edits") else PICTURE_BASE64
-        strength = body.get("strength")
-        if type(strength) in (int, float) and 0 < strength < 1 / 50:
-            cheap["strength"] = 0.8
+        for name in ("strength", "denoising_strength"):  # lcm-lite's and A1111's
+            strength = body.get(name)
+            if type(strength) in (int, float) and 0 < strength < 1 / 50:
+                cheap[name] = 0.8
         cheap.pop("negative_prompt", None)  # a latent consistency model refuses one (documented)
         cheap.pop("lora_weights", None)  # one per LoRA loaded, and this server loads none
         if path.endswith("/control-preview"):  # a picture to make the control picture from
@@ -94,11 +100,18 @@ def cheapest(path: str, body: object, mode: GenerationMode) -> object:
     for dialect, values in CHEAPEST.items():
         if dialect in path:
             for name, value in values.items():
-                if name not in body or (
-                    type(body[name]) in (int, float, str) and body[name] in ALLOWED[name]
-                ):
+                allowed = ALLOWED.get(f"{dialect} {name}", ALLOWED[name])
+                if body.get(name) is None or _is_one_of(body[name], allowed):  # None: default
                     cheap[name] = value
     return cheap
+
+
+def _is_one_of(value: object, allowed: range | set[str]) -> bool:
+    """``value in allowed`` for a JSON integer (64.0 is 64) or string; a float that is not whole
+    is not looked for (``range`` would compare it with every member)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return type(value) in (int, str) and value in allowed
 
 
 def check_answers(operation, mode: GenerationMode) -> None:
