@@ -458,6 +458,32 @@ def _controlnet_inpaint_pipe(folder, controlnet_dir):
     return _load(diffusers.StableDiffusionControlNetInpaintPipeline, folder, [controlnet_dir])
 
 
+def _assert_steered_as_diffusers(
+    reference, pipe, prompt, picture, mask, controls, reference_only: dict, arguments: dict
+) -> None:
+    """lcm_lite's images with the first control picture are diffusers' within a level, and
+    diffusers' change at scale 0 and with the second control picture (the ControlNet steers).
+    ``reference_only``: what only diffusers is given (its size, an LCM's guidance 1)."""
+
+    def theirs(control, scale=1.0):
+        return _theirs(
+            reference,
+            prompt,
+            picture,
+            mask,
+            control_image=control,
+            controlnet_conditioning_scale=scale,
+            **{**reference_only, **arguments},
+        )
+
+    reference_images = theirs(controls[0])
+    ours = _ours(pipe, prompt, picture, mask, control_image=controls[0], **arguments)
+
+    _assert_differ(reference_images, theirs(controls[0], scale=0.0))
+    _assert_differ(reference_images, theirs(controls[1]))
+    _assert_within_one_level(ours, reference_images)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("strength", "steps", "crop"), [(1.0, 4, None), (0.75, 4, None), (1.0, 2, 4)]
@@ -478,25 +504,16 @@ def test_an_lcm_with_a_controlnet_inpaints_as_diffusers_controlnet_inpaint_pipel
     size = {"width": 32, "height": 32, "padding_mask_crop": crop} if crop else {}
     arguments = {"strength": strength, "steps": steps, "seed": 23, "num_images": 2, **size}
 
-    def theirs(control, scale=1.0):
-        return _theirs(
-            reference,
-            "a lighthouse",
-            picture,
-            mask,
-            control_image=control,
-            controlnet_conditioning_scale=scale,
-            guidance_scale=1.0,
-            **{"width": 64, "height": 48, **arguments},
-        )
-
-    control = control_picture(64, 48, seed=15)
-    reference_images = theirs(control)
-    ours = _ours(controlnet_pipe, "a lighthouse", picture, mask, control_image=control, **arguments)
-
-    _assert_differ(reference_images, theirs(control, scale=0.0))
-    _assert_differ(reference_images, theirs(control_picture(64, 48, seed=16)))
-    _assert_within_one_level(ours, reference_images)
+    _assert_steered_as_diffusers(
+        reference,
+        controlnet_pipe,
+        "a lighthouse",
+        picture,
+        mask,
+        [control_picture(64, 48, seed=15), control_picture(64, 48, seed=16)],
+        {"guidance_scale": 1.0, "width": 64, "height": 48},
+        arguments,
+    )
 
 
 @pytest.mark.slow
@@ -541,26 +558,16 @@ def test_a_nine_channel_unet_with_an_lcm_lora_and_a_controlnet_gives_the_diffuse
         **guided,
     }
 
-    def theirs(control, scale=1.0):
-        return _theirs(
-            reference,
-            "a red cube",
-            picture,
-            mask,
-            control_image=control,
-            controlnet_conditioning_scale=scale,
-            width=64,
-            height=48,
-            **arguments,
-        )
-
-    control = control_picture(64, 48, seed=18)
-    reference_images = theirs(control)
-    ours = _ours(pipe, "a red cube", picture, mask, control_image=control, **arguments)
-
-    _assert_differ(reference_images, theirs(control, scale=0.0))
-    _assert_differ(reference_images, theirs(control_picture(64, 48, seed=19)))
-    _assert_within_one_level(ours, reference_images)
+    _assert_steered_as_diffusers(
+        reference,
+        pipe,
+        "a red cube",
+        picture,
+        mask,
+        [control_picture(64, 48, seed=18), control_picture(64, 48, seed=19)],
+        {"width": 64, "height": 48},
+        arguments,
+    )
 
 
 def test_a_random_controlnet_for_the_inpainting_model_takes_the_latents_alone(
