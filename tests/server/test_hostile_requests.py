@@ -182,9 +182,10 @@ def test_the_own_api_refuses_such_a_picture_from_its_header_too(server: Server) 
 
 
 def running_job(server: Server) -> Job:
-    """The job the server runs, once it has done a step (polled until a deadline)."""
+    """The job the server runs, once it has done a step (polled until a deadline); not one that
+    has stopped (the worker clears ``running`` just after a job's outcome is out)."""
     deadline = time.monotonic() + DEADLINE_SECONDS
-    while (job := server.jobs.running) is None or job.step == 0:
+    while (job := server.jobs.running) is None or job.step == 0 or job.outcome.done():
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.01)
     return job
