@@ -28,9 +28,9 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -130,35 +130,6 @@ ARCHITECTURES: dict[Size, Architecture] = {
         },
         save_dtype=torch.float32,
     ),
-    # SD 1.5's blocks, levels and layers at tiny widths: the original layout's names fit it.
-    "small": Architecture(
-        unet={
-            "sample_size": 32,
-            "block_out_channels": (32, 32, 64, 64),
-            "layers_per_block": 2,
-            "down_block_types": _SD_DOWN_BLOCKS,
-            "up_block_types": _SD_UP_BLOCKS,
-            "cross_attention_dim": 32,
-            "attention_head_dim": 8,
-            "norm_num_groups": 8,
-            "time_cond_proj_dim": 32,
-        },
-        text_encoder={
-            **_CLIP_TEXT_COMMON,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        },
-        vae={
-            **_VAE_COMMON,
-            "block_out_channels": (8, 16, 16, 16),
-            "layers_per_block": 2,
-            "norm_num_groups": 8,
-            "sample_size": 256,
-        },
-        save_dtype=torch.float32,
-    ),
     # SD1.5 with LCM's guidance-embedding projection; sample_size 96: the repo renders 768x768.
     "full": Architecture(
         unet={
@@ -191,6 +162,19 @@ ARCHITECTURES: dict[Size, Architecture] = {
         save_dtype=torch.float16,
     ),
 }
+# SD 1.5's blocks, levels and layers at the tiny model's widths: the original layout's names fit it.
+_TINY = ARCHITECTURES["tiny"]
+ARCHITECTURES["small"] = replace(
+    _TINY,
+    unet={
+        **_TINY.unet,
+        "block_out_channels": (32, 32, 64, 64),
+        "layers_per_block": 2,
+        "down_block_types": _SD_DOWN_BLOCKS,
+        "up_block_types": _SD_UP_BLOCKS,
+    },
+    vae={**_TINY.vae, "layers_per_block": 2},
+)
 
 
 def build_random_lcm(out_dir: Path, *, size: Size, vocab_dir: Path | None, seed: int = 0) -> Path:
@@ -455,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m conversion.random_model", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("out", type=Path, help="folder (a model) or .safetensors file (a LoRA)")
-    parser.add_argument("--size", choices=list(ARCHITECTURES), help="model size")
+    parser.add_argument("--size", choices=get_args(Size), help="model size")
     parser.add_argument("--vocab", type=Path, help="folder with CLIP vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
