@@ -18,7 +18,10 @@ decode against the full VAE's per size, the one-shot CLI with ``--vae tiny``, th
 Every figure comes from a fresh process: wall seconds from start to exit, CPU seconds (user +
 system, steadier than wall time on a shared machine) and peak RSS (``wait4``). The lcm-lite
 one-shot CLI runs with a warm compiled-model cache (filled by the bench run before it); genai runs
-with its defaults, as a user's script would. Not a test: nothing here is collected by pytest.
+with its defaults, as a user's script would. The one-shots of every kind take turns, ``--rounds``
+rounds (3), and each figure is the median of its kind. To see this CPU as one without AMX, run it
+under ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` (oneDNN's cap on the instruction sets it uses; the
+report names it). Not a test: nothing here is collected by pytest.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +139,26 @@ def one_shot(model: Path, size: int, steps: int, out: Path, env: dict[str, str],
     return run([*command, *size_args, "--out", str(out), "-q", *extra], env)
 
 
+def median_run(runs: list[Run]) -> Run:
+    """The median wall seconds, CPU seconds and peak RSS of one command's runs."""
+    return Run(
+        statistics.median(r.wall for r in runs),
+        statistics.median(r.cpu for r in runs),
+        int(statistics.median(r.peak_rss for r in runs)),
+        runs[-1].stdout,
+    )
+
+
+def alternated(commands: dict[str, Callable[[], Run]], rounds: int) -> dict[str, Run]:
+    """Each command's median run over ``rounds`` rounds, the commands taking turns in each
+    round, so that a change in the machine's load falls on every command alike."""
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            runs[name].append(command())
+    return {name: median_run(done) for name, done in runs.items()}
+
+
 def compare(
     model: Path,
     size: int,
@@ -143,13 +167,14 @@ def compare(
     work: Path,
     tiny: Path | None,
     calibration_samples: int | None = None,
+    rounds: int = 3,
 ) -> dict:
     """All measurements for one folder, in one run; returns figures and ratios. With
-    ``calibration_samples``, also those of the folder ``lcm-lite quantize`` makes of it."""
+    ``calibration_samples``, also those of the folder ``lcm-lite quantize`` makes of it. The
+    one-shots (lcm-lite's with each VAE and folder, genai's) are alternated, ``rounds`` each."""
     cache = cache_env(model, work)
     python = sys.executable
     bench = bench_rows(model, [str(size)], [str(steps)], images, cache)[0]
-    lcm_lite = one_shot(model, size, steps, work / f"lcm-lite-{model.name}.png", cache)
     raw = json.loads(
         run(
             [
@@ -169,7 +194,21 @@ def compare(
     )
     genai_args = [python, str(HERE / "genai_run.py"), str(model)]
     size_args = ["--size", str(size), "--steps", str(steps)]
-    genai_one_shot = run([*genai_args, str(work / f"genai-{model.name}.png"), *size_args])
+    one_shots: dict[str, Callable[[], Run]] = {
+        "lcm-lite": lambda: one_shot(model, size, steps, work / f"lcm-{model.name}.png", cache),
+        "genai": lambda: run([*genai_args, str(work / f"genai-{model.name}.png"), *size_args]),
+    }
+    tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)] if tiny is not None else []
+    if tiny is not None:
+        tiny_bench = bench_rows(model, [str(size)], [str(steps)], images, cache, *tiny_args)[0]
+        out = work / f"lcm-lite-tiny-{model.name}.png"
+        one_shots["lcm-lite tiny"] = lambda: one_shot(model, size, steps, out, cache, *tiny_args)
+    quantized = None
+    if calibration_samples is not None:
+        quantized = quantized_folder(model, size, steps, work, calibration_samples, tiny_args)
+        one_shots.update(quantized.pop("one_shots"))
+    medians = alternated(one_shots, rounds)
+    lcm_lite, genai_one_shot = medians["lcm-lite"], medians["genai"]
     genai_warm = json.loads(
         run(
             [
@@ -196,6 +235,7 @@ def compare(
         "genai_one_shot_wall": genai_one_shot.wall,
         "genai_one_shot_cpu": genai_one_shot.cpu,
         "genai_one_shot_peak_rss": genai_one_shot.peak_rss,
+        "one_shot_rounds": rounds,
     }
     ratios = {
         "warm": figures["lcm_lite_warm_image"] / figures["raw_image"],
@@ -205,16 +245,16 @@ def compare(
         "startup_overhead": (lcm_lite.wall - raw["image"]) / (genai_one_shot.wall - raw["image"]),
     }
     result = {"model": str(model), "precision": raw["precision"], "bench": bench}
-    if calibration_samples is not None:
-        result["quantized"] = quantized_figures(
-            model, size, steps, work, tiny, calibration_samples, genai_one_shot
-        )
-        ratios.update(result["quantized"]["ratios"])
+    if quantized is not None:
+        quantized["one_shot_wall"] = medians["quantized"].wall
+        ratios["quantized_unet_step"] = quantized["unet_step_ratio"]
+        ratios["quantized_one_shot"] = medians["quantized"].wall / genai_one_shot.wall
+        if tiny is not None:
+            quantized["tiny_one_shot_wall"] = medians["quantized tiny"].wall
+            ratios["quantized_tiny_one_shot"] = medians["quantized tiny"].wall / genai_one_shot.wall
+        result["quantized"] = quantized
     if tiny is not None:
-        tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)]
-        tiny_bench = bench_rows(model, [str(size)], [str(steps)], images, cache, *tiny_args)[0]
-        out = work / f"lcm-lite-tiny-{model.name}.png"
-        tiny_one_shot = one_shot(model, size, steps, out, cache, *tiny_args)
+        tiny_one_shot = medians["lcm-lite tiny"]
         figures.update(
             lcm_lite_tiny_warm_image=tiny_bench["steady_image"],
             lcm_lite_tiny_one_shot_wall=tiny_one_shot.wall,
@@ -231,17 +271,17 @@ def compare(
     return {**result, "figures": figures, "ratios": ratios}
 
 
-def quantized_figures(
+def quantized_folder(
     model: Path,
     size: int,
     steps: int,
     work: Path,
-    tiny: Path | None,
     calibration_samples: int,
-    genai_one_shot: Run,
+    tiny_args: list[str],
 ) -> dict:
     """``lcm-lite quantize`` of ``model`` (timed; reused if it exists), its UNet step against the
-    source's and its images' PSNR (``quantized.py``), its one-shot CLI with each VAE."""
+    source's and its images' PSNR (``quantized.py``), its compiled-model cache filled; under
+    ``one_shots``, its one-shot CLI with each VAE (``tiny_args``: the tiny one's options)."""
     quantized = work / f"{model.name}-quantized"
     figures: dict = {"folder": str(quantized)}
     if not (quantized / "model_index.json").is_file():
@@ -253,22 +293,16 @@ def quantized_figures(
     command = [sys.executable, str(HERE / "quantized.py"), str(model), str(quantized)]
     figures.update(json.loads(run([*command, "--size", str(size), "--steps", str(steps)]).stdout))
     cache = cache_env(quantized, work)
-    out = work / f"lcm-lite-{quantized.name}.png"
     bench_rows(quantized, [str(size)], [str(steps)], 1, cache)  # fills the compiled cache
-    figures["one_shot_wall"] = one_shot(quantized, size, steps, out, cache).wall
-    ratios = {
-        "quantized_unet_step": figures["unet_step_ratio"],
-        "quantized_one_shot": figures["one_shot_wall"] / genai_one_shot.wall,
-    }
-    if tiny is not None:
-        tiny_args = ["--vae", "tiny", "--tiny-vae", str(tiny)]
+    out = work / f"lcm-lite-{quantized.name}.png"
+    figures["one_shots"] = {"quantized": lambda: one_shot(quantized, size, steps, out, cache)}
+    if tiny_args:
         bench_rows(quantized, [str(size)], [str(steps)], 1, cache, *tiny_args)
-        out = work / f"lcm-lite-tiny-{quantized.name}.png"
-        figures["tiny_one_shot_wall"] = one_shot(
-            quantized, size, steps, out, cache, *tiny_args
-        ).wall
-        ratios["quantized_tiny_one_shot"] = figures["tiny_one_shot_wall"] / genai_one_shot.wall
-    return {"figures": figures, "ratios": ratios}
+        tiny_out = work / f"lcm-lite-tiny-{quantized.name}.png"
+        figures["one_shots"]["quantized tiny"] = lambda: one_shot(
+            quantized, size, steps, tiny_out, cache, *tiny_args
+        )
+    return figures
 
 
 def scan(model: Path, work: Path) -> list[dict]:
@@ -322,6 +356,7 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
             f"image {f['raw_image']:.2f} s",
             f"  lcm-lite          warm image {f['lcm_lite_warm_image']:.2f} s, "
             f"first image (cold cache) {f['lcm_lite_first_image']:.2f} s",
+            f"  one-shots: medians of {f['one_shot_rounds']}, each kind in turn",
             f"  lcm-lite one-shot {f['lcm_lite_one_shot_wall']:.2f} s wall, "
             f"{f['lcm_lite_one_shot_cpu']:.2f} s CPU, "
             f"peak RSS {f['lcm_lite_one_shot_peak_rss'] / gib:.2f} GiB",
@@ -334,7 +369,7 @@ def format_report(results: list[dict], help_time: float, scans: list[dict]) -> s
         if "tiny_vae" in result:
             lines += tiny_vae_lines(f, result["tiny_vae"])
         if "quantized" in result:
-            lines += quantized_lines(result["quantized"]["figures"])
+            lines += quantized_lines(result["quantized"])
         lines.append(f"  {'ratio':<58} {'value':>6} {'target':>7}")
         for name, value in result["ratios"].items():
             limit, label = TARGETS[name]
@@ -405,6 +440,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--images", type=int, default=2, help="images for warm timings (>= 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="one-shot runs of each kind, alternated (median)"
+    )
     parser.add_argument("--scan", action="store_true", help="also scan steps 1-8, sizes 256-768")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 64x64")
     parser.add_argument("--work", type=Path, help="folder for built models, caches and images")
@@ -433,7 +471,8 @@ def main() -> None:
     help_time = help_seconds()
     samples = args.calibration_samples if args.quantize else None
     results = [
-        compare(m, args.size, args.steps, max(args.images, 2), work, tiny, samples) for m in models
+        compare(m, args.size, args.steps, max(args.images, 2), work, tiny, samples, args.rounds)
+        for m in models
     ]
     scans = scan(models[0], work) if args.scan and not args.quick else []
     print(format_report(results, help_time, scans))

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import mmap
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from lcm_lite.runtime.blob_cache import (
     write_blob,
 )
 
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"  # oneDNN's documented cap on the CPU instruction sets it uses
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 
 
@@ -125,11 +127,14 @@ class Compiler:
 
     def _blob_path(self, xml: Path, request: tuple[object, ...]) -> Path | None:
         """``cache_dir/<component>-<digest>.blob``; the digest changes with the IR files, the
-        request, the device, the config and the OpenVINO version."""
+        request, the device, the config, the OpenVINO version and a cap on the instruction sets
+        oneDNN may use (``ONEDNN_MAX_CPU_ISA``: a blob compiled for AMX is not one for a capped
+        run)."""
         if self.cache_dir is None:
             return None
         ir_files = [xml, xml.with_suffix(".bin")]
         identity = [str(xml.resolve()), ov.get_version(), self.device, sorted(self.config.items())]
+        identity.append(os.environ.get(ISA_CAP, ""))
         identity += [(f.stat().st_size, f.stat().st_mtime_ns) for f in ir_files]
         identity.append(repr(request))
         digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:24]

@@ -13,6 +13,7 @@ body limits), the error answers, the page, and the APIs' routers (``own_api``, `
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -39,8 +40,15 @@ from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS, MAX_PICTURE_BYTES,
 from lcm_lite.server.security import Guard, SecurityHeaders, document_token
 
 MAX_BODY_BYTES = 64 * 1024  # a request without a picture
-# one with a picture and its mask
-MAX_PICTURE_BODY_BYTES = 2 * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
+
+
+def picture_body_bytes(controlnets: int) -> int:
+    """The largest body of a request with pictures: a starting picture, its mask and a control
+    picture for each of the server's ``controlnets``."""
+    return (2 + controlnets) * MAX_PICTURE_BASE64_CHARS + MAX_BODY_BYTES
+
+
+MAX_PICTURE_BODY_BYTES = picture_body_bytes(0)  # a server without ControlNets
 PICTURE_PATHS = (
     "/api/generate",
     "/api/jobs",
@@ -77,9 +85,11 @@ def needs_token(path: str) -> bool:
     ) and path != "/api/health"
 
 
-def body_limit(path: str) -> int:
-    """The largest body a path accepts, in bytes (checked before a byte is decoded)."""
-    return MAX_PICTURE_BODY_BYTES if path in PICTURE_PATHS else MAX_BODY_BYTES
+def body_limit(controlnets: int) -> Callable[[str], int]:
+    """The largest body each path accepts, in bytes (checked before a byte is decoded), on a
+    server with ``controlnets``."""
+    picture_body = picture_body_bytes(controlnets)
+    return lambda path: picture_body if path in PICTURE_PATHS else MAX_BODY_BYTES
 
 
 def create_app(
@@ -109,7 +119,9 @@ def create_app(
     )
     # The last added runs first: security headers, then the Host check, then the cross-site
     # refusal (``origin``), then token and body.
-    app.add_middleware(Guard, token=token, protected=needs_token, body_limit=body_limit)
+    app.add_middleware(
+        Guard, token=token, protected=needs_token, body_limit=body_limit(len(controlnets))
+    )
     app.add_middleware(SameOrigin)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
@@ -129,7 +141,7 @@ def create_app(
         "prompt_chars": MAX_PROMPT_CHARS,
         "body_bytes": MAX_BODY_BYTES,
         "picture_bytes": MAX_PICTURE_BYTES,
-        "picture_body_bytes": MAX_PICTURE_BODY_BYTES,
+        "picture_body_bytes": picture_body_bytes(len(controlnets)),
         "picture_pixels": jobs.max_picture_pixels,
     }
     app.include_router(own_api_router(jobs, served, size_limits))

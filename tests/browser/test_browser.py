@@ -278,6 +278,8 @@ def test_the_weighted_prompt_switch_sends_prompt_weighting(
     generate_from_the_page(browser, "a (red:1.4) cube")
     job = list(server.jobs._jobs.values())[-1]
     assert (job.request.prompts, job.request.prompt_weighting) == (["a (red:1.4) cube"], True)
+
+
 @contextlib.contextmanager
 def worker_held(pipe: LCMPipeline) -> Iterator[None]:
     """The server's worker waits for the pipeline's own lock while the block runs: a job it takes

@@ -126,6 +126,15 @@ def test_another_size_gets_its_own_cache_entries(cached_pipe, tmp_path):
     assert len(list(tmp_path.glob("unet-*.blob"))) == 2
 
 
+def test_a_run_with_onednns_instruction_sets_capped_gets_its_own_cache_entries(
+    cached_pipe, tmp_path, monkeypatch
+):
+    cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # "no cap": the kernels stay as they are
+    cached_pipe()("a red cube", steps=1, width=64, height=64, seed=3)
+    assert len(list(tmp_path.glob("unet-*.blob"))) == 2
+
+
 DAY = 24 * 3600
 
 

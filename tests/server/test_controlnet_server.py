@@ -15,7 +15,9 @@ from PIL import Image
 
 from lcm_lite.images.annotators import ANNOTATORS, DEFAULT_THRESHOLDS, annotate
 from lcm_lite.pipeline.lcm_pipeline import LCMPipeline
+from lcm_lite.server.app import MAX_PICTURE_BODY_BYTES
 from lcm_lite.server.running import Server
+from lcm_lite.server.schemas import MAX_PICTURE_BASE64_CHARS
 
 
 def _png(seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
@@ -172,3 +174,24 @@ def test_a_bad_control_preview_request_is_a_one_line_bad_request(
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
     assert "\n" not in answer.json()["error"]
+
+
+def test_the_body_limit_has_room_for_a_control_picture_per_controlnet(served: Server) -> None:
+    limits = httpx.get(f"{served.url}api/info", timeout=30).json()["limits"]
+    assert limits["picture_body_bytes"] == MAX_PICTURE_BODY_BYTES + MAX_PICTURE_BASE64_CHARS
+    # a body over a plain server's limit (a picture and its mask) but within this one's is read
+    # (and found not to be JSON), not refused for its size
+    answer = httpx.post(
+        f"{served.url}api/generate",
+        content=b"x" * (MAX_PICTURE_BODY_BYTES + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+    assert answer.status_code == 400, answer.text
+    too_large = httpx.post(
+        f"{served.url}api/generate",
+        content=b"x" * (limits["picture_body_bytes"] + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+    assert too_large.status_code == 413
