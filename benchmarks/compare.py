@@ -168,6 +168,7 @@ def compare(
     tiny: Path | None,
     calibration_samples: int | None = None,
     rounds: int = 3,
+    preset: str = "mixed",
 ) -> dict:
     """All measurements for one folder, in one run; returns figures and ratios. With
     ``calibration_samples``, also those of the folder ``lcm-lite quantize`` makes of it. The
@@ -205,7 +206,9 @@ def compare(
         one_shots["lcm-lite tiny"] = lambda: one_shot(model, size, steps, out, cache, *tiny_args)
     quantized = None
     if calibration_samples is not None:
-        quantized = quantized_folder(model, size, steps, work, calibration_samples, tiny_args)
+        quantized = quantized_folder(
+            model, size, steps, work, calibration_samples, tiny_args, preset
+        )
         one_shots.update(quantized.pop("one_shots"))
     medians = alternated(one_shots, rounds)
     lcm_lite, genai_one_shot = medians["lcm-lite"], medians["genai"]
@@ -278,16 +281,18 @@ def quantized_folder(
     work: Path,
     calibration_samples: int,
     tiny_args: list[str],
+    preset: str,
 ) -> dict:
-    """``lcm-lite quantize`` of ``model`` (timed; reused if it exists), its UNet step against the
-    source's and its images' PSNR (``quantized.py``), its compiled-model cache filled; under
-    ``one_shots``, its one-shot CLI with each VAE (``tiny_args``: the tiny one's options)."""
-    quantized = work / f"{model.name}-quantized"
-    figures: dict = {"folder": str(quantized)}
+    """``lcm-lite quantize --preset PRESET`` of ``model`` (timed; reused if it exists), its UNet
+    step against the source's and its images' PSNR (``quantized.py``), its compiled-model cache
+    filled; under ``one_shots``, its one-shot CLI with each VAE (``tiny_args``: the tiny one's
+    options)."""
+    quantized = work / f"{model.name}-quantized{'' if preset == 'mixed' else '-' + preset}"
+    figures: dict = {"folder": str(quantized), "preset": preset}
     if not (quantized / "model_index.json").is_file():
         command = [sys.executable, "-m", "lcm_lite", "quantize", str(model), str(quantized)]
         options = ["--samples", str(calibration_samples), "--size", str(size), "--steps"]
-        made = run([*command, *options, str(steps), "-q"])
+        made = run([*command, *options, str(steps), "--preset", preset, "-q"])
         figures.update(quantize_wall=made.wall, quantize_peak_rss=made.peak_rss)
     figures["calibration_samples"] = calibration_samples
     command = [sys.executable, str(HERE / "quantized.py"), str(model), str(quantized)]
@@ -400,7 +405,8 @@ def quantized_lines(q: dict) -> list[str]:
     tiny = f", --vae tiny {q['tiny_one_shot_wall']:.2f} s" if "tiny_one_shot_wall" in q else ""
     psnr = ", ".join(f"{value:.1f}" for value in q["psnr"])
     return [
-        f"  quantized         {q['folder']} ({q['calibration_samples']} samples; {made})",
+        f"  quantized         {q['folder']} ({q['calibration_samples']} samples, preset "
+        f"{q['preset']}; {made})",
         f"    UNet step {q['unet_step']['quantized']:.3f} s vs source "
         f"{q['unet_step']['source']:.3f} s (alternated); PSNR vs source {psnr} dB",
         f"    one-shot {q['one_shot_wall']:.2f} s wall{tiny}",
@@ -457,6 +463,12 @@ def main() -> None:
     parser.add_argument(
         "--calibration-samples", type=int, default=64, help="lcm-lite quantize --samples"
     )
+    parser.add_argument(
+        "--quantize-preset",
+        choices=("mixed", "performance"),
+        default="mixed",
+        help="lcm-lite quantize --preset",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="lcm-lite-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -471,7 +483,17 @@ def main() -> None:
     help_time = help_seconds()
     samples = args.calibration_samples if args.quantize else None
     results = [
-        compare(m, args.size, args.steps, max(args.images, 2), work, tiny, samples, args.rounds)
+        compare(
+            m,
+            args.size,
+            args.steps,
+            max(args.images, 2),
+            work,
+            tiny,
+            samples,
+            args.rounds,
+            args.quantize_preset,
+        )
         for m in models
     ]
     scans = scan(models[0], work) if args.scan and not args.quick else []

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from lcm_lite.cli.common import PROG, Parser, StageBars, StageLines, integer
 from lcm_lite.extras import require_extra
-from lcm_lite.quantization import DEFAULT_SAMPLES, DEFAULT_SIZE, DEFAULT_STEPS, EXTRA_MODULES
+from lcm_lite.quantization import (
+    DEFAULT_PRESET,
+    DEFAULT_SAMPLES,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    EXTRA_MODULES,
+    PRESETS,
+)
 
 
 def quantize_parser() -> Parser:
@@ -39,6 +46,14 @@ def quantize_parser() -> Parser:
         default=DEFAULT_SAMPLES,
         help=f"UNet calls recorded for calibration (default {DEFAULT_SAMPLES})",
     )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="NNCF's preset: mixed (asymmetric activations, the OpenVINO notebook's) or "
+        "performance (symmetric activations: faster steps and start; default "
+        f"{DEFAULT_PRESET})",
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     return parser
@@ -55,6 +70,7 @@ def main(argv: list[str]) -> int:
         size=args.size,
         steps=args.steps,
         samples=args.samples,
+        preset=args.preset,
         force=args.force,
         progress=None if args.quiet else StageBars() if sys.stderr.isatty() else StageLines(),
     )

@@ -12,7 +12,13 @@ from lcm_lite.models.folder import ModelFolder, component_files
 from lcm_lite.models.hub import resolve_model
 from lcm_lite.models.staging import check_destination, staged_directory
 from lcm_lite.pipeline.compiled import StageProgress
-from lcm_lite.quantization import DEFAULT_SAMPLES, DEFAULT_SIZE, DEFAULT_STEPS
+from lcm_lite.quantization import (
+    DEFAULT_PRESET,
+    DEFAULT_SAMPLES,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    PRESETS,
+)
 from lcm_lite.quantization.calibration import CALIBRATION_PROMPTS, record_unet_inputs
 from lcm_lite.quantization.unet import check_quantizable, quantize_unet
 from lcm_lite.request import Request
@@ -25,17 +31,21 @@ def quantize_model(
     size: int = DEFAULT_SIZE,
     steps: int = DEFAULT_STEPS,
     samples: int = DEFAULT_SAMPLES,
+    preset: str = DEFAULT_PRESET,
     force: bool = False,
     progress: StageProgress | None = None,
 ) -> Path:
     """Write ``model`` (a folder or hub id) to ``out_dir`` with its UNet quantized on
-    ``samples`` UNet evaluations of ``steps``-step generations at ``size``². A source that is
+    ``samples`` UNet evaluations of ``steps``-step generations at ``size``², with NNCF's
+    ``preset`` (``quantization.PRESETS``). A source that is
     not a model folder is the ModelError opening it raises (its message prefixed); a UNet that
     is already int8 and an ``out_dir`` that exists non-empty (unless ``force``) are UsageErrors.
     Returns ``out_dir``."""
     out_dir = Path(out_dir)
     if samples < 1:
         raise UsageError(f"the sample count must be at least 1, got {samples}")
+    if preset not in PRESETS:
+        raise UsageError(f"the preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     Request(CALIBRATION_PROMPTS[0], steps=steps, width=size, height=size).check()
     check_destination(out_dir, force=force)
     try:
@@ -56,7 +66,13 @@ def quantize_model(
             ],
         )
         write_quantized_unet(
-            source, staging, size=size, steps=steps, samples=samples, progress=progress
+            source,
+            staging,
+            size=size,
+            steps=steps,
+            samples=samples,
+            preset=preset,
+            progress=progress,
         )
     return out_dir
 
@@ -68,6 +84,7 @@ def write_quantized_unet(
     size: int = DEFAULT_SIZE,
     steps: int = DEFAULT_STEPS,
     samples: int = DEFAULT_SAMPLES,
+    preset: str = DEFAULT_PRESET,
     progress: StageProgress | None = None,
 ) -> None:
     """Record the calibration samples from the model folder ``source`` and write its quantized
@@ -76,4 +93,4 @@ def write_quantized_unet(
     recorded = record_unet_inputs(
         source, size=size, steps=steps, samples=samples, progress=progress
     )
-    quantize_unet(source, out_dir, recorded, progress)
+    quantize_unet(source, out_dir, recorded, progress, preset)

@@ -2,7 +2,9 @@
 notebook and optimum-intel's hybrid mode quantize a diffusion UNet: ``nncf.quantize`` with the
 transformer preset (SmoothQuant on the matrix products) and bias correction off, on the recorded
 samples. The weights and activations of the convolutions and matrix products become int8; the
-rest keeps the source's weight format (an fp16 IR is written fp16 again)."""
+rest keeps the source's weight format (an fp16 IR is written fp16 again). The ``preset`` is
+NNCF's: ``mixed`` (the notebook's; activations asymmetric, with zero points) or ``performance``
+(activations symmetric)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import openvino as ov
 from lcm_lite.errors import UsageError
 from lcm_lite.models.folder import component_files
 from lcm_lite.pipeline.compiled import StageProgress
+from lcm_lite.quantization import DEFAULT_PRESET
 from lcm_lite.quantization.calibration import UNetInputs
 
 INT8_TYPES = (ov.Type.u8, ov.Type.i8)
@@ -35,10 +38,15 @@ def check_quantizable(xml: Path) -> None:
 
 
 def quantize_unet(
-    source: Path, out_dir: Path, samples: list[UNetInputs], progress: StageProgress | None = None
+    source: Path,
+    out_dir: Path,
+    samples: list[UNetInputs],
+    progress: StageProgress | None = None,
+    preset: str = DEFAULT_PRESET,
 ) -> None:
-    """Quantize ``source``'s UNet IR on ``samples`` and write it to ``out_dir`` (which may be
-    ``source``: written beside, then renamed over it), fp16 if the source's weights were."""
+    """Quantize ``source``'s UNet IR on ``samples`` with NNCF's ``preset`` and write it to
+    ``out_dir`` (which may be ``source``: written beside, then renamed over it), fp16 if the
+    source's weights were."""
     import nncf  # the [quantize] extra; its OpenVINO backend needs no torch
 
     xml = component_files(source, "unet").xml
@@ -50,6 +58,7 @@ def quantize_unet(
             model,
             nncf.Dataset(_Passes(samples, progress)),
             model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset(preset),
             subset_size=len(samples),
             advanced_parameters=nncf.AdvancedQuantizationParameters(disable_bias_correction=True),
         )
