@@ -40,6 +40,8 @@ from pathlib import Path
 
 from machine import VECTOR_FLAGS, cpu_description
 
+from lcm_lite.quantization import DEFAULT_PRESET, PRESETS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VOCAB = REPO.parent / "shared" / "clip-vocab"
@@ -168,7 +170,7 @@ def compare(
     tiny: Path | None,
     calibration_samples: int | None = None,
     rounds: int = 3,
-    preset: str = "mixed",
+    preset: str = DEFAULT_PRESET,
 ) -> dict:
     """All measurements for one folder, in one run; returns figures and ratios. With
     ``calibration_samples``, also those of the folder ``lcm-lite quantize`` makes of it. The
@@ -287,7 +289,7 @@ def quantized_folder(
     step against the source's and its images' PSNR (``quantized.py``), its compiled-model cache
     filled; under ``one_shots``, its one-shot CLI with each VAE (``tiny_args``: the tiny one's
     options)."""
-    quantized = work / f"{model.name}-quantized{'' if preset == 'mixed' else '-' + preset}"
+    quantized = work / f"{model.name}-quantized{'' if preset == DEFAULT_PRESET else '-' + preset}"
     figures: dict = {"folder": str(quantized), "preset": preset}
     if not (quantized / "model_index.json").is_file():
         command = [sys.executable, "-m", "lcm_lite", "quantize", str(model), str(quantized)]
@@ -465,8 +467,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--quantize-preset",
-        choices=("mixed", "performance"),
-        default="mixed",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
         help="lcm-lite quantize --preset",
     )
     args = parser.parse_args()
