@@ -192,7 +192,7 @@ def test_an_interrupted_run_leaves_nothing(
     sigint_reaches_children, tiny_ov_dir, tmp_path, sig, code
 ):
     """Signalled once it says it is recording (its staging folder written), as a user would.
-    With 2000 samples the work goes on for tens of seconds after that line (64 took under 4 s
+    With 2000 samples the work goes on for more than 10 s after that line (64 took under 4 s
     in all, so that on a busy machine the signal once came after the folder was written)."""
     out_dir = tmp_path / "q"
     process = _quantize_process(str(tiny_ov_dir), str(out_dir), "--size", "64", "--samples", "2000")
