@@ -208,10 +208,10 @@ def compare(
         one_shots["lcm-lite tiny"] = lambda: one_shot(model, size, steps, out, cache, *tiny_args)
     quantized = None
     if calibration_samples is not None:
-        quantized = quantized_folder(
+        quantized, quantized_one_shots = quantized_folder(
             model, size, steps, work, calibration_samples, tiny_args, preset
         )
-        one_shots.update(quantized.pop("one_shots"))
+        one_shots.update(quantized_one_shots)
     medians = alternated(one_shots, rounds)
     lcm_lite, genai_one_shot = medians["lcm-lite"], medians["genai"]
     genai_warm = json.loads(
@@ -284,11 +284,11 @@ def quantized_folder(
     calibration_samples: int,
     tiny_args: list[str],
     preset: str,
-) -> dict:
-    """``lcm-lite quantize --preset PRESET`` of ``model`` (timed; reused if it exists), its UNet
-    step against the source's and its images' PSNR (``quantized.py``), its compiled-model cache
-    filled; under ``one_shots``, its one-shot CLI with each VAE (``tiny_args``: the tiny one's
-    options)."""
+) -> tuple[dict, dict[str, Callable[[], Run]]]:
+    """``lcm-lite quantize --preset PRESET`` of ``model`` (timed; reused if it exists): its
+    figures (its UNet step against the source's and its images' PSNR, ``quantized.py``), and,
+    its compiled-model cache filled, its one-shot CLI with each VAE as commands to alternate
+    (``tiny_args``: the tiny one's options)."""
     quantized = work / f"{model.name}-quantized{'' if preset == DEFAULT_PRESET else '-' + preset}"
     figures: dict = {"folder": str(quantized), "preset": preset}
     if not (quantized / "model_index.json").is_file():
@@ -302,14 +302,14 @@ def quantized_folder(
     cache = cache_env(quantized, work)
     bench_rows(quantized, [str(size)], [str(steps)], 1, cache)  # fills the compiled cache
     out = work / f"lcm-lite-{quantized.name}.png"
-    figures["one_shots"] = {"quantized": lambda: one_shot(quantized, size, steps, out, cache)}
+    one_shots = {"quantized": lambda: one_shot(quantized, size, steps, out, cache)}
     if tiny_args:
         bench_rows(quantized, [str(size)], [str(steps)], 1, cache, *tiny_args)
         tiny_out = work / f"lcm-lite-tiny-{quantized.name}.png"
-        figures["one_shots"]["quantized tiny"] = lambda: one_shot(
+        one_shots["quantized tiny"] = lambda: one_shot(
             quantized, size, steps, tiny_out, cache, *tiny_args
         )
-    return figures
+    return figures, one_shots
 
 
 def scan(model: Path, work: Path) -> list[dict]:

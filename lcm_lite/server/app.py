@@ -85,10 +85,9 @@ def needs_token(path: str) -> bool:
     ) and path != "/api/health"
 
 
-def body_limit(controlnets: int) -> Callable[[str], int]:
-    """The largest body each path accepts, in bytes (checked before a byte is decoded), on a
-    server with ``controlnets``."""
-    picture_body = picture_body_bytes(controlnets)
+def body_limit(picture_body: int) -> Callable[[str], int]:
+    """The largest body each path accepts, in bytes (checked before a byte is decoded):
+    ``picture_body`` (``picture_body_bytes``) on a path that takes pictures."""
     return lambda path: picture_body if path in PICTURE_PATHS else MAX_BODY_BYTES
 
 
@@ -119,8 +118,9 @@ def create_app(
     )
     # The last added runs first: security headers, then the Host check, then the cross-site
     # refusal (``origin``), then token and body.
+    picture_body = picture_body_bytes(len(controlnets))
     app.add_middleware(
-        Guard, token=token, protected=needs_token, body_limit=body_limit(len(controlnets))
+        Guard, token=token, protected=needs_token, body_limit=body_limit(picture_body)
     )
     app.add_middleware(SameOrigin)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
@@ -141,7 +141,7 @@ def create_app(
         "prompt_chars": MAX_PROMPT_CHARS,
         "body_bytes": MAX_BODY_BYTES,
         "picture_bytes": MAX_PICTURE_BYTES,
-        "picture_body_bytes": picture_body_bytes(len(controlnets)),
+        "picture_body_bytes": picture_body,
         "picture_pixels": jobs.max_picture_pixels,
     }
     app.include_router(own_api_router(jobs, served, size_limits))
